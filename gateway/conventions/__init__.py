@@ -1,0 +1,48 @@
+"""Device conventions: each module turns one family of topics into DeviceEvents and back.
+
+A convention owns its topic layout completely; the rest of the gateway only ever sees device ids,
+metrics and events. New conventions register in `CONVENTIONS` and get a config section of their
+own; nothing in the hub or the registry changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gateway.models import DeviceEvent, DeviceMeta, Value
+
+
+class Convention(Protocol):
+    """The decoding interface. Implementations are pure: no I/O, no clock, no global state."""
+
+    name: str
+
+    def subscriptions(self) -> list[str]:
+        """MQTT topic filters to subscribe to."""
+        ...
+
+    def owns(self, topic: str) -> bool:
+        """True if this convention decodes messages on `topic`."""
+        ...
+
+    def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
+        """Decode one message; raise DecodeError when nothing in it is usable."""
+        ...
+
+    def encode_command(
+        self, device: str, meta: DeviceMeta, command: str, command_id: str, params: dict[str, Value]
+    ) -> tuple[str, bytes]:
+        """Topic and payload that carry a validated command to `device`."""
+        ...
+
+
+ConventionFactory = Callable[[Any], Convention]
+
+
+def build_conventions(settings: dict[str, Any]) -> list[Convention]:
+    """Instantiate every enabled convention from its config section."""
+    from gateway.conventions import native
+
+    factories: dict[str, ConventionFactory] = {"native": native.NativeConvention.from_config}
+    return [factories[name](section) for name, section in settings.items() if section.enabled]

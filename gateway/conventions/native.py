@@ -1,0 +1,169 @@
+"""The gateway's own convention, spoken by the simulators (docs/conventions.md has the full text).
+
+    iotgw/thermo-1/telemetry   {"temperature": 21.4, "battery": {"volt": 3.7}, "ts": 1764090000.5}
+    iotgw/thermo-1/status      online | offline                      (retained; the last will)
+    iotgw/thermo-1/meta        {"type": "thermostat", "name": "...", "metrics": {...}, "commands": {...}}
+    iotgw/thermo-1/cmd/<name>  {"id": "c-…", "params": {...}}        (published by the gateway, QoS 1)
+    iotgw/thermo-1/result      {"id": "c-…", "status": "ok"|"error", "result": {...}, "error": "..."}
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.errors import DecodeError
+from gateway.meta import parse_meta
+from gateway.models import (
+    CommandResult,
+    DeviceEvent,
+    DeviceMeta,
+    MetaChange,
+    Rejected,
+    Sample,
+    StatusChange,
+    Telemetry,
+    Value,
+)
+from gateway.names import is_device_id, is_metric_name
+
+MAX_STRING_VALUE = 256
+MAX_DEPTH = 8
+
+
+@dataclass(frozen=True, slots=True)
+class NativeConvention:
+    prefix: str = "iotgw"
+    name: str = "native"
+
+    @classmethod
+    def from_config(cls, section: Any) -> NativeConvention:
+        return cls(prefix=section.prefix)
+
+    def subscriptions(self) -> list[str]:
+        return [f"{self.prefix}/+/{leaf}" for leaf in ("telemetry", "status", "meta", "result")]
+
+    def owns(self, topic: str) -> bool:
+        return topic.startswith(self.prefix + "/")
+
+    def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
+        levels = topic[len(self.prefix) + 1 :].split("/")
+        if len(levels) != 2:
+            raise DecodeError("unknown_topic", topic)
+        device, leaf = levels
+        if not is_device_id(device):
+            raise DecodeError("bad_device_id", device)
+        if leaf == "telemetry":
+            return _telemetry(device, payload, received_at)
+        if leaf == "status":
+            return [_status(device, payload)]
+        if leaf == "meta":
+            return [MetaChange(device, parse_meta(load_json(payload)) if payload else None)]
+        if leaf == "result":
+            return [_result(device, payload)]
+        raise DecodeError("unknown_topic", topic)
+
+    def encode_command(
+        self, device: str, meta: DeviceMeta, command: str, command_id: str, params: dict[str, Value]
+    ) -> tuple[str, bytes]:
+        # device and command passed the allow-lists in gateway.names before reaching here.
+        topic = f"{self.prefix}/{device}/cmd/{command}"
+        return topic, orjson.dumps({"id": command_id, "params": params})
+
+
+def load_json(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses NaN, Infinity, 1e400, invalid UTF-8 and nesting deeper than 1024.
+        raise DecodeError("invalid_json", str(exc)[:120]) from None
+
+
+def _telemetry(device: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
+    body = load_json(payload)
+    if not isinstance(body, dict):
+        raise DecodeError("bad_payload", "telemetry must be a JSON object")
+    events: list[DeviceEvent] = []
+    ts = body.pop("ts", None)
+    if ts is None:
+        ts = received_at
+    elif not _is_finite_number(ts):
+        events.append(Rejected("bad_ts", repr(ts)[:80]))
+        ts = received_at
+    samples: list[Sample] = []
+    _flatten(body, "", float(ts), samples, events, 0)
+    if not samples:
+        if events:
+            return events
+        raise DecodeError("empty_telemetry", device)
+    events.append(Telemetry(device, samples))
+    return events
+
+
+def _flatten(
+    node: dict[str, Any],
+    prefix: str,
+    ts: float,
+    samples: list[Sample],
+    rejected: list[DeviceEvent],
+    depth: int,
+) -> None:
+    for key, value in node.items():
+        metric = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if depth >= MAX_DEPTH:
+                rejected.append(Rejected("too_deep", metric[:80]))
+            else:
+                _flatten(value, metric + ".", ts, samples, rejected, depth + 1)
+        elif not is_metric_name(metric):
+            rejected.append(Rejected("bad_metric_name", metric[:80]))
+        elif _is_value(value):
+            samples.append((metric, ts, value))
+        else:
+            rejected.append(Rejected("bad_value", f"{metric[:80]}={value!r:.40}"))
+
+
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_value(value: object) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        # Beyond 2^53 a JavaScript client would silently round it.
+        return -(2**53) <= value <= 2**53
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= MAX_STRING_VALUE
+
+
+def _status(device: str, payload: bytes) -> StatusChange:
+    text = payload.strip().lower()
+    if text == b"online":
+        return StatusChange(device, True)
+    if text == b"offline":
+        return StatusChange(device, False)
+    if not text:
+        return StatusChange(device, None)
+    raise DecodeError("bad_status", repr(payload[:40]))
+
+
+def _result(device: str, payload: bytes) -> CommandResult:
+    body = load_json(payload)
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        raise DecodeError("bad_result", "result must be an object with a string id")
+    status = body.get("status")
+    if status not in ("ok", "error"):
+        raise DecodeError("bad_result", f"status must be ok or error, not {status!r:.40}")
+    error = body.get("error")
+    return CommandResult(
+        device=device,
+        command_id=body["id"],
+        status=status,
+        result=body.get("result"),
+        error=error[:MAX_STRING_VALUE] if isinstance(error, str) else None,
+    )
