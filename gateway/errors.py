@@ -17,7 +17,7 @@ class ConfigError(GatewayError):
 
 
 class DecodeError(GatewayError):
-    """Raised when an MQTT message cannot be decoded; `reason` is a short stable label for metrics."""
+    """Raised when an MQTT message cannot be decoded; `reason` is a stable label for metrics."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)

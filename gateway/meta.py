@@ -7,7 +7,6 @@ rather than half-applied, and command names must pass the allow-list because the
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from gateway.errors import CommandError, DecodeError
 from gateway.models import CommandSpec, DeviceMeta, ParamSpec, Value

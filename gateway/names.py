@@ -12,10 +12,10 @@ import re
 DEVICE_ID_MAX = 64
 METRIC_MAX = 128
 
-_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,%d}" % (DEVICE_ID_MAX - 1))
+_DEVICE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{DEVICE_ID_MAX - 1}}}")
 _COMMAND = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Metrics never become topics, but they reach the page and log lines: printable, no control chars.
-_METRIC = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % METRIC_MAX)
+_METRIC = re.compile(rf"[^\x00-\x1f\x7f]{{1,{METRIC_MAX}}}")
 
 
 def is_device_id(value: object) -> bool:

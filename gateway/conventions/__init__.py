@@ -7,6 +7,7 @@ own; nothing in the hub or the registry changes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -40,9 +41,10 @@ class Convention(Protocol):
 ConventionFactory = Callable[[Any], Convention]
 
 
-def build_conventions(settings: dict[str, Any]) -> list[Convention]:
-    """Instantiate every enabled convention from its config section."""
+def build_conventions(settings: Any) -> list[Convention]:
+    """Instantiate every enabled convention from its section of ConventionsConfig."""
     from gateway.conventions import native
 
     factories: dict[str, ConventionFactory] = {"native": native.NativeConvention.from_config}
-    return [factories[name](section) for name, section in settings.items() if section.enabled]
+    sections = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    return [factories[name](section) for name, section in sections.items() if section.enabled]

@@ -1,10 +1,10 @@
 """The gateway's own convention, spoken by the simulators (docs/conventions.md has the full text).
 
-    iotgw/thermo-1/telemetry   {"temperature": 21.4, "battery": {"volt": 3.7}, "ts": 1764090000.5}
-    iotgw/thermo-1/status      online | offline                      (retained; the last will)
-    iotgw/thermo-1/meta        {"type": "thermostat", "name": "...", "metrics": {...}, "commands": {...}}
-    iotgw/thermo-1/cmd/<name>  {"id": "c-…", "params": {...}}        (published by the gateway, QoS 1)
-    iotgw/thermo-1/result      {"id": "c-…", "status": "ok"|"error", "result": {...}, "error": "..."}
+iotgw/thermo-1/telemetry   {"temperature": 21.4, "battery": {"volt": 3.7}, "ts": 1764090000.5}
+iotgw/thermo-1/status      online | offline                      (retained; the last will)
+iotgw/thermo-1/meta        {"type": "thermostat", "name": "…", "metrics": {…}, "commands": {…}}
+iotgw/thermo-1/cmd/<name>  {"id": "c-…", "params": {...}}        (published by the gateway, QoS 1)
+iotgw/thermo-1/result      {"id": "c-…", "status": "ok"|"error", "result": {...}, "error": "..."}
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ class Mosquitto:
         # Debian's mosquitto 2.x listens nowhere and refuses anonymous clients unless told.
         self._config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence false\nmax_queued_messages 100000\n{extra_config}\n"
+            f"persistence false\nmax_queued_messages 100000\nset_tcp_nodelay true\n{extra_config}\n"
         )
         self._log = self._dir / "mosquitto.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -69,7 +69,9 @@ class Mosquitto:
             wait_for_port(self.port)
         except TimeoutError:
             self.stop()
-            raise RuntimeError(f"mosquitto did not start: {self._log.read_text()[-2000:]}") from None
+            raise RuntimeError(
+                f"mosquitto did not start: {self._log.read_text()[-2000:]}"
+            ) from None
         return self
 
     def stop(self) -> None:

@@ -1,0 +1,66 @@
+"""create_app(config): routes, typed shared state, and the runtime's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.http_api import add_routes
+from gateway.metrics import add_metrics
+from gateway.runtime import Runtime
+from gateway.ws import websocket_handler
+
+RUNTIME = web.AppKey("runtime", Runtime)
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application()
+    runtime = Runtime(config)
+    app[RUNTIME] = runtime
+    app.router.add_get("/ws", websocket_handler)
+    add_routes(app)
+    add_metrics(app, runtime)
+    app.cleanup_ctx.append(_run_runtime)
+    app.on_shutdown.append(_close_sessions)
+    return app
+
+
+async def _run_runtime(app: web.Application) -> AsyncIterator[None]:
+    """Start the runtime task, wait until it runs (or fails), and stop it on cleanup."""
+    runtime = app[RUNTIME]
+    task = asyncio.create_task(runtime.run(), name="gateway.runtime")
+    ready = asyncio.create_task(runtime.ready.wait(), name="gateway.runtime.ready")
+    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        ready.cancel()
+        task.result()  # raises what stopped the runtime
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close_sessions(app: web.Application) -> None:
+    """on_shutdown: every client is told 1001 (going away) before the runtime stops."""
+    app[RUNTIME].close_sessions()
+
+
+async def serve(config: Config, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
+    """Run the gateway until `stop` is set, then shut down gracefully (clients get 1001)."""
+    runner = web.AppRunner(create_app(config), handle_signals=False, shutdown_timeout=15)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.http.host, config.http.port)
+        await site.start()
+        log.info("serving http://%s:%d/ (WebSocket at /ws)", config.http.host, config.http.port)
+        if started is not None:
+            started.set()
+        await stop.wait()
+    finally:
+        await runner.cleanup()

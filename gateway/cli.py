@@ -1,0 +1,129 @@
+"""`iotgw`: run | check-config | simulate | demo. The only place that exits the process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from gateway import __version__
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.logs import configure_logging
+
+log = logging.getLogger("iotgw")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iotgw", description="IoT telemetry gateway: MQTT devices to WebSocket clients."
+    )
+    parser.add_argument("--version", action="version", version=f"iotgw {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the gateway daemon")
+    _add_config_flags(run)
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file", help="path to a config.toml")
+
+    try:
+        from simulators import cli as simulators_cli
+    except ImportError:  # the simulators package is optional in a trimmed install
+        simulators_cli = None
+    if simulators_cli is not None:
+        simulate = commands.add_parser("simulate", help="run a fleet of simulated devices")
+        simulators_cli.configure_parser(simulate)
+    return parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", help="config.toml (default: built-in defaults)"
+    )
+    parser.add_argument("--broker", metavar="URL", help="broker URL, mqtt://host:port (broker.url)")
+    parser.add_argument("--host", help="HTTP bind address (http.host)")
+    parser.add_argument("--port", type=int, help="HTTP port (http.port)")
+    parser.add_argument("--prefix", help="native topic prefix (conventions.native.prefix)")
+    parser.add_argument("--log-level", help="debug | info | warning | error (log.level)")
+    parser.add_argument("--log-format", choices=["text", "json"], help="log.format")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file, then IOTGW_* variables, then flags: each overrides the one before."""
+    return load_config(
+        args.config,
+        overrides={
+            "broker.url": args.broker,
+            "http.host": args.host,
+            "http.port": args.port,
+            "conventions.native.prefix": args.prefix,
+            "log.level": args.log_level,
+            "log.format": args.log_format,
+        },
+    )
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run `main(stop)` on the best available event loop; SIGINT and SIGTERM set `stop`."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(runner())
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+            loop_runner.run(runner())
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gateway.app import serve
+
+    config = config_from_args(args)
+    configure_logging(config.log.level, config.log.format)
+    log.info("iotgw %s, broker %s", __version__, config.broker.url)
+    run_until_signal(lambda stop: serve(config, stop))
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    load_config(args.file)
+    print(f"{args.file}: ok")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": _run,
+        "check-config": _check_config,
+    }
+    if args.command == "simulate":
+        from simulators import cli as simulators_cli
+
+        handlers["simulate"] = simulators_cli.run
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return handlers[args.command](args)
+        return 130
+    except ConfigError as exc:
+        print(f"iotgw: config error: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"iotgw: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the HTTP port is taken
+        print(f"iotgw: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,178 @@
+"""Commands from clients to devices: validate, publish, and wait for the device's answer.
+
+The topic is built by the device's convention from registry data, never from client text. Each
+pending command lives in `_pending` only inside `_awaiting`, whose `finally` removes it, so a
+timeout, a disconnect or a cancelled client task cannot leak a future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from prometheus_client import Histogram
+
+from gateway.config import CommandsConfig
+from gateway.conventions import Convention
+from gateway.errors import CommandError
+from gateway.meta import validate_params
+from gateway.models import CommandResult, Value
+from gateway.names import is_command_name, is_device_id
+from gateway.registry import Registry
+
+Outcome = Literal["ok", "error", "timeout", "unknown"]
+
+
+class BrokerUnavailable(Exception):
+    """Raised by a publisher that is not connected: nothing was published."""
+
+
+class PublishUnconfirmed(Exception):
+    """Raised when a publish was handed over but not acknowledged: it may still be delivered."""
+
+
+class Publisher(Protocol):
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 and return after the broker's PUBACK."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCommand:
+    device: str
+    command: str
+    command_id: str
+    topic: str
+    payload: bytes
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    command_id: str
+    status: Outcome
+    rtt_ms: float
+    result: Any = None
+    error: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "command_id": self.command_id,
+            "status": self.status,
+            "result": self.result,
+            "error": self.error,
+            "rtt_ms": round(self.rtt_ms, 3),
+        }
+
+
+RTT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(slots=True)
+class CommandStats:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    # Unregistered: the gateway's collector exposes it next to its other metrics.
+    rtt: Histogram = field(
+        default_factory=lambda: Histogram(
+            "iotgw_command_rtt_seconds",
+            "Command round trip, publish to the device's result",
+            buckets=RTT_BUCKETS_S,
+            registry=None,
+        )
+    )
+
+
+class CommandRouter:
+    def __init__(
+        self,
+        registry: Registry,
+        conventions: dict[str, Convention],
+        publisher: Publisher,
+        config: CommandsConfig,
+    ) -> None:
+        self._registry = registry
+        self._conventions = conventions
+        self._publisher = publisher
+        self._config = config
+        self._pending: dict[str, tuple[str, asyncio.Future[CommandResult]]] = {}
+        self.stats = CommandStats()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def prepare(
+        self, device_id: str, command: str, params: dict[str, Value], timeout_ms: int | None
+    ) -> PreparedCommand:
+        """Check the command against the device's meta; raise CommandError when it does not fit."""
+        device = self._registry.get(device_id) if is_device_id(device_id) else None
+        if device is None:
+            raise CommandError("not_found", f"unknown device {device_id!r:.80}")
+        meta = device.meta
+        if meta is None:
+            raise CommandError("not_found", f"device {device_id} has not published its commands")
+        spec = meta.commands.get(command) if is_command_name(command) else None
+        if spec is None:
+            raise CommandError("not_found", f"device {device_id} has no command {command!r:.80}")
+        checked = validate_params(command, spec, params)
+        command_id = f"c-{secrets.token_hex(8)}"
+        topic, payload = self._conventions[device.convention].encode_command(
+            device_id, meta, command, command_id, checked
+        )
+        timeout_ms = min(timeout_ms or self._config.default_timeout_ms, self._config.max_timeout_ms)
+        return PreparedCommand(device_id, command, command_id, topic, payload, timeout_ms / 1000)
+
+    async def execute(
+        self, command: PreparedCommand, on_accepted: Callable[[str], None]
+    ) -> CommandOutcome:
+        """Publish and wait for the result. Raises BrokerUnavailable if nothing was published."""
+        started = time.perf_counter()
+
+        def outcome(status: Outcome, result: CommandResult | None = None) -> CommandOutcome:
+            self.stats.outcomes[status] += 1
+            rtt_s = time.perf_counter() - started
+            self.stats.rtt.observe(rtt_s)
+            rtt_ms = rtt_s * 1000
+            if result is None:
+                return CommandOutcome(command.command_id, status, rtt_ms)
+            return CommandOutcome(command.command_id, status, rtt_ms, result.result, result.error)
+
+        # Registered before publishing: a fast device may answer before the PUBACK is processed.
+        accepted = False
+        with self._awaiting(command) as answer:
+            try:
+                async with asyncio.timeout(command.timeout_s):
+                    await self._publisher.publish(command.topic, command.payload)
+                    accepted = True
+                    on_accepted(command.command_id)
+                    result = await answer
+            except PublishUnconfirmed:
+                return outcome("unknown")
+            except TimeoutError:
+                # Without a PUBACK we cannot say the device never got it.
+                return outcome("timeout" if accepted else "unknown")
+        return outcome(result.status, result)
+
+    @contextmanager
+    def _awaiting(self, command: PreparedCommand) -> Iterator[asyncio.Future[CommandResult]]:
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._pending[command.command_id] = (command.device, future)
+        try:
+            yield future
+        finally:
+            del self._pending[command.command_id]
+
+    def resolve(self, result: CommandResult) -> bool:
+        """Hand a device's answer to the waiting command; False if nobody waits for it."""
+        entry = self._pending.get(result.command_id)
+        # A device may only answer its own commands.
+        if entry is None or entry[0] != result.device or entry[1].done():
+            return False
+        entry[1].set_result(result)
+        return True

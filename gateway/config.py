@@ -1,0 +1,285 @@
+"""One typed configuration object, read from TOML, then environment, then CLI flags.
+
+Every section is a frozen, slotted dataclass whose field names are the TOML keys. Unknown keys and
+wrong types are errors that name the full key path (`ws.batch_interval_ms: expected a number`).
+Environment overrides use `IOTGW_<SECTION>__<KEY>` (e.g. `IOTGW_BROKER__URL`,
+`IOTGW_CONVENTIONS__NATIVE__PREFIX`); their values are parsed as TOML values when they parse,
+else taken as strings, so `IOTGW_HTTP__PORT=9000` and `IOTGW_BROKER__URL=mqtt://h` both work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "IOTGW_"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    url: str = "mqtt://127.0.0.1:1883"  # mqtt://host:port, or mqtts:// for TLS
+    client_id: str = ""  # empty: "iotgw-" plus a random suffix
+    username: str = ""
+    password: str = ""
+    password_env: str = ""  # name of an environment variable holding the password
+    keepalive_s: int = 30
+    qos: int = 1  # subscription QoS
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    publish_timeout_s: float = 5.0  # waiting for the PUBACK of a command
+    max_payload_bytes: int = 65536  # larger messages are refused before parsing
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+
+@dataclass(frozen=True, slots=True)
+class NativeConventionConfig:
+    enabled: bool = True
+    prefix: str = "iotgw"
+
+
+@dataclass(frozen=True, slots=True)
+class ConventionsConfig:
+    native: NativeConventionConfig = field(default_factory=NativeConventionConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class WsConfig:
+    batch_interval_ms: float = 5.0  # a batch under load is flushed at least this often
+    batch_max_readings: int = 2000  # ...or as soon as it holds this many readings
+    outbox_max_bytes: int = 1_048_576  # per client; past this, readings are coalesced
+    slow_client_timeout_s: float = 10.0  # coalescing this long without catching up: close 4000
+    send_timeout_s: float = 10.0  # one send blocked this long: the transport is aborted
+    heartbeat_s: float = 20.0
+    max_message_bytes: int = 65536  # client frames; larger ones close the connection with 1009
+    max_subscriptions: int = 32
+    compress: bool = False  # permessage-deflate
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    max_devices: int = 10000
+    max_metrics_per_device: int = 64
+    history_length: int = 1000  # points kept per (device, metric)
+    stale_after_s: float = 120.0  # online but silent this long: shown as stale
+
+
+@dataclass(frozen=True, slots=True)
+class CommandsConfig:
+    default_timeout_ms: int = 5000
+    max_timeout_ms: int = 60000
+    max_in_flight_per_client: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class TokenConfig:
+    token: str = ""
+    token_env: str = ""  # read the token from this environment variable instead
+    name: str = ""  # shown in logs instead of the token
+    read: list[str] = field(default_factory=lambda: ["*"])  # device globs it may read
+    command: list[str] = field(default_factory=list)  # device globs it may command
+
+    def secret(self) -> str:
+        return os.environ.get(self.token_env, "") if self.token_env else self.token
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    tokens: list[TokenConfig] = field(default_factory=list)  # empty: no authentication
+    allowed_origins: list[str] = field(default_factory=list)  # empty: same host only
+    auth_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "text"  # text | json
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    conventions: ConventionsConfig = field(default_factory=ConventionsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    ws: WsConfig = field(default_factory=WsConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read `path` (if any), apply `IOTGW_*` variables from `env`, then dotted `overrides`."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(str(path), exc.strerror or str(exc)) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    for key, value in _env_overrides(os.environ if env is None else env).items():
+        _set_dotted(data, key, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    config = build(Config, data, "")
+    validate(config)
+    return config
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        found[key] = value
+    return found
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(dotted, f"{part} is not a table")
+    node[leaf] = value
+
+
+def build(cls: type[Any], data: object, path: str) -> Any:
+    """Construct dataclass `cls` from TOML data, naming the key path of anything wrong."""
+    if not isinstance(data, dict):
+        raise ConfigError(path or "config", "expected a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(where, f"unknown key (known: {', '.join(sorted(known))})")
+    values = {
+        key: _coerce(hints[key], value, f"{path}.{key}" if path else key)
+        for key, value in data.items()
+    }
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, path)  # type: ignore[arg-type]
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(path, "expected a list")
+        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin in (types.UnionType, typing.Union):
+        raise AssertionError(f"union config types are not supported: {path}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, "expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, "expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, "expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, "expected a string")
+        return value
+    raise AssertionError(f"unsupported config type {hint!r} at {path}")
+
+
+def validate(config: Config) -> None:
+    """Checks that span more than a type: ranges, URL schemes, files that must exist."""
+    broker = config.broker
+    parts = urlsplit(broker.url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError("broker.url", "expected mqtt://host[:port] or mqtts://host[:port]")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ConfigError("broker.url", "port out of range") from None
+    if broker.qos not in (0, 1, 2):
+        raise ConfigError("broker.qos", "expected 0, 1 or 2")
+    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        file = getattr(broker, key)
+        if file and not Path(file).is_file():
+            raise ConfigError(f"broker.{key}", f"no such file: {file}")
+    if broker.reconnect_min_s <= 0 or broker.reconnect_max_s < broker.reconnect_min_s:
+        raise ConfigError("broker.reconnect_max_s", "need 0 < reconnect_min_s <= reconnect_max_s")
+    positive = {
+        "broker.keepalive_s": broker.keepalive_s,
+        "broker.max_payload_bytes": broker.max_payload_bytes,
+        "http.port": config.http.port,
+        "ws.batch_interval_ms": config.ws.batch_interval_ms,
+        "ws.batch_max_readings": config.ws.batch_max_readings,
+        "ws.outbox_max_bytes": config.ws.outbox_max_bytes,
+        "ws.max_message_bytes": config.ws.max_message_bytes,
+        "ws.max_subscriptions": config.ws.max_subscriptions,
+        "registry.max_devices": config.registry.max_devices,
+        "registry.max_metrics_per_device": config.registry.max_metrics_per_device,
+        "registry.history_length": config.registry.history_length,
+        "commands.default_timeout_ms": config.commands.default_timeout_ms,
+        "commands.max_in_flight_per_client": config.commands.max_in_flight_per_client,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(key, "must be greater than 0")
+    if config.http.port > 65535:
+        raise ConfigError("http.port", "must be at most 65535")
+    if config.log.format not in ("text", "json"):
+        raise ConfigError("log.format", "expected text or json")
+    if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("log.level", "expected debug, info, warning or error")
+    for i, token in enumerate(config.auth.tokens):
+        if not token.secret():
+            source = f"environment variable {token.token_env}" if token.token_env else "token"
+            raise ConfigError(f"auth.tokens[{i}]", f"{source} is empty")
+    prefix = config.conventions.native.prefix
+    if not prefix or any(c in prefix for c in "+#\x00") or prefix.startswith("/"):
+        raise ConfigError("conventions.native.prefix", "must be a topic without wildcards")

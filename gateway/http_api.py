@@ -1,0 +1,115 @@
+"""HTTP routes: health, readiness, the device REST API, and the dashboard's static files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.auth import Principal
+from gateway.commands import BrokerUnavailable
+from gateway.errors import CommandError
+
+DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return _json({"code": code, "message": message}, status)
+
+
+def _runtime(request: web.Request):  # type: ignore[no-untyped-def]
+    from gateway.app import RUNTIME
+
+    return request.app[RUNTIME]
+
+
+def _principal(request: web.Request) -> Principal:
+    """The caller's principal from `Authorization: Bearer`, or a 401 response."""
+    header = request.headers.get("Authorization", "")
+    token = header[7:] if header.startswith("Bearer ") else None
+    principal = _runtime(request).auth.authenticate(token)
+    if principal is None:
+        raise web.HTTPUnauthorized(
+            body=orjson.dumps({"code": "unauthorized", "message": "missing or bad token"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = _runtime(request)
+    state = runtime.broker_state
+    return _json(
+        {"broker": state, "since": runtime.broker_changed_at}, 200 if state == "connected" else 503
+    )
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    devices = [d.snapshot() for d in _runtime(request).registry if principal.may_read(d.id)]
+    return _json({"devices": devices})
+
+
+async def get_device(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    device_id = request.match_info["device"]
+    device = _runtime(request).registry.get(device_id)
+    if device is None or not principal.may_read(device_id):
+        return _error(404, "not_found", f"unknown device {device_id!r:.80}")
+    return _json(device.snapshot())
+
+
+async def post_command(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    runtime = _runtime(request)
+    device_id = request.match_info["device"]
+    if runtime.registry.get(device_id) is None or not principal.may_read(device_id):
+        return _error(404, "not_found", f"unknown device {device_id!r:.80}")
+    if not principal.may_command(device_id):
+        return _error(403, "forbidden", f"not allowed to command {device_id}")
+    try:
+        body = orjson.loads(await request.read()) if request.can_read_body else {}
+    except orjson.JSONDecodeError:
+        return _error(400, "bad_request", "body is not valid JSON")
+    if not isinstance(body, dict):
+        return _error(400, "bad_request", "body must be a JSON object")
+    timeout_ms = body.get("timeout_ms")
+    if timeout_ms is not None and (not isinstance(timeout_ms, int) or timeout_ms <= 0):
+        return _error(400, "bad_request", "timeout_ms must be a positive integer")
+    try:
+        prepared = runtime.router.prepare(
+            device_id, request.match_info["command"], body.get("params", {}), timeout_ms
+        )
+        outcome = await runtime.router.execute(prepared, lambda _: None)
+    except CommandError as exc:
+        return _error(404 if exc.code == "not_found" else 400, exc.code, exc.message)
+    except BrokerUnavailable:
+        return _error(503, "unavailable", "the broker is disconnected")
+    return _json(outcome.fields())
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(DASHBOARD_DIR / "index.html")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/devices", list_devices)
+    app.router.add_get("/api/devices/{device}", get_device)
+    app.router.add_post("/api/devices/{device}/commands/{command}", post_command)
+    if (DASHBOARD_DIR / "index.html").is_file():
+        app.router.add_get("/", index)
+        # follow_symlinks stays off: only files inside the dashboard directory are served.
+        app.router.add_static("/", DASHBOARD_DIR, show_index=False)

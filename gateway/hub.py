@@ -1,0 +1,167 @@
+"""Who is subscribed to what, and the batching that turns readings into shared frames.
+
+Readings gather into the current batch. At flush, the batch is encoded once per distinct interest
+(clients with the same subscriptions share one Interest) and the same bytes are offered to every
+session holding it. Device and gateway events are encoded once and offered to every session that
+wants the device. Nothing here awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+
+from gateway.config import WsConfig
+from gateway.matching import Interest, Selector
+from gateway.models import Reading
+from gateway.protocol import encode
+from gateway.registry import Device
+from gateway.session import Session
+
+
+@dataclass(slots=True)
+class HubStats:
+    batches: int = 0
+    readings_in: int = 0
+    encodings: int = 0
+
+
+class Hub:
+    def __init__(self, config: WsConfig) -> None:
+        self._config = config
+        self._interests: dict[frozenset[Selector], Interest] = {}
+        self._members: dict[Interest, set[Session]] = {}
+        self._session_interest: dict[Session, Interest | None] = {}
+        self._batch: list[Reading] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._last_flush = 0.0
+        self._interval = config.batch_interval_ms / 1000
+        self.stats = HubStats()
+
+    @property
+    def sessions(self) -> Iterable[Session]:
+        return self._session_interest.keys()
+
+    def __len__(self) -> int:
+        return len(self._session_interest)
+
+    # --- membership ------------------------------------------------------------------------------
+
+    def add(self, session: Session) -> None:
+        self._session_interest[session] = None
+
+    def remove(self, session: Session) -> None:
+        self._leave(session)
+        self._session_interest.pop(session, None)
+
+    def resubscribe(self, session: Session) -> Interest | None:
+        """Recompute a session's interest from its subscriptions (after subscribe/unsubscribe)."""
+        self._leave(session)
+        if not session.subscriptions:
+            self._session_interest[session] = None
+            return None
+        key = frozenset(session.subscriptions.values())
+        interest = self._interests.get(key)
+        if interest is None:
+            interest = self._interests[key] = Interest(key)
+            self._members[interest] = set()
+        self._members[interest].add(session)
+        self._session_interest[session] = interest
+        return interest
+
+    def _leave(self, session: Session) -> None:
+        interest = self._session_interest.get(session)
+        if interest is None:
+            return
+        members = self._members[interest]
+        members.discard(session)
+        if not members:
+            # Last holder gone: drop the interest and its caches.
+            del self._members[interest]
+            del self._interests[interest.selectors]
+
+    def forget_device(self, device_id: str) -> None:
+        for interest in self._members:
+            interest.forget(device_id)
+
+    # --- readings --------------------------------------------------------------------------------
+
+    def add_readings(self, readings: list[Reading]) -> None:
+        """Add to the current batch; flush when full, otherwise schedule a flush."""
+        if not readings:
+            return
+        self.stats.readings_in += len(readings)
+        if not self._batch and self._flush_handle is None:
+            # Runs once the ingest loop has drained what already arrived, so readings that came in
+            # together share one frame and a lone reading goes out without waiting.
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_when_due)
+        self._batch.extend(readings)
+        if len(self._batch) >= self._config.batch_max_readings:
+            self.flush()
+
+    def _flush_when_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._last_flush + self._interval
+        if loop.time() >= due:
+            self._flush_handle = None
+            self.flush()
+        else:
+            # Under sustained load, flush at most once per interval so frames stay large.
+            self._flush_handle = loop.call_at(due, self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_handle = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Encode the current batch once per distinct interest and offer it to the sessions."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        self._last_flush = asyncio.get_running_loop().time()
+        self.stats.batches += 1
+        everything: bytes | None = None
+        for interest, members in self._members.items():
+            if interest.matches_all:
+                if everything is None:
+                    everything = orjson.dumps(batch)
+                    self.stats.encodings += 1
+                data, rows = everything, batch
+            else:
+                wants = interest.wants
+                rows = [r for r in batch if wants(r[0], r[1])]
+                if not rows:
+                    continue
+                data = orjson.dumps(rows)
+                self.stats.encodings += 1
+            for session in members:
+                session.offer_readings(data, rows)
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def device_event(self, device: Device, event: str) -> None:
+        """Tell sessions that want `device` about a status or meta change (or its removal)."""
+        # Readings already batched happened before this event: send them first, keeping order.
+        self.flush()
+        payload: bytes | None = None
+        for interest, members in self._members.items():
+            if not interest.wants_device(device.id):
+                continue
+            if payload is None:
+                payload = encode({"type": "device", "event": event, "device": device.summary()})
+            for session in members:
+                session.offer(payload)
+
+    def broadcast(self, frame: dict[str, object]) -> None:
+        """Offer one frame to every connected session (gateway events)."""
+        self.flush()
+        payload = encode(frame)
+        for session in self._session_interest:
+            session.offer(payload)

@@ -1,0 +1,96 @@
+"""Prometheus metrics, rendered at scrape time from the counters the runtime already keeps.
+
+Hot paths count with plain integers; this collector turns them into metric families only when
+/metrics is scraped, so a reading costs no metric-library call. No per-device or per-client labels.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.runtime import Runtime
+
+
+class GatewayCollector(Collector):
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self._runtime
+        messages = CounterMetricFamily(
+            "iotgw_mqtt_messages", "MQTT messages received", labels=["convention", "outcome"]
+        )
+        for (convention, outcome), n in rt.pipeline.stats.messages.items():
+            messages.add_metric([convention, outcome], n)
+        yield messages
+        errors = CounterMetricFamily(
+            "iotgw_decode_errors", "Messages or parts refused", labels=["convention", "reason"]
+        )
+        for (convention, reason), n in rt.pipeline.stats.decode_errors.items():
+            errors.add_metric([convention, reason], n)
+        yield errors
+        yield GaugeMetricFamily(
+            "iotgw_broker_connected", "1 when linked to the broker", value=int(rt.link.connected)
+        )
+        yield CounterMetricFamily(
+            "iotgw_broker_connects", "Successful broker connections", value=rt.link.stats.connects
+        )
+        yield CounterMetricFamily(
+            "iotgw_broker_connect_failures",
+            "Failed or lost broker links",
+            value=rt.link.stats.connect_failures,
+        )
+        by_status = Counter(d.status for d in rt.registry)
+        devices = GaugeMetricFamily("iotgw_devices", "Known devices by status", labels=["status"])
+        for status in ("online", "offline", "stale", "unknown"):
+            devices.add_metric([status], by_status[status])
+        yield devices
+        yield CounterMetricFamily(
+            "iotgw_devices_refused",
+            "Devices refused by the registry cap",
+            value=rt.registry.stats.devices_refused,
+        )
+        yield CounterMetricFamily(
+            "iotgw_metrics_refused",
+            "Metrics refused by the per-device cap",
+            value=rt.registry.stats.metrics_refused,
+        )
+        yield GaugeMetricFamily(
+            "iotgw_ws_clients", "Connected WebSocket clients", value=len(rt.hub)
+        )
+        yield CounterMetricFamily(
+            "iotgw_readings", "Readings batched for clients", value=rt.hub.stats.readings_in
+        )
+        yield CounterMetricFamily("iotgw_batches", "Batches flushed", value=rt.hub.stats.batches)
+        evicted = CounterMetricFamily(
+            "iotgw_ws_closed_by_gateway", "Clients closed by the gateway", labels=["reason"]
+        )
+        for reason, n in rt.evictions.items():
+            evicted.add_metric([reason], n)
+        yield evicted
+        outcomes = CounterMetricFamily("iotgw_commands", "Command outcomes", labels=["status"])
+        for status, n in rt.router.stats.outcomes.items():
+            outcomes.add_metric([status], n)
+        yield outcomes
+        yield from rt.router.stats.rtt.collect()
+
+
+def metrics_handler(registry: CollectorRegistry):  # type: ignore[no-untyped-def]
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), content_type="text/plain", charset="utf-8"
+        )
+
+    return handler
+
+
+def add_metrics(app: web.Application, runtime: Runtime) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(runtime))
+    app.router.add_get("/metrics", metrics_handler(registry))

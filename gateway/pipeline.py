@@ -1,0 +1,115 @@
+"""From one MQTT message to registry updates, hub batches and command results.
+
+The ingest loop calls `handle` for every message; it runs synchronously and never raises for bad
+input: oversize payloads are refused before parsing, undecodable ones are counted by convention and
+reason and logged at a limited rate, and everything else carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from gateway.commands import CommandRouter
+from gateway.conventions import Convention
+from gateway.errors import DecodeError
+from gateway.hub import Hub
+from gateway.logs import RateLimitedLog
+from gateway.models import CommandResult, MetaChange, Rejected, StatusChange, Telemetry
+from gateway.registry import Device, Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class IngestStats:
+    messages: Counter[tuple[str, str]] = field(default_factory=Counter)  # (convention, outcome)
+    decode_errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (convention, reason)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        conventions: list[Convention],
+        registry: Registry,
+        hub: Hub,
+        router: CommandRouter,
+        max_payload_bytes: int,
+    ) -> None:
+        self._conventions = conventions
+        self._registry = registry
+        self._hub = hub
+        self._router = router
+        self._max_payload = max_payload_bytes
+        self._warn = RateLimitedLog(log)
+        self.stats = IngestStats()
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        convention = self._route(topic)
+        if convention is None:
+            self.stats.messages[("none", "unknown_topic")] += 1
+            return
+        name = convention.name
+        if len(payload) > self._max_payload:
+            self._reject(name, "oversize", topic, f"{len(payload)} bytes")
+            return
+        try:
+            events = convention.decode(topic, payload, time.time())
+        except DecodeError as exc:
+            self._reject(name, exc.reason, topic, exc.detail)
+            return
+        self.stats.messages[(name, "ok")] += 1
+        for event in events:
+            self._apply(name, topic, event)
+
+    def _route(self, topic: str) -> Convention | None:
+        for convention in self._conventions:
+            if convention.owns(topic):
+                return convention
+        return None
+
+    def _apply(
+        self,
+        convention: str,
+        topic: str,
+        event: Telemetry | StatusChange | MetaChange | CommandResult | Rejected,
+    ) -> None:
+        match event:
+            case Telemetry(device=device_id, samples=samples):
+                device = self._device(convention, device_id)
+                if device is not None:
+                    was_stale = device.stale
+                    readings = self._registry.apply_samples(device, samples, time.time())
+                    if was_stale:
+                        self._hub.device_event(device, "status")
+                    self._hub.add_readings(readings)
+            case StatusChange(device=device_id, online=online):
+                device = self._device(convention, device_id)
+                if device is not None and self._registry.set_online(device, online):
+                    self._hub.device_event(device, "status")
+            case MetaChange(device=device_id, meta=meta):
+                device = self._device(convention, device_id)
+                if device is not None:
+                    device.meta = meta
+                    self._hub.device_event(device, "meta")
+            case CommandResult():
+                if not self._router.resolve(event):
+                    self._reject(convention, "unmatched_result", topic, event.command_id)
+            case Rejected(reason=reason, detail=detail):
+                self._reject(convention, reason, topic, detail)
+
+    def _device(self, convention: str, device_id: str) -> Device | None:
+        device, created = self._registry.observe(device_id, convention)
+        if device is None:
+            self._reject(convention, "registry_full", device_id, "")
+        elif created:
+            self._hub.device_event(device, "status")
+        return device
+
+    def _reject(self, convention: str, reason: str, topic: str, detail: str) -> None:
+        self.stats.decode_errors[(convention, reason)] += 1
+        self._warn.warning(
+            f"{convention}:{reason}", "%s: %s on %.120r %.200s", convention, reason, topic, detail
+        )

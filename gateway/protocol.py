@@ -1,0 +1,191 @@
+"""The wire format: parse client frames into typed requests, build server frames as bytes.
+
+Parsing raises ProtocolError with a stable code; nothing here touches sockets, so the parser can be
+fuzzed on its own. Server frames are encoded with orjson, which refuses NaN (it writes null), so
+every frame is strict JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import orjson
+
+from gateway.errors import ProtocolError
+from gateway.matching import MAX_PATTERN_LENGTH
+from gateway.models import Value
+
+PROTOCOL_VERSION = 1
+MAX_PATTERNS = 64
+
+
+class CloseCode(IntEnum):
+    """Close codes; 4000-4499 mean reconnect with backoff, 4500-4999 do not reconnect."""
+
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    SLOW_CONSUMER = 4000
+    TOO_MANY_REQUESTS = 4001
+    UNAUTHORIZED = 4500
+    PROTOCOL_VIOLATION = 4501
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    id: Any
+    devices: tuple[str, ...]
+    metrics: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    id: Any
+    subscription: str
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    id: Any
+    device: str
+    metric: str
+    since: float | None
+    limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    id: Any
+    device: str
+    command: str
+    params: dict[str, Value]
+    timeout_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    id: Any
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: Any
+
+
+Request = Subscribe | Unsubscribe | History | Command | Auth | Ping
+
+
+def parse_request(frame: str | bytes) -> Request:
+    """Parse one client text frame; raise ProtocolError(code, message, request_id)."""
+    try:
+        body = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("bad_request", "frame is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("bad_request", "frame must be a JSON object")
+    request_id = body.get("id")
+    if request_id is not None and not _is_valid_id(request_id):
+        raise ProtocolError("bad_request", "id must be a string or a number", None)
+    kind = body.get("type")
+    parser = _PARSERS.get(kind) if isinstance(kind, str) else None
+    if parser is None:
+        raise ProtocolError("unknown_type", f"unknown request type {kind!r:.40}", request_id)
+    return parser(_Fields(body, request_id))
+
+
+def _is_valid_id(value: object) -> bool:
+    if isinstance(value, str):
+        return len(value) <= 64
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class _Fields:
+    """Typed access to a request's fields, raising bad_request that names the field."""
+
+    def __init__(self, body: dict[str, Any], request_id: Any) -> None:
+        self.body = body
+        self.id = request_id
+
+    def fail(self, message: str) -> ProtocolError:
+        return ProtocolError("bad_request", message, self.id)
+
+    def text(self, name: str, max_length: int = 128) -> str:
+        value = self.body.get(name)
+        if not isinstance(value, str) or not 0 < len(value) <= max_length:
+            raise self.fail(f"{name} must be a non-empty string of at most {max_length} characters")
+        return value
+
+    def patterns(self, name: str, required: bool) -> tuple[str, ...] | None:
+        value = self.body.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, list) or not 0 < len(value) <= MAX_PATTERNS:
+            raise self.fail(f"{name} must be a list of 1 to {MAX_PATTERNS} patterns")
+        for p in value:
+            if not isinstance(p, str) or not 0 < len(p) <= MAX_PATTERN_LENGTH:
+                raise self.fail(f"{name} entries must be non-empty strings")
+        return tuple(value)
+
+    def number(self, name: str) -> float | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise self.fail(f"{name} must be a number")
+        return float(value)
+
+    def positive_int(self, name: str) -> int | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise self.fail(f"{name} must be a positive integer")
+        return value
+
+
+def _subscribe(f: _Fields) -> Subscribe:
+    devices = f.patterns("devices", required=True)
+    assert devices is not None
+    return Subscribe(f.id, devices, f.patterns("metrics", required=False))
+
+
+def _command(f: _Fields) -> Command:
+    params = f.body.get("params", {})
+    if not isinstance(params, dict):
+        raise f.fail("params must be an object")
+    return Command(f.id, f.text("device"), f.text("command"), params, f.positive_int("timeout_ms"))
+
+
+_PARSERS = {
+    "subscribe": _subscribe,
+    "unsubscribe": lambda f: Unsubscribe(f.id, f.text("subscription", 32)),
+    "history": lambda f: History(
+        f.id, f.text("device"), f.text("metric"), f.number("since"), f.positive_int("limit")
+    ),
+    "command": _command,
+    "auth": lambda f: Auth(f.id, f.text("token", 512)),
+    "ping": lambda f: Ping(f.id),
+}
+
+
+# --- Server frames ------------------------------------------------------------------------------
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    return orjson.dumps(frame)
+
+
+def error_frame(code: str, message: str, request_id: Any = None) -> bytes:
+    return encode({"type": "error", "id": request_id, "code": code, "message": message})
+
+
+def readings_frame(seq: int, data: bytes) -> bytes:
+    """Wrap an already encoded JSON array of readings; `data` is shared between clients."""
+    return b'{"type":"readings","seq":%d,"data":%b}' % (seq, data)

@@ -1,0 +1,153 @@
+"""Everything the gateway knows about devices: status, last seen, meta, latest values, history.
+
+Bounded everywhere: a cap on devices, on metrics per device and on history points per metric;
+what the caps refuse is counted, never silently grown. Staleness runs on the monotonic clock, so
+a device whose clock is wrong (or a wall-clock jump) cannot make others look stale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import RegistryConfig
+from gateway.models import DeviceMeta, Reading, Sample, Status, Value
+
+
+@dataclass(slots=True)
+class Device:
+    id: str
+    convention: str
+    online: bool | None = None  # what the device last said about itself; None: nothing said
+    stale: bool = False
+    last_seen: float = 0.0  # wall clock, for display
+    last_seen_mono: float = 0.0  # monotonic, for staleness
+    meta: DeviceMeta | None = None
+    values: dict[str, tuple[float, Value]] = field(default_factory=dict)
+    history: dict[str, deque[tuple[float, Value]]] = field(default_factory=dict)
+
+    @property
+    def status(self) -> Status:
+        if self.online is None:
+            return "unknown"
+        if not self.online:
+            return "offline"
+        return "stale" if self.stale else "online"
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON shape of a device in `device` events."""
+        meta = self.meta
+        return {
+            "id": self.id,
+            "status": self.status,
+            "last_seen": self.last_seen or None,
+            "name": meta.name if meta and meta.name else self.id,
+            "type": meta.type if meta else "",
+            "meta": meta.raw if meta else None,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON shape of a device in snapshots and the REST API: summary plus latest values."""
+        entry = self.summary()
+        entry["values"] = {metric: [ts, value] for metric, (ts, value) in self.values.items()}
+        return entry
+
+
+@dataclass(slots=True)
+class RegistryStats:
+    devices_refused: int = 0
+    metrics_refused: int = 0
+
+
+class Registry:
+    def __init__(self, config: RegistryConfig) -> None:
+        self._config = config
+        self._devices: dict[str, Device] = {}
+        self.stats = RegistryStats()
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __iter__(self) -> Iterator[Device]:
+        return iter(self._devices.values())
+
+    def get(self, device_id: str) -> Device | None:
+        return self._devices.get(device_id)
+
+    def matching(self, wants_device: Any) -> list[Device]:
+        return [d for d in self._devices.values() if wants_device(d.id)]
+
+    def observe(self, device_id: str, convention: str) -> tuple[Device | None, bool]:
+        """The device's record, creating it if there is room; the flag says it was created."""
+        device = self._devices.get(device_id)
+        if device is not None:
+            return device, False
+        if len(self._devices) >= self._config.max_devices:
+            self.stats.devices_refused += 1
+            return None, False
+        device = self._devices[device_id] = Device(device_id, convention)
+        return device, True
+
+    def apply_samples(self, device: Device, samples: Iterable[Sample], now: float) -> list[Reading]:
+        """Store the samples; return the readings accepted (metrics past the cap are refused)."""
+        accepted: list[Reading] = []
+        values = device.values
+        history = device.history
+        cap = self._config.max_metrics_per_device
+        device_id = device.id
+        for metric, ts, value in samples:
+            ring = history.get(metric)
+            if ring is None:
+                if len(history) >= cap:
+                    self.stats.metrics_refused += 1
+                    continue
+                ring = history[metric] = deque(maxlen=self._config.history_length)
+            ring.append((ts, value))
+            values[metric] = (ts, value)
+            accepted.append((device_id, metric, ts, value))
+        self.touch(device, now)
+        return accepted
+
+    def touch(self, device: Device, now: float) -> bool:
+        """Record a sign of life; True if that ended a stale period (the status changed)."""
+        device.last_seen = now
+        device.last_seen_mono = time.monotonic()
+        if device.stale:
+            device.stale = False
+            return True
+        return False
+
+    def set_online(self, device: Device, online: bool | None) -> bool:
+        """Apply what the device said about itself; True if its status changed."""
+        before = device.status
+        device.online = online
+        device.stale = False
+        return device.status != before
+
+    def expire(self, now_mono: float | None = None) -> list[Device]:
+        """Mark online devices silent for longer than stale_after_s as stale; return them."""
+        deadline = (now_mono or time.monotonic()) - self._config.stale_after_s
+        changed = []
+        for device in self._devices.values():
+            if device.online and not device.stale and device.last_seen_mono < deadline:
+                device.stale = True
+                changed.append(device)
+        return changed
+
+    def history(
+        self, device: Device, metric: str, since: float | None, limit: int
+    ) -> list[tuple[float, Value]] | None:
+        """Up to `limit` newest points at or after `since`, oldest first; None: unknown metric."""
+        ring = device.history.get(metric)
+        if ring is None:
+            return None
+        points: list[tuple[float, Value]] = []
+        for point in reversed(ring):
+            if len(points) >= limit or (since is not None and point[0] < since):
+                break
+            points.append(point)
+        points.reverse()
+        return points

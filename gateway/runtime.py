@@ -1,0 +1,83 @@
+"""The gateway's long-lived state and tasks, owned by one TaskGroup inside one task.
+
+Construction does no I/O; `run()` starts the broker link and the janitor and sets `ready` once
+they are running. A bug in either ends the TaskGroup, and with it the process, loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter
+
+from gateway import __version__
+from gateway.auth import Authenticator
+from gateway.commands import CommandRouter
+from gateway.config import Config
+from gateway.conventions import build_conventions
+from gateway.hub import Hub
+from gateway.ingest import BrokerLink
+from gateway.pipeline import Pipeline
+from gateway.protocol import CloseCode
+from gateway.registry import Registry
+
+log = logging.getLogger(__name__)
+
+JANITOR_INTERVAL_S = 1.0
+
+
+class Runtime:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = __version__
+        self.epoch = secrets.token_urlsafe(6)  # tells reconnecting clients the gateway restarted
+        self.registry = Registry(config.registry)
+        self.hub = Hub(config.ws)
+        self.auth = Authenticator(config.auth)
+        conventions = build_conventions(config.conventions)
+        subscriptions = [topic for c in conventions for topic in c.subscriptions()]
+        self.link = BrokerLink(config.broker, subscriptions, self._on_message, self._on_link_state)
+        self.router = CommandRouter(
+            self.registry, {c.name: c for c in conventions}, self.link, config.commands
+        )
+        self.pipeline = Pipeline(
+            conventions, self.registry, self.hub, self.router, config.broker.max_payload_bytes
+        )
+        self.evictions: Counter[str] = Counter()
+        self.ready = asyncio.Event()
+        self.broker_changed_at = time.time()
+
+    @property
+    def broker_state(self) -> str:
+        return "connected" if self.link.connected else "disconnected"
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.link.run(), name="gateway.ingest")
+            tasks.create_task(self._janitor(), name="gateway.janitor")
+            self.ready.set()
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        self.pipeline.handle(topic, payload)
+
+    def _on_link_state(self, connected: bool) -> None:
+        self.broker_changed_at = time.time()
+        self.hub.broadcast(
+            {"type": "gateway", "broker": self.broker_state, "since": self.broker_changed_at}
+        )
+
+    async def _janitor(self) -> None:
+        """Mark silent devices stale. Timers here run on the monotonic clock, never device time."""
+        interval = min(JANITOR_INTERVAL_S, self.config.registry.stale_after_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            for device in self.registry.expire():
+                self.hub.device_event(device, "status")
+
+    def close_sessions(self) -> None:
+        """Ask every client to go away (1001: reconnect later)."""
+        self.hub.flush()
+        for session in list(self.hub.sessions):
+            session.evict(CloseCode.GOING_AWAY, "gateway shutting down")

@@ -1,0 +1,222 @@
+"""One connected client: a bounded outbox measured in bytes, coalescing, and its only writer.
+
+`offer_*` never awaits, so the hub can hand a frame to thousands of sessions without waiting on
+any of them. The writer task is the only code that sends on the socket; a slow peer blocks only its
+own writer. Past the byte budget, queued readings are coalesced to the latest value per
+(device, metric) and the client is told how many were dropped; a client that stays behind longer
+than `slow_client_timeout_s`, or whose single send blocks past `send_timeout_s`, is evicted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from gateway.config import WsConfig
+from gateway.matching import Selector
+from gateway.models import Reading
+from gateway.protocol import CloseCode, encode, readings_frame
+
+log = logging.getLogger(__name__)
+
+
+class Socket(Protocol):
+    """What a session needs from its connection; ws.py adapts aiohttp's WebSocketResponse."""
+
+    async def send(self, payload: bytes) -> None: ...
+    async def close(self, code: int, reason: str) -> None: ...
+    def abort(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Readings:
+    """A readings frame waiting to be sent: the shared encoded array, and rows for coalescing."""
+
+    data: bytes
+    rows: list[Reading]
+
+
+@dataclass(slots=True)
+class SessionStats:
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    readings_dropped: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    id: str
+    config: WsConfig
+    remote: str = ""
+    principal: object = None  # the auth token's grants once authenticated
+    subscriptions: dict[str, Selector] = field(default_factory=dict)
+    commands_in_flight: int = 0
+    stats: SessionStats = field(default_factory=SessionStats)
+    on_evict: Callable[[str], None] | None = None
+    _outbox: deque[bytes | _Readings] = field(default_factory=deque)
+    _outbox_bytes: int = 0
+    _coalesced: dict[tuple[str, str], Reading] | None = None
+    _dropped: int = 0
+    _lagging_since: float | None = None
+    _seq: int = 0
+    _next_subscription: int = 0
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _closing: tuple[int, str] | None = None
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._outbox_bytes
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def new_subscription_id(self) -> str:
+        self._next_subscription += 1
+        return f"s{self._next_subscription}"
+
+    # --- producers: never await ------------------------------------------------------------------
+
+    def offer(self, payload: bytes) -> None:
+        """Queue a control frame (replies, snapshots, events). These are never dropped."""
+        if self._closing is not None:
+            return
+        self._outbox.append(payload)
+        self._outbox_bytes += len(payload)
+        self._wakeup.set()
+
+    def offer_frame(self, frame: dict[str, object]) -> None:
+        self.offer(encode(frame))
+
+    def offer_readings(self, data: bytes, rows: list[Reading]) -> None:
+        """Queue a batch of readings; `data` is the JSON array shared with other sessions."""
+        if self._closing is not None:
+            return
+        if (
+            self._coalesced is None
+            and self._outbox_bytes + len(data) <= self.config.outbox_max_bytes
+        ):
+            self._outbox.append(_Readings(data, rows))
+            self._outbox_bytes += len(data)
+            self._wakeup.set()
+            return
+        self._coalesce(rows)
+
+    def _coalesce(self, rows: list[Reading]) -> None:
+        now = time.monotonic()
+        if self._coalesced is None:
+            self._coalesced = {}
+            self._lagging_since = now
+            # Fold every readings frame still queued into the coalesced map, keeping control frames.
+            kept: deque[bytes | _Readings] = deque()
+            for item in self._outbox:
+                if isinstance(item, _Readings):
+                    self._outbox_bytes -= len(item.data)
+                    self._merge(item.rows)
+                else:
+                    kept.append(item)
+            self._outbox = kept
+        self._merge(rows)
+        self._wakeup.set()
+        assert self._lagging_since is not None
+        if now - self._lagging_since > self.config.slow_client_timeout_s:
+            self.evict(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def _merge(self, rows: list[Reading]) -> None:
+        coalesced = self._coalesced
+        assert coalesced is not None
+        for row in rows:
+            if coalesced.setdefault((row[0], row[1]), row) is not row:
+                coalesced[(row[0], row[1])] = row
+                self._dropped += 1
+
+    def evict(self, code: int, reason: str) -> None:
+        """Ask the writer to close the connection with `code` after nothing else is sent."""
+        if self._closing is None:
+            self._closing = (code, reason)
+            self._outbox.clear()
+            self._outbox_bytes = 0
+            self._coalesced = None
+            self._wakeup.set()
+            if self.on_evict is not None:
+                self.on_evict(reason)
+
+    # --- the writer ------------------------------------------------------------------------------
+
+    async def run_writer(self, socket: Socket) -> None:
+        """Send queued frames until the session is closed; the only code that writes to `socket`."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while True:
+                if self._closing is not None:
+                    await self._close(socket)
+                    return
+                payload = self._next_payload()
+                if payload is None:
+                    break
+                try:
+                    await self._send(socket, payload)
+                except ConnectionError:
+                    return  # the peer is gone; the reader sees it too and ends the connection
+
+    def _next_payload(self) -> bytes | None:
+        if self._outbox:
+            item = self._outbox.popleft()
+            if isinstance(item, bytes):
+                self._outbox_bytes -= len(item)
+                return item
+            self._outbox_bytes -= len(item.data)
+            self._seq += 1
+            return readings_frame(self._seq, item.data)
+        if self._coalesced is not None:
+            return self._flush_coalesced()
+        return None
+
+    def _flush_coalesced(self) -> bytes:
+        """The lagging notice, followed (queued first in line) by the coalesced readings."""
+        assert self._coalesced is not None
+        rows = list(self._coalesced.values())
+        notice = encode({"type": "lagging", "dropped": self._dropped, "coalesced": len(rows)})
+        self.stats.readings_dropped += self._dropped
+        self._coalesced = None
+        self._dropped = 0
+        self._lagging_since = None
+        self._seq += 1
+        frame = readings_frame(self._seq, orjson.dumps(rows))
+        self._outbox.appendleft(frame)
+        self._outbox_bytes += len(frame)
+        return notice
+
+    async def _send(self, socket: Socket, payload: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.config.send_timeout_s):
+                await socket.send(payload)
+        except TimeoutError:
+            # The peer stopped reading: a graceful close would wait on that same peer.
+            log.info(
+                "session %s: send blocked for %.0fs, aborting", self.id, self.config.send_timeout_s
+            )
+            self._closing = (CloseCode.SLOW_CONSUMER, "send timeout")
+            if self.on_evict is not None:
+                self.on_evict("send timeout")
+            socket.abort()
+            raise ConnectionAbortedError("send timeout") from None
+        self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(payload)
+
+    async def _close(self, socket: Socket) -> None:
+        assert self._closing is not None
+        code, reason = self._closing
+        try:
+            async with asyncio.timeout(self.config.send_timeout_s):
+                await socket.close(code, reason)
+        except TimeoutError:
+            socket.abort()

@@ -1,0 +1,306 @@
+"""GET /ws: the origin and token checks, then one connection's reader loop and request handlers.
+
+Each connection runs a TaskGroup holding its session's writer and its in-flight commands; when the
+reader loop ends, everything the connection started ends with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway.commands import BrokerUnavailable, PreparedCommand
+from gateway.errors import CommandError, ProtocolError
+from gateway.matching import Selector
+from gateway.protocol import (
+    PROTOCOL_VERSION,
+    Auth,
+    CloseCode,
+    Command,
+    History,
+    Ping,
+    Request,
+    Subscribe,
+    Unsubscribe,
+    error_frame,
+    parse_request,
+)
+from gateway.runtime import Runtime
+from gateway.session import Session
+
+log = logging.getLogger(__name__)
+
+#: Protocol errors in a row after which the client is considered broken and closed (4501).
+MAX_CONSECUTIVE_ERRORS = 20
+
+
+class AiohttpSocket:
+    """The Socket a Session writes to, over aiohttp's WebSocketResponse."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self._ws = ws
+        self._request = request
+
+    async def send(self, payload: bytes) -> None:
+        # Text frames: browsers hand binary frames to scripts as Blobs.
+        await self._ws.send_frame(payload, WSMsgType.TEXT)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code=code, message=reason.encode())
+
+    def abort(self) -> None:
+        # aiohttp's close() waits on the peer; a peer that never reads needs the transport cut.
+        if self._request.transport is not None:
+            self._request.transport.abort()
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    from gateway.app import RUNTIME
+
+    runtime = request.app[RUNTIME]
+    config = runtime.config.ws
+    if not runtime.auth.origin_allowed(request.headers.get("Origin"), request.host):
+        raise web.HTTPForbidden(text="origin not allowed")
+    session = Session(f"c-{secrets.token_hex(4)}", config, remote=request.remote or "")
+    if "token" in request.query:
+        session.principal = runtime.auth.authenticate(request.query["token"])
+        if session.principal is None:
+            raise web.HTTPUnauthorized(text="bad token")
+    elif not runtime.auth.required:
+        session.principal = runtime.auth.authenticate(None)
+    ws = web.WebSocketResponse(
+        heartbeat=config.heartbeat_s,
+        max_msg_size=config.max_message_bytes,
+        compress=config.compress,
+    )
+    await ws.prepare(request)
+    await Connection(runtime, session, ws, request).serve()
+    return ws
+
+
+class Connection:
+    def __init__(
+        self, runtime: Runtime, session: Session, ws: web.WebSocketResponse, request: web.Request
+    ) -> None:
+        self.runtime = runtime
+        self.session = session
+        self.ws = ws
+        self.socket = AiohttpSocket(ws, request)
+        self._commands: set[asyncio.Task[None]] = set()
+        self._errors_in_a_row = 0
+        session.on_evict = self._evicted
+
+    def _evicted(self, reason: str) -> None:
+        self.runtime.evictions[reason] += 1
+        log.info("session %s (%s): closing: %s", self.session.id, self.session.remote, reason)
+
+    async def serve(self) -> None:
+        runtime, session = self.runtime, self.session
+        runtime.hub.add(session)
+        session.offer_frame(self._hello())
+        loop = asyncio.get_running_loop()
+        auth_deadline = None
+        if session.principal is None:
+            auth_deadline = loop.call_later(
+                runtime.config.auth.auth_timeout_s,
+                session.evict,
+                CloseCode.UNAUTHORIZED,
+                "no auth in time",
+            )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                writer = tasks.create_task(
+                    session.run_writer(self.socket), name=f"session[{session.id}].writer"
+                )
+                writer.add_done_callback(lambda _: self.ws.closed or self.socket.abort())
+                try:
+                    await self._read_loop(tasks)
+                finally:
+                    writer.cancel()
+                    for task in self._commands:
+                        task.cancel()
+        finally:
+            if auth_deadline is not None:
+                auth_deadline.cancel()
+            runtime.hub.remove(session)
+
+    def _hello(self) -> dict[str, Any]:
+        runtime = self.runtime
+        config = runtime.config
+        return {
+            "type": "hello",
+            "protocol": PROTOCOL_VERSION,
+            "server": f"iotgw {runtime.version}",
+            "epoch": runtime.epoch,
+            "session": self.session.id,
+            "auth": "required" if self.session.principal is None else "none",
+            "broker": runtime.broker_state,
+            "limits": {
+                "max_message_bytes": config.ws.max_message_bytes,
+                "max_subscriptions": config.ws.max_subscriptions,
+            },
+        }
+
+    async def _read_loop(self, tasks: asyncio.TaskGroup) -> None:
+        async for message in self.ws:
+            if message.type == WSMsgType.TEXT:
+                self._on_frame(message.data, tasks)
+            elif message.type == WSMsgType.BINARY:
+                self._fail(ProtocolError("bad_request", "send text frames"))
+            elif message.type == WSMsgType.ERROR:
+                # aiohttp has already closed the connection (1009 for an oversize frame).
+                log.info("session %s: %s", self.session.id, message.data)
+
+    def _on_frame(self, frame: str, tasks: asyncio.TaskGroup) -> None:
+        try:
+            request = parse_request(frame)
+            self._dispatch(request, tasks)
+        except ProtocolError as exc:
+            self._fail(exc)
+        except CommandError as exc:
+            self._fail(ProtocolError(exc.code, exc.message, getattr(request, "id", None)))
+        else:
+            self._errors_in_a_row = 0
+
+    def _fail(self, exc: ProtocolError) -> None:
+        self.session.offer(error_frame(exc.code, exc.message, exc.request_id))
+        self._errors_in_a_row += 1
+        if self._errors_in_a_row >= MAX_CONSECUTIVE_ERRORS:
+            self.session.evict(CloseCode.PROTOCOL_VIOLATION, "too many protocol errors")
+
+    def _dispatch(self, request: Request, tasks: asyncio.TaskGroup) -> None:
+        session = self.session
+        if isinstance(request, Ping):
+            session.offer_frame({"type": "pong", "id": request.id})
+            return
+        if isinstance(request, Auth):
+            self._auth(request)
+            return
+        if session.principal is None:
+            session.offer(error_frame("unauthorized", "authenticate first", request.id))
+            session.evict(CloseCode.UNAUTHORIZED, "request before auth")
+            return
+        match request:
+            case Subscribe():
+                self._subscribe(request)
+            case Unsubscribe():
+                self._unsubscribe(request)
+            case History():
+                self._history(request)
+            case Command():
+                self._command(request, tasks)
+
+    def _auth(self, request: Auth) -> None:
+        session = self.session
+        principal = self.runtime.auth.authenticate(request.token)
+        if principal is None or not self.runtime.auth.required:
+            reason = "bad token" if principal is None else "authentication is not enabled"
+            session.offer(error_frame("unauthorized", reason, request.id))
+            if principal is None:
+                session.evict(CloseCode.UNAUTHORIZED, reason)
+            return
+        session.principal = principal
+        session.offer_frame({"type": "authenticated", "id": request.id})
+
+    def _subscribe(self, request: Subscribe) -> None:
+        session = self.session
+        if len(session.subscriptions) >= self.runtime.config.ws.max_subscriptions:
+            raise ProtocolError("too_many", "subscription limit reached", request.id)
+        principal = session.principal
+        scope = getattr(principal, "read", None)
+        selector = Selector.of(request.devices, request.metrics, scope)
+        subscription = session.new_subscription_id()
+        session.subscriptions[subscription] = selector
+        self.runtime.hub.resubscribe(session)
+        # Snapshot before live: both are queued in order on the one outbox.
+        session.offer_frame({"type": "subscribed", "id": request.id, "subscription": subscription})
+        device_re = selector.device_regex()
+        metric_re = None
+        if selector.metrics is not None:
+            from gateway.matching import compile_globs
+
+            metric_re = compile_globs(selector.metrics)
+        devices = []
+        for device in self.runtime.registry.matching(lambda d: device_re.fullmatch(d) is not None):
+            entry = device.snapshot()
+            if metric_re is not None:
+                entry["values"] = {
+                    m: v for m, v in entry["values"].items() if metric_re.fullmatch(m) is not None
+                }
+            devices.append(entry)
+        session.offer_frame({"type": "snapshot", "subscription": subscription, "devices": devices})
+
+    def _unsubscribe(self, request: Unsubscribe) -> None:
+        if self.session.subscriptions.pop(request.subscription, None) is None:
+            raise ProtocolError(
+                "not_found", f"no subscription {request.subscription!r}", request.id
+            )
+        self.runtime.hub.resubscribe(self.session)
+        self.session.offer_frame(
+            {"type": "unsubscribed", "id": request.id, "subscription": request.subscription}
+        )
+
+    def _readable_device(self, device_id: str, request_id: Any, command: bool = False):  # type: ignore[no-untyped-def]
+        principal = self.session.principal
+        allowed = principal.may_command if command else principal.may_read  # type: ignore[union-attr]
+        device = self.runtime.registry.get(device_id)
+        if device is None or not principal.may_read(device_id):  # type: ignore[union-attr]
+            # Unreadable devices are reported as unknown: a token must not probe for device ids.
+            raise ProtocolError("not_found", f"unknown device {device_id!r:.80}", request_id)
+        if not allowed(device_id):
+            raise ProtocolError("forbidden", f"not allowed to command {device_id}", request_id)
+        return device
+
+    def _history(self, request: History) -> None:
+        device = self._readable_device(request.device, request.id)
+        cap = self.runtime.config.registry.history_length
+        limit = min(request.limit or cap, cap)
+        points = self.runtime.registry.history(device, request.metric, request.since, limit)
+        if points is None:
+            raise ProtocolError("not_found", f"no metric {request.metric!r:.80}", request.id)
+        self.session.offer_frame(
+            {
+                "type": "history",
+                "id": request.id,
+                "device": device.id,
+                "metric": request.metric,
+                "points": points,
+            }
+        )
+
+    def _command(self, request: Command, tasks: asyncio.TaskGroup) -> None:
+        session = self.session
+        self._readable_device(request.device, request.id, command=True)
+        limit = self.runtime.config.commands.max_in_flight_per_client
+        if session.commands_in_flight >= limit:
+            raise ProtocolError("rate_limited", f"at most {limit} commands in flight", request.id)
+        prepared = self.runtime.router.prepare(
+            request.device, request.command, request.params, request.timeout_ms
+        )
+        task = tasks.create_task(
+            self._run_command(request.id, prepared),
+            name=f"session[{session.id}].command[{prepared.command_id}]",
+        )
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    async def _run_command(self, request_id: Any, command: PreparedCommand) -> None:
+        session = self.session
+        session.commands_in_flight += 1
+        try:
+            outcome = await self.runtime.router.execute(
+                command,
+                lambda command_id: session.offer_frame(
+                    {"type": "command_accepted", "id": request_id, "command_id": command_id}
+                ),
+            )
+        except BrokerUnavailable:
+            session.offer(error_frame("unavailable", "the broker is disconnected", request_id))
+            return
+        finally:
+            session.commands_in_flight -= 1
+        session.offer_frame({"type": "command_result", "id": request_id, **outcome.fields()})
