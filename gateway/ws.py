@@ -15,7 +15,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.commands import BrokerUnavailable, PreparedCommand
 from gateway.errors import CommandError, ProtocolError
-from gateway.matching import Selector
+from gateway.matching import Interest, Selector
 from gateway.protocol import (
     PROTOCOL_VERSION,
     Auth,
@@ -29,6 +29,7 @@ from gateway.protocol import (
     error_frame,
     parse_request,
 )
+from gateway.registry import Device
 from gateway.runtime import Runtime
 from gateway.session import Session
 
@@ -158,11 +159,15 @@ class Connection:
     def _on_frame(self, frame: str, tasks: asyncio.TaskGroup) -> None:
         try:
             request = parse_request(frame)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        try:
             self._dispatch(request, tasks)
         except ProtocolError as exc:
             self._fail(exc)
         except CommandError as exc:
-            self._fail(ProtocolError(exc.code, exc.message, getattr(request, "id", None)))
+            self._fail(ProtocolError(exc.code, exc.message, request.id))
         else:
             self._errors_in_a_row = 0
 
@@ -210,27 +215,22 @@ class Connection:
         session = self.session
         if len(session.subscriptions) >= self.runtime.config.ws.max_subscriptions:
             raise ProtocolError("too_many", "subscription limit reached", request.id)
-        principal = session.principal
-        scope = getattr(principal, "read", None)
-        selector = Selector.of(request.devices, request.metrics, scope)
+        assert session.principal is not None  # _dispatch refuses requests before auth
+        selector = Selector.of(request.devices, request.metrics, session.principal.read)
         subscription = session.new_subscription_id()
         session.subscriptions[subscription] = selector
         self.runtime.hub.resubscribe(session)
         # Snapshot before live: both are queued in order on the one outbox.
         session.offer_frame({"type": "subscribed", "id": request.id, "subscription": subscription})
-        device_re = selector.device_regex()
-        metric_re = None
-        if selector.metrics is not None:
-            from gateway.matching import compile_globs
-
-            metric_re = compile_globs(selector.metrics)
+        interest = Interest(frozenset([selector]))
         devices = []
-        for device in self.runtime.registry.matching(lambda d: device_re.fullmatch(d) is not None):
+        for device in self.runtime.registry.matching(interest.wants_device):
             entry = device.snapshot()
-            if metric_re is not None:
-                entry["values"] = {
-                    m: v for m, v in entry["values"].items() if metric_re.fullmatch(m) is not None
-                }
+            entry["values"] = {
+                metric: point
+                for metric, point in entry["values"].items()
+                if interest.wants(device.id, metric)
+            }
             devices.append(entry)
         session.offer_frame({"type": "snapshot", "subscription": subscription, "devices": devices})
 
@@ -244,19 +244,20 @@ class Connection:
             {"type": "unsubscribed", "id": request.id, "subscription": request.subscription}
         )
 
-    def _readable_device(self, device_id: str, request_id: Any, command: bool = False):  # type: ignore[no-untyped-def]
+    def _device_for(self, device_id: str, request_id: Any, *, command: bool = False) -> Device:
+        """The device if this client may read (and, if asked, command) it; else ProtocolError."""
         principal = self.session.principal
-        allowed = principal.may_command if command else principal.may_read  # type: ignore[union-attr]
+        assert principal is not None  # _dispatch refuses requests before auth
         device = self.runtime.registry.get(device_id)
-        if device is None or not principal.may_read(device_id):  # type: ignore[union-attr]
+        if device is None or not principal.may_read(device_id):
             # Unreadable devices are reported as unknown: a token must not probe for device ids.
             raise ProtocolError("not_found", f"unknown device {device_id!r:.80}", request_id)
-        if not allowed(device_id):
+        if command and not principal.may_command(device_id):
             raise ProtocolError("forbidden", f"not allowed to command {device_id}", request_id)
         return device
 
     def _history(self, request: History) -> None:
-        device = self._readable_device(request.device, request.id)
+        device = self._device_for(request.device, request.id)
         cap = self.runtime.config.registry.history_length
         limit = min(request.limit or cap, cap)
         points = self.runtime.registry.history(device, request.metric, request.since, limit)
@@ -274,7 +275,7 @@ class Connection:
 
     def _command(self, request: Command, tasks: asyncio.TaskGroup) -> None:
         session = self.session
-        self._readable_device(request.device, request.id, command=True)
+        self._device_for(request.device, request.id, command=True)
         limit = self.runtime.config.commands.max_in_flight_per_client
         if session.commands_in_flight >= limit:
             raise ProtocolError("rate_limited", f"at most {limit} commands in flight", request.id)
