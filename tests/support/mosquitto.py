@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -11,17 +10,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway.brokers import find_mosquitto, free_port, mosquitto_config
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["Mosquitto", "free_port", "wait_for_port"]
 
 
-def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None
-    )
+def _mosquitto_binary() -> str:
+    found = find_mosquitto()
     if found is None:
         raise RuntimeError("mosquitto not found: run scripts/test, which installs it")
     return found
@@ -48,11 +43,8 @@ class Mosquitto:
         self.host = "127.0.0.1"
         self._dir = Path(tempfile.mkdtemp(prefix="iotgw-mosquitto-"))
         self._config = self._dir / "mosquitto.conf"
-        # Debian's mosquitto 2.x listens nowhere and refuses anonymous clients unless told.
-        self._config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence false\nmax_queued_messages 100000\nset_tcp_nodelay true\n{extra_config}\n"
-        )
+        # The demo's own config: loopback only, anonymous, TCP_NODELAY, a deep queue.
+        self._config.write_text(mosquitto_config(self.port) + extra_config + "\n")
         self._log = self._dir / "mosquitto.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -63,7 +55,7 @@ class Mosquitto:
     def start(self) -> Mosquitto:
         with self._log.open("ab") as log:
             self.process = subprocess.Popen(
-                [mosquitto_binary(), "-c", str(self._config)], stdout=log, stderr=log
+                [_mosquitto_binary(), "-c", str(self._config)], stdout=log, stderr=log
             )
         try:
             wait_for_port(self.port)
