@@ -53,10 +53,11 @@ class BrokerLink:
         on_state: Callable[[bool], None],
     ) -> None:
         self._config = config
-        self._subscriptions = subscriptions
+        self._subscriptions = list(subscriptions)
         self._on_message = on_message
         self._on_state = on_state
         self._client: aiomqtt.Client | None = None
+        self._added: asyncio.Queue[list[str]] = asyncio.Queue()
         self.client_id = config.client_id or f"iotgw-{secrets.token_hex(4)}"
         self.connected_since: float | None = None
         self.stats = LinkStats()
@@ -72,9 +73,10 @@ class BrokerLink:
             try:
                 await self._session()
                 attempt = 0
-            except aiomqtt.MqttError as exc:
+            except* aiomqtt.MqttError as group:
                 self.stats.connect_failures += 1
-                log.warning("broker %s:%d: %s", self._config.host, self._config.port, exc)
+                reason = "; ".join(str(exc) for exc in group.exceptions)
+                log.warning("broker %s:%d: %s", self._config.host, self._config.port, reason)
             delay = backoff_delay(
                 attempt, self._config.reconnect_min_s, self._config.reconnect_max_s
             )
@@ -85,9 +87,12 @@ class BrokerLink:
     async def _session(self) -> None:
         """One connection, from connect to its loss."""
         client = self._make_client()
-        async with client:
+        async with client, asyncio.TaskGroup() as tasks:
+            # Everything asked for so far, on every (re)connect: the session is clean.
+            self._added = asyncio.Queue()
             topics = [(topic, self._config.qos) for topic in self._subscriptions]
             await client.subscribe(topics)
+            tasks.create_task(self._subscribe_added(client), name="gateway.ingest.subscriber")
             self.stats.connects += 1
             self._set_client(client)
             log.info(
@@ -105,7 +110,19 @@ class BrokerLink:
             finally:
                 self.stats.disconnects += 1
                 self._set_client(None)
-                _retrieve_disconnect_reason(client)
+
+    def add_subscriptions(self, topics: list[str]) -> None:
+        """Subscribe to more topics, now and after every reconnect (conventions that discover
+        their devices' topics at run time call this through the pipeline). Never awaits."""
+        new = [t for t in topics if t not in self._subscriptions]
+        if new:
+            self._subscriptions.extend(new)
+            self._added.put_nowait(new)
+
+    async def _subscribe_added(self, client: aiomqtt.Client) -> None:
+        while True:
+            topics = await self._added.get()
+            await client.subscribe([(topic, self._config.qos) for topic in topics])
 
     def _set_client(self, client: aiomqtt.Client | None) -> None:
         self._client = client
@@ -153,13 +170,3 @@ class BrokerLink:
             # Sent, but no PUBACK before the timeout or the link dropped meanwhile.
             raise PublishUnconfirmed(str(exc)) from None
 
-
-def _retrieve_disconnect_reason(client: aiomqtt.Client) -> None:
-    """Mark aiomqtt's disconnect future as seen; we already log the loss ourselves.
-
-    aiomqtt sets an exception on it when the broker vanishes and, depending on where the loss was
-    noticed, nobody retrieves it, so asyncio logs "Future exception was never retrieved" at GC.
-    """
-    disconnected = client._disconnected
-    if disconnected.done() and not disconnected.cancelled():
-        disconnected.exception()

@@ -83,4 +83,11 @@ class Rejected:
     detail: str = ""
 
 
-DeviceEvent = Telemetry | StatusChange | MetaChange | CommandResult | Rejected
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """The convention needs more topics (e.g. state topics named in a discovery message)."""
+
+    topics: tuple[str, ...]
+
+
+DeviceEvent = Telemetry | StatusChange | MetaChange | CommandResult | Rejected | Subscribe

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.commands import CommandRouter
@@ -17,7 +18,15 @@ from gateway.conventions import Convention
 from gateway.errors import DecodeError
 from gateway.hub import Hub
 from gateway.logs import RateLimitedLog
-from gateway.models import CommandResult, MetaChange, Rejected, StatusChange, Telemetry
+from gateway.models import (
+    CommandResult,
+    DeviceEvent,
+    MetaChange,
+    Rejected,
+    StatusChange,
+    Subscribe,
+    Telemetry,
+)
 from gateway.registry import Device, Registry
 
 log = logging.getLogger(__name__)
@@ -37,12 +46,14 @@ class Pipeline:
         hub: Hub,
         router: CommandRouter,
         max_payload_bytes: int,
+        subscribe: Callable[[list[str]], None],
     ) -> None:
         self._conventions = conventions
         self._registry = registry
         self._hub = hub
         self._router = router
         self._max_payload = max_payload_bytes
+        self._subscribe = subscribe
         self._warn = RateLimitedLog(log)
         self.stats = IngestStats()
 
@@ -70,12 +81,7 @@ class Pipeline:
                 return convention
         return None
 
-    def _apply(
-        self,
-        convention: str,
-        topic: str,
-        event: Telemetry | StatusChange | MetaChange | CommandResult | Rejected,
-    ) -> None:
+    def _apply(self, convention: str, topic: str, event: DeviceEvent) -> None:
         match event:
             case Telemetry(device=device_id, samples=samples):
                 device = self._device(convention, device_id)
@@ -99,6 +105,8 @@ class Pipeline:
                     self._reject(convention, "unmatched_result", topic, event.command_id)
             case Rejected(reason=reason, detail=detail):
                 self._reject(convention, reason, topic, detail)
+            case Subscribe(topics=topics):
+                self._subscribe(list(topics))
 
     def _device(self, convention: str, device_id: str) -> Device | None:
         device, created = self._registry.observe(device_id, convention)

@@ -43,7 +43,12 @@ class Runtime:
             self.registry, {c.name: c for c in conventions}, self.link, config.commands
         )
         self.pipeline = Pipeline(
-            conventions, self.registry, self.hub, self.router, config.broker.max_payload_bytes
+            conventions,
+            self.registry,
+            self.hub,
+            self.router,
+            config.broker.max_payload_bytes,
+            self.link.add_subscriptions,
         )
         self.evictions: Counter[str] = Counter()
         self.ready = asyncio.Event()
