@@ -1,0 +1,199 @@
+// Wiring: one connection, one store, two views and a hash router (#/ and #/device/<id>).
+
+import { Connection } from "./connection.js";
+import { DeviceView } from "./device.js";
+import { formatClock, setText } from "./dom.js";
+import { FleetView } from "./fleet.js";
+import { Store } from "./store.js";
+
+const $ = (selector) => document.querySelector(selector);
+
+const conn = new Connection();
+const store = new Store();
+const fleet = new FleetView($("#fleet"), store);
+const device = new DeviceView($("#device"), store, conn);
+let lastSeq = 0;
+
+// Exposed for tests and for curious operators in the console; nothing depends on it.
+window.iotgw = { conn, store, fleet, device };
+
+conn.addEventListener("ready", () => {
+  lastSeq = 0;
+  conn.request({ type: "subscribe", devices: ["*"] }, (frame) => {
+    if (frame.type === "error") showConnectionError(`Subscribe refused: ${frame.message || frame.code}`);
+  });
+});
+
+conn.addEventListener("frame", ({ detail: frame }) => {
+  switch (frame.type) {
+    case "snapshot":
+      store.loadSnapshot(Array.isArray(frame.devices) ? frame.devices : []);
+      break;
+    case "readings":
+      if (typeof frame.seq === "number") {
+        if (lastSeq && frame.seq !== lastSeq + 1) {
+          store.stats.gaps++;
+          notice(`Missed ${frame.seq - lastSeq - 1} update frame(s); values catch up with the next readings.`);
+        }
+        lastSeq = frame.seq;
+      }
+      store.pushReadings(frame.data);
+      break;
+    case "device":
+      store.applyDeviceEvent(frame);
+      break;
+    case "lagging":
+      notice(
+        `Falling behind: ${Number(frame.dropped || 0).toLocaleString()} intermediate readings skipped; latest values kept.`,
+      );
+      break;
+    case "error":
+      if (frame.code !== "unauthorized") showConnectionError(`Gateway error: ${frame.message || frame.code}`);
+      break;
+  }
+});
+
+// --- connection indicator ------------------------------------------------------------------------
+
+const indicator = $('[data-testid="connection"]');
+const indicatorText = $('[data-testid="connection-text"]');
+const retry = $('[data-testid="connection-retry"]');
+const brokerBanner = $('[data-testid="broker-banner"]');
+const connBanner = $('[data-testid="connection-banner"]');
+retry.addEventListener("click", () => conn.retryNow());
+
+function renderConnection() {
+  const { phase, broker, brokerSince, retryAt, message } = conn.state;
+  let state = phase;
+  let text;
+  switch (phase) {
+    case "open":
+      state = broker === "disconnected" ? "broker-down" : "connected";
+      text = broker === "disconnected" ? "Live · broker down" : "Live";
+      break;
+    case "connecting":
+      text = "Connecting…";
+      break;
+    case "auth":
+      text = "Signing in…";
+      break;
+    case "reconnecting": {
+      const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+      text = seconds > 0 ? `Reconnecting in ${seconds}s` : "Reconnecting…";
+      break;
+    }
+    case "needs-token":
+      text = "Sign-in required";
+      break;
+    default:
+      text = "Disconnected";
+  }
+  indicator.dataset.state = state;
+  setText(indicatorText, text);
+  retry.hidden = !(phase === "reconnecting" || phase === "failed");
+  indicator.title = message || "";
+
+  const brokerDown = phase === "open" && broker === "disconnected";
+  brokerBanner.hidden = !brokerDown;
+  if (brokerDown) {
+    setText(
+      brokerBanner,
+      `The gateway has lost its MQTT broker${brokerSince ? ` since ${formatClock(brokerSince)}` : ""}. ` +
+        "Values shown are the last received; commands cannot be sent until it is back.",
+    );
+  }
+  const lost = phase === "reconnecting" || phase === "failed";
+  if (lost) connBanner.hidden = false;
+  if (lost) setText(connBanner, `${message || "Not connected to the gateway."} Values are not updating.`);
+  else if (!connBanner.dataset.sticky) connBanner.hidden = true;
+  document.body.dataset.conn = state;
+  if (phase === "needs-token") askToken(message);
+}
+
+function showConnectionError(text) {
+  connBanner.hidden = false;
+  connBanner.dataset.sticky = "1";
+  setText(connBanner, text);
+  setTimeout(() => {
+    delete connBanner.dataset.sticky;
+    renderConnection();
+  }, 8000);
+}
+
+conn.addEventListener("state", renderConnection);
+
+// --- token ---------------------------------------------------------------------------------------
+
+const dialog = $('[data-testid="token-dialog"]');
+const tokenInput = $('[data-testid="token-input"]');
+const tokenError = $('[data-testid="token-error"]');
+
+function askToken(message) {
+  tokenError.hidden = !message;
+  setText(tokenError, message || "");
+  if (!dialog.open) {
+    tokenInput.value = "";
+    dialog.showModal();
+    tokenInput.focus();
+  }
+}
+
+dialog.addEventListener("cancel", (ev) => ev.preventDefault()); // nothing works without a token
+dialog.querySelector("form").addEventListener("submit", () => {
+  const token = tokenInput.value.trim();
+  if (token) conn.setToken(token);
+});
+
+// --- lagging and gap notices ---------------------------------------------------------------------
+
+const toast = $('[data-testid="lagging"]');
+let toastTimer = 0;
+function notice(text) {
+  setText(toast, text);
+  toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    toast.hidden = true;
+  }, 8000);
+}
+
+// --- routing -------------------------------------------------------------------------------------
+
+const fleetRoot = $("#fleet");
+const deviceRoot = $("#device");
+
+function route() {
+  const match = location.hash.match(/^#\/device\/(.+)$/);
+  if (match) {
+    let id;
+    try {
+      id = decodeURIComponent(match[1]);
+    } catch {
+      id = match[1];
+    }
+    fleetRoot.hidden = true;
+    deviceRoot.hidden = false;
+    if (device.id !== id) device.open(id);
+    document.title = `${store.devices.get(id)?.name || id} · iotgw`;
+    deviceRoot.querySelector("h2")?.focus?.();
+  } else {
+    device.close();
+    deviceRoot.hidden = true;
+    fleetRoot.hidden = false;
+    fleet.show();
+    document.title = "Fleet · iotgw";
+  }
+}
+
+addEventListener("hashchange", route);
+
+// Once a second: ages, the reconnect countdown, the last-seen sort and sliding chart windows.
+setInterval(() => {
+  if (!fleetRoot.hidden) fleet.tick();
+  if (!deviceRoot.hidden) device.tick();
+  if (conn.state.phase === "reconnecting") renderConnection();
+}, 1000);
+
+route();
+renderConnection();
+conn.start();

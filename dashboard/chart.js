@@ -1,0 +1,251 @@
+// A small canvas line chart for one numeric series over a sliding time window.
+// Points are [ts, value] pairs sorted by ts. More points than pixels are reduced to the min and
+// max per pixel column, so a 1 h window at 10 Hz (36,000 points) draws as fast as a 1 m one.
+// Gaps much longer than the series' usual spacing break the line instead of bridging them.
+
+import { formatClock, formatValue } from "./dom.js";
+
+const PAD = { left: 48, right: 10, top: 10, bottom: 22 };
+
+let palette = null;
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  palette = null;
+});
+
+function colors(el) {
+  if (!palette) {
+    const css = getComputedStyle(el);
+    const v = (name) => css.getPropertyValue(name).trim();
+    palette = {
+      line: v("--accent"),
+      fill: v("--accent-soft"),
+      grid: v("--grid"),
+      text: v("--text-muted"),
+      cross: v("--text"),
+      font: `11px ${css.fontFamily}`,
+    };
+  }
+  return palette;
+}
+
+export class LineChart {
+  constructor(canvas, { unit = "", label = "" } = {}) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext("2d");
+    this.unit = unit;
+    this.label = label;
+    this.points = [];
+    this.windowS = 300;
+    this.hoverX = null;
+    this.width = 0;
+    this.height = 0;
+    new ResizeObserver(() => this.resize()).observe(canvas);
+    canvas.addEventListener("pointermove", (ev) => {
+      this.hoverX = ev.offsetX;
+      this.draw();
+    });
+    canvas.addEventListener("pointerleave", () => {
+      this.hoverX = null;
+      this.draw();
+    });
+  }
+
+  resize() {
+    const dpr = devicePixelRatio || 1;
+    const rect = this.canvas.getBoundingClientRect();
+    if (!rect.width) return;
+    this.width = rect.width;
+    this.height = rect.height;
+    this.canvas.width = Math.round(rect.width * dpr);
+    this.canvas.height = Math.round(rect.height * dpr);
+    this.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    this.draw();
+  }
+
+  setData(points, windowS) {
+    this.points = points;
+    this.windowS = windowS;
+  }
+
+  /** Index of the first point with ts >= t (points sorted by ts). */
+  lowerBound(t) {
+    let lo = 0;
+    let hi = this.points.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.points[mid][0] < t) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  draw(now = Date.now() / 1000) {
+    const { ctx, width, height, points } = this;
+    if (!width) return;
+    const c = colors(this.canvas);
+    ctx.clearRect(0, 0, width, height);
+    const x0 = PAD.left;
+    const x1 = width - PAD.right;
+    const y0 = PAD.top;
+    const y1 = height - PAD.bottom;
+    const t1 = now;
+    const t0 = now - this.windowS;
+    const start = Math.max(0, this.lowerBound(t0) - 1);
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let i = start; i < points.length; i++) {
+      const v = points[i][1];
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    ctx.font = c.font;
+    ctx.textBaseline = "middle";
+    if (!Number.isFinite(lo)) {
+      ctx.fillStyle = c.text;
+      ctx.textAlign = "center";
+      ctx.fillText("No data in this window", (x0 + x1) / 2, (y0 + y1) / 2);
+      return;
+    }
+    if (lo === hi) {
+      const pad = Math.abs(lo) * 0.05 || 1;
+      lo -= pad;
+      hi += pad;
+    }
+    const ticks = niceTicks(lo, hi, Math.max(2, Math.floor((y1 - y0) / 36)));
+    lo = Math.min(lo, ticks[0]);
+    hi = Math.max(hi, ticks[ticks.length - 1]);
+    const xOf = (t) => x0 + ((t - t0) / (t1 - t0)) * (x1 - x0);
+    const yOf = (v) => y1 - ((v - lo) / (hi - lo)) * (y1 - y0);
+
+    // Grid and axis labels.
+    ctx.strokeStyle = c.grid;
+    ctx.lineWidth = 1;
+    ctx.fillStyle = c.text;
+    ctx.textAlign = "right";
+    ctx.beginPath();
+    for (const v of ticks) {
+      const y = Math.round(yOf(v)) + 0.5;
+      ctx.moveTo(x0, y);
+      ctx.lineTo(x1, y);
+      ctx.fillText(formatValue(v), x0 - 6, y);
+    }
+    ctx.stroke();
+    ctx.textAlign = "center";
+    ctx.textBaseline = "alphabetic";
+    const timeStep = niceTimeStep(this.windowS, Math.max(2, Math.floor((x1 - x0) / 90)));
+    for (let t = Math.ceil(t0 / timeStep) * timeStep; t <= t1; t += timeStep) {
+      ctx.fillText(formatClock(t, timeStep < 60), xOf(t), height - 6);
+    }
+
+    // The series, min/max per pixel column when dense, broken at gaps.
+    const gap = gapThreshold(points, start, this.windowS);
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(x0, y0 - 2, x1 - x0, y1 - y0 + 4);
+    ctx.clip();
+    const segments = [];
+    let seg = null;
+    let prevT = -Infinity;
+    let col = null;
+    for (let i = start; i < points.length; i++) {
+      const [t, v] = points[i];
+      if (t - prevT > gap || !seg) {
+        seg = [];
+        segments.push(seg);
+        col = null;
+      }
+      prevT = t;
+      const x = Math.round(xOf(t));
+      const y = yOf(v);
+      if (col && col.x === x) {
+        col.min = Math.min(col.min, y);
+        col.max = Math.max(col.max, y);
+        col.last = y;
+      } else {
+        col = { x, first: y, min: y, max: y, last: y };
+        seg.push(col);
+      }
+    }
+    ctx.lineWidth = 1.75;
+    ctx.lineJoin = "round";
+    ctx.strokeStyle = c.line;
+    ctx.fillStyle = c.fill;
+    for (const s of segments) {
+      ctx.beginPath();
+      for (const [k, p] of s.entries()) {
+        if (k === 0) ctx.moveTo(p.x, p.first);
+        else ctx.lineTo(p.x, p.first);
+        if (p.min !== p.max) {
+          ctx.lineTo(p.x, p.min);
+          ctx.lineTo(p.x, p.max);
+        }
+        ctx.lineTo(p.x, p.last);
+      }
+      ctx.stroke();
+      if (s.length > 1) {
+        ctx.lineTo(s[s.length - 1].x, y1);
+        ctx.lineTo(s[0].x, y1);
+        ctx.closePath();
+        ctx.fill();
+      }
+    }
+    const lastPoint = points[points.length - 1];
+    ctx.fillStyle = c.line;
+    ctx.beginPath();
+    ctx.arc(xOf(lastPoint[0]), yOf(lastPoint[1]), 3, 0, Math.PI * 2);
+    ctx.fill();
+    ctx.restore();
+
+    if (this.hoverX !== null && this.hoverX >= x0 && this.hoverX <= x1) {
+      const t = t0 + ((this.hoverX - x0) / (x1 - x0)) * (t1 - t0);
+      const i = this.lowerBound(t);
+      const near = [points[i - 1], points[i]].filter(Boolean).sort((a, b) => Math.abs(a[0] - t) - Math.abs(b[0] - t))[0];
+      if (near && near[0] >= t0) {
+        const x = xOf(near[0]);
+        ctx.strokeStyle = c.cross;
+        ctx.globalAlpha = 0.4;
+        ctx.beginPath();
+        ctx.moveTo(Math.round(x) + 0.5, y0);
+        ctx.lineTo(Math.round(x) + 0.5, y1);
+        ctx.stroke();
+        ctx.globalAlpha = 1;
+        const text = `${formatValue(near[1])}${this.unit ? ` ${this.unit}` : ""} · ${formatClock(near[0])}`;
+        ctx.font = `600 ${c.font}`;
+        const w = ctx.measureText(text).width;
+        const tx = Math.min(Math.max(x, x0 + w / 2 + 2), x1 - w / 2 - 2);
+        ctx.fillStyle = c.cross;
+        ctx.textAlign = "center";
+        ctx.fillText(text, tx, y0 + 10);
+      }
+    }
+  }
+}
+
+/** About `count` round tick values covering [lo, hi]. */
+export function niceTicks(lo, hi, count) {
+  const raw = (hi - lo) / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+  const ticks = [];
+  for (let v = Math.floor(lo / step) * step; v <= hi + step * 0.999; v += step) {
+    ticks.push(Math.round(v / step) * step);
+    if (v >= hi) break;
+  }
+  return ticks;
+}
+
+function niceTimeStep(windowS, count) {
+  const steps = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+  return steps.find((s) => windowS / s <= count) ?? 3600;
+}
+
+/** Break the line where the spacing is far above the series' median spacing. */
+function gapThreshold(points, start, windowS) {
+  const diffs = [];
+  for (let i = Math.max(start + 1, points.length - 64); i < points.length; i++) {
+    diffs.push(points[i][0] - points[i - 1][0]);
+  }
+  diffs.sort((a, b) => a - b);
+  const median = diffs.length ? diffs[diffs.length >> 1] : 1;
+  return Math.max(windowS / 30, median * 5, 2);
+}

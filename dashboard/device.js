@@ -1,0 +1,316 @@
+// One device: header, live charts of its numeric metrics (history first, then live points),
+// its boolean and string metrics as state tiles, and its command forms.
+
+import { LineChart } from "./chart.js";
+import { commandPanel } from "./commands.js";
+import { formatAge, formatValue, h, nowSeconds, setStatus, setText, statusBadge } from "./dom.js";
+
+const WINDOWS = [
+  [60, "1m"],
+  [300, "5m"],
+  [900, "15m"],
+  [3600, "1h"],
+];
+const WINDOW_KEY = "iotgw.window";
+const KEEP_S = 3600 + 120; // the largest window plus a margin
+const KEEP_POINTS = 50_000;
+
+export class DeviceView {
+  constructor(root, store, conn) {
+    this.root = root;
+    this.store = store;
+    this.conn = conn;
+    this.id = null;
+    this.windowS = Number(sessionStorage.getItem(WINDOW_KEY)) || 300;
+    if (!WINDOWS.some(([s]) => s === this.windowS)) this.windowS = 300;
+    this.series = new Map(); // metric -> {points, chart, latest, range, card}
+    this.states = new Map(); // metric -> {value, seen, tile}
+    this.cancels = [];
+    store.addEventListener("flush", (ev) => this.onFlush(ev.detail));
+    conn.addEventListener("ready", () => this.id && this.fetchHistory());
+  }
+
+  open(id) {
+    this.close();
+    this.id = id;
+    this.render();
+    this.fetchHistory();
+  }
+
+  close() {
+    for (const cancel of this.cancels) cancel();
+    this.cancels = [];
+    this.id = null;
+    this.series.clear();
+    this.states.clear();
+    this.metaRef = undefined;
+    this.nameEl = null;
+    this.root.replaceChildren();
+  }
+
+  get device() {
+    return this.store.devices.get(this.id);
+  }
+
+  render() {
+    const device = this.device;
+    this.series.clear();
+    this.states.clear();
+    const back = h("a", { href: "#/", class: "back", dataset: { testid: "back" } }, "← All devices");
+    if (!device) {
+      this.metaRef = undefined;
+      this.nameEl = null;
+      this.root.replaceChildren(
+        back,
+        h("div", { class: "empty", dataset: { testid: "device-missing" } },
+          this.store.loaded ? `No device with id “${this.id}”.` : "Waiting for the gateway…"),
+      );
+      return;
+    }
+    this.metaRef = device.meta;
+    this.badge = statusBadge(device.status);
+    this.seen = h("span", { dataset: { testid: "last-seen" } });
+    this.nameEl = h("h2", { id: "device-title", tabindex: "-1", dataset: { testid: "device-name" }, text: device.name || device.id });
+    const head = h(
+      "header",
+      { class: "device-head" },
+      back,
+      h(
+        "div",
+        { class: "device-title" },
+        this.nameEl,
+        this.badge,
+      ),
+      h(
+        "p",
+        { class: "device-sub" },
+        h("span", { class: "mono", text: device.id }),
+        device.type ? h("span", { text: device.type }) : null,
+        h("span", {}, "Last seen ", this.seen),
+      ),
+    );
+    this.chartsEl = h("div", { class: "charts" });
+    this.statesEl = h("div", { class: "states", dataset: { testid: "states" } });
+    const windowGroup = h("div", { class: "segmented", role: "group", "aria-label": "Time window" });
+    for (const [seconds, label] of WINDOWS) {
+      windowGroup.append(
+        h("button", {
+          type: "button",
+          "aria-pressed": String(seconds === this.windowS),
+          dataset: { testid: `window-${label}`, window: String(seconds) },
+          onclick: () => this.setWindow(seconds, windowGroup),
+          text: label,
+        }),
+      );
+    }
+    this.noMetrics = h("p", { class: "muted", text: "No readings yet." });
+    const metricsPanel = h(
+      "section",
+      { class: "panel", "aria-labelledby": "metrics-title" },
+      h("div", { class: "panel-head" }, h("h3", { id: "metrics-title", text: "Live metrics" }), windowGroup),
+      this.noMetrics,
+      this.chartsEl,
+      this.statesEl,
+    );
+    const commands = h(
+      "section",
+      { class: "panel", "aria-labelledby": "commands-title" },
+      h("div", { class: "panel-head" }, h("h3", { id: "commands-title", text: "Commands" })),
+      commandPanel(device, this.conn),
+    );
+    this.commandsPanel = commands;
+    this.root.replaceChildren(head, h("div", { class: "device-grid" }, metricsPanel, commands));
+    this.syncMetrics(device);
+    this.update(device);
+  }
+
+  /** Make sure every numeric metric has a chart and every other metric a state tile. */
+  syncMetrics(device) {
+    let added = false;
+    for (const [metric, [, value]] of device.values) {
+      if (typeof value === "number") {
+        if (!this.series.has(metric)) {
+          this.addChart(metric, device.units.get(metric) || "");
+          added = true;
+        }
+      } else if (!this.states.has(metric)) {
+        this.addState(metric, device.units.get(metric) || "");
+      }
+    }
+    this.noMetrics.hidden = device.values.size > 0;
+    return added;
+  }
+
+  addChart(metric, unit) {
+    const latest = h("span", { class: "latest-num" });
+    const range = h("span", { class: "range", dataset: { testid: "chart-range" } });
+    const canvas = h("canvas", { role: "img", "aria-label": `${metric} over time` });
+    const card = h(
+      "figure",
+      { class: "chart-card", dataset: { testid: "chart", metric } },
+      h(
+        "figcaption",
+        {},
+        h("span", { class: "metric-name", text: metric }),
+        h("span", { class: "latest", dataset: { testid: "value", metric } }, latest, h("span", { class: "unit", text: unit })),
+        range,
+      ),
+      canvas,
+    );
+    this.chartsEl.append(card);
+    const chart = new LineChart(canvas, { unit, label: metric });
+    const series = { points: [], chart, latest, range, card, canvas, unit, dirty: true };
+    this.series.set(metric, series);
+    return series;
+  }
+
+  addState(metric, unit) {
+    const value = h("span", { class: "state-value" });
+    const seen = h("span", { class: "state-seen" });
+    const tile = h(
+      "div",
+      { class: "state-tile", dataset: { testid: "state", metric } },
+      h("span", { class: "metric-name", text: metric }),
+      h("span", { class: "latest", dataset: { testid: "value", metric } }, value, unit ? h("span", { class: "unit", text: unit }) : null),
+      seen,
+    );
+    this.statesEl.append(tile);
+    this.states.set(metric, { value, seen, tile });
+  }
+
+  setWindow(seconds, group) {
+    this.windowS = seconds;
+    sessionStorage.setItem(WINDOW_KEY, String(seconds));
+    for (const b of group.children) b.setAttribute("aria-pressed", String(Number(b.dataset.window) === seconds));
+    this.fetchHistory();
+    this.drawCharts(true);
+  }
+
+  fetchHistory() {
+    const device = this.device;
+    if (!device) return;
+    const since = nowSeconds() - this.windowS;
+    for (const [metric, series] of this.series) {
+      series.card.dataset.loading = "true";
+      const cancel = this.conn.request(
+        { type: "history", device: device.id, metric, since },
+        (frame) => {
+          cancel();
+          delete series.card.dataset.loading;
+          if (frame.type !== "history" || !Array.isArray(frame.points)) return;
+          this.mergeHistory(series, frame.points);
+        },
+      );
+      this.cancels.push(cancel);
+    }
+  }
+
+  mergeHistory(series, history) {
+    const points = history.filter((p) => Array.isArray(p) && typeof p[0] === "number" && typeof p[1] === "number");
+    const lastHistoric = points.length ? points[points.length - 1][0] : -Infinity;
+    const firstHistoric = points.length ? points[0][0] : Infinity;
+    // Keep what we hold from before the history starts (a longer window fetched earlier) and the
+    // live points that arrived after the gateway answered.
+    const before = series.points.filter((p) => p[0] < firstHistoric);
+    const after = series.points.filter((p) => p[0] > lastHistoric);
+    series.points = before.concat(points, after);
+    series.dirty = true;
+    this.drawCharts();
+  }
+
+  onFlush({ dirty, structural, batches }) {
+    if (!this.id) return;
+    const device = this.device;
+    if (structural && (!device || !this.nameEl || device.meta !== this.metaRef)) {
+      // Appeared, disappeared or announced new meta (units, commands): rebuild the view.
+      if (!device || !this.nameEl) {
+        this.render();
+        if (device) this.fetchHistory();
+        return;
+      }
+      this.metaRef = device.meta;
+      this.commandsPanel.lastElementChild.replaceWith(commandPanel(device, this.conn));
+    }
+    if (!device || !dirty.has(this.id)) return;
+    if (this.syncMetrics(device)) this.fetchHistory();
+    for (const data of batches) {
+      for (const reading of data) {
+        if (reading[0] !== this.id || typeof reading[3] !== "number") continue;
+        const series = this.series.get(reading[1]);
+        if (!series) continue;
+        const points = series.points;
+        if (points.length && reading[2] < points[points.length - 1][0]) {
+          if (reading[2] <= points[0][0]) continue; // older than anything held: history covers it
+          points.push([reading[2], reading[3]]);
+          points.sort((a, b) => a[0] - b[0]);
+        } else {
+          points.push([reading[2], reading[3]]);
+        }
+        series.dirty = true;
+      }
+    }
+    this.update(device);
+    this.drawCharts();
+  }
+
+  update(device) {
+    setStatus(this.badge, device.status);
+    setText(this.nameEl, device.name || device.id);
+    setText(this.seen, formatAge(nowSeconds() - device.lastSeen));
+    const now = nowSeconds();
+    for (const [metric, series] of this.series) {
+      const pair = device.values.get(metric);
+      setText(series.latest, pair ? formatValue(pair[1]) : "–");
+    }
+    for (const [metric, state] of this.states) {
+      const pair = device.values.get(metric);
+      const value = pair ? formatValue(pair[1]) : "–";
+      setText(state.value, value);
+      state.tile.dataset.value = typeof pair?.[1] === "boolean" ? String(pair[1]) : "";
+      setText(state.seen, pair ? `updated ${formatAge(now - pair[0])}` : "");
+    }
+  }
+
+  drawCharts(all = false) {
+    const now = nowSeconds();
+    for (const [metric, series] of this.series) {
+      if (!all && !series.dirty) continue;
+      series.dirty = false;
+      trim(series.points, now);
+      series.chart.setData(series.points, this.windowS);
+      series.chart.draw(now);
+      const inWindow = series.points.filter((p) => p[0] >= now - this.windowS);
+      if (inWindow.length) {
+        let lo = Infinity;
+        let hi = -Infinity;
+        for (const [, v] of inWindow) {
+          lo = Math.min(lo, v);
+          hi = Math.max(hi, v);
+        }
+        const unit = series.unit ? ` ${series.unit}` : "";
+        setText(series.range, `min ${formatValue(lo)} · max ${formatValue(hi)}${unit}`);
+        series.canvas.setAttribute(
+          "aria-label",
+          `${metric}: latest ${formatValue(inWindow[inWindow.length - 1][1])}${unit}, range ${formatValue(lo)} to ${formatValue(hi)}`,
+        );
+      } else {
+        setText(series.range, "");
+      }
+    }
+  }
+
+  /** Once a second: ages tick and the window slides even when the device is quiet. */
+  tick() {
+    const device = this.device;
+    if (!device || !this.nameEl) return;
+    this.update(device);
+    this.drawCharts(true);
+  }
+}
+
+function trim(points, now) {
+  let drop = 0;
+  while (drop < points.length && points[drop][0] < now - KEEP_S) drop++;
+  drop = Math.max(drop, points.length - KEEP_POINTS);
+  if (drop > 0) points.splice(0, drop);
+}

@@ -1,0 +1,87 @@
+// DOM and formatting helpers. Everything that reaches the page from a device (names, ids, metric
+// names, units, string values, error messages) goes through textContent, never innerHTML.
+
+/** Create an element: h("div", {class: "x", dataset: {testid: "y"}}, "text", child, ...). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key === "text") el.textContent = value;
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (value === true) el.setAttribute(key, "");
+    else el.setAttribute(key, String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+/** Set textContent only when it changed: cheaper for the layout engine on hot paths. */
+export function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+const numberFormats = new Map();
+
+/** Format a metric value for display: numbers to a sensible precision, booleans as on/off. */
+export function formatValue(value) {
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) return String(value);
+    const abs = Math.abs(value);
+    const digits = abs >= 1000 ? 0 : abs >= 100 ? 1 : abs >= 1 ? 2 : 3;
+    let fmt = numberFormats.get(digits);
+    if (!fmt) {
+      fmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: digits });
+      numberFormats.set(digits, fmt);
+    }
+    return fmt.format(value);
+  }
+  if (typeof value === "boolean") return value ? "on" : "off";
+  if (value === null || value === undefined) return "–";
+  return String(value);
+}
+
+/** "now", "12s ago", "5m ago", "3h ago", "2d ago" for an age in seconds. */
+export function formatAge(seconds) {
+  if (!Number.isFinite(seconds)) return "never";
+  if (seconds < 2) return "just now";
+  if (seconds < 60) return `${Math.floor(seconds)}s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h ago`;
+  return `${Math.floor(seconds / 86400)}d ago`;
+}
+
+export function formatClock(epochSeconds, withSeconds = true) {
+  const d = new Date(epochSeconds * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  return withSeconds
+    ? `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
+    : `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+export const nowSeconds = () => Date.now() / 1000;
+
+export const STATUS_LABELS = {
+  online: "Online",
+  offline: "Offline",
+  stale: "Stale",
+  unknown: "Unknown",
+};
+
+/** A status badge element; update it with setStatus(). */
+export function statusBadge(status) {
+  const el = h("span", { class: "badge", dataset: { testid: "status-badge" } });
+  setStatus(el, status);
+  return el;
+}
+
+export function setStatus(el, status) {
+  const known = status in STATUS_LABELS ? status : "unknown";
+  if (el.dataset.status === known) return;
+  el.dataset.status = known;
+  el.textContent = STATUS_LABELS[known];
+}

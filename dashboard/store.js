@@ -1,0 +1,155 @@
+// Fleet state in the page: devices from snapshots and `device` events, latest values from
+// `readings`. Readings are buffered as they arrive and applied at most once per animation frame;
+// each flush tells listeners which devices changed, so views touch only what they show.
+//
+// Event "flush" (detail: {dirty: Set<id>, structural: bool, batches: Array<readings data>}):
+// `structural` means devices were added/removed or a status/meta changed (lists re-filter).
+
+import { nowSeconds } from "./dom.js";
+
+// A hidden tab gets no animation frames; past this many buffered readings we apply anyway so a
+// background tab's buffer cannot grow without bound.
+const MAX_BUFFERED = 50_000;
+const FALLBACK_FLUSH_MS = 500;
+
+export class Store extends EventTarget {
+  constructor() {
+    super();
+    /** @type {Map<string, Device>} */
+    this.devices = new Map();
+    this.batches = [];
+    this.buffered = 0;
+    this.dirty = new Set();
+    this.structural = false;
+    this.frame = 0;
+    this.fallback = 0;
+    this.loaded = false; // a first snapshot has arrived
+    this.stats = { readings: 0, flushes: 0, gaps: 0 };
+  }
+
+  /** Replace the fleet with a snapshot (one subscription covers every device: "*"). */
+  loadSnapshot(devices) {
+    const seen = new Set();
+    for (const raw of devices) {
+      if (!raw || typeof raw.id !== "string") continue;
+      seen.add(raw.id);
+      const device = this.upsert(raw);
+      if (raw.values && typeof raw.values === "object") {
+        device.values = new Map();
+        for (const [metric, pair] of Object.entries(raw.values)) {
+          if (Array.isArray(pair) && pair.length === 2) device.values.set(metric, pair);
+        }
+      }
+    }
+    for (const id of this.devices.keys()) if (!seen.has(id)) this.devices.delete(id);
+    this.loaded = true;
+    this.structural = true;
+    this.schedule();
+  }
+
+  /** A `device` frame: status or meta changed, or the device was removed. */
+  applyDeviceEvent(frame) {
+    const raw = frame.device;
+    if (!raw || typeof raw.id !== "string") return;
+    if (frame.event === "removed") this.devices.delete(raw.id);
+    else this.upsert(raw);
+    this.structural = true;
+    this.dirty.add(raw.id);
+    this.schedule();
+  }
+
+  /** A `readings` frame's data: buffered now, applied on the next animation frame. */
+  pushReadings(data) {
+    if (!Array.isArray(data) || data.length === 0) return;
+    this.batches.push(data);
+    this.buffered += data.length;
+    if (this.buffered > MAX_BUFFERED) this.flush();
+    else this.schedule();
+  }
+
+  /** Mark the whole list for re-filtering (used by the view when only time moved on). */
+  touch() {
+    this.structural = true;
+    this.schedule();
+  }
+
+  upsert(raw) {
+    let device = this.devices.get(raw.id);
+    if (!device) {
+      device = {
+        id: raw.id,
+        name: "",
+        type: "",
+        status: "unknown",
+        lastSeen: NaN,
+        meta: null,
+        values: new Map(),
+        units: new Map(),
+      };
+      this.devices.set(raw.id, device);
+    }
+    if (typeof raw.status === "string") device.status = raw.status;
+    if (typeof raw.last_seen === "number") device.lastSeen = Math.min(raw.last_seen, nowSeconds());
+    if ("meta" in raw) {
+      device.meta = raw.meta && typeof raw.meta === "object" ? raw.meta : null;
+      device.units = unitsOf(device.meta);
+    }
+    const meta = device.meta || {};
+    device.name = str(raw.name) || str(meta.name) || "";
+    device.type = str(raw.type) || str(meta.type) || "";
+    return device;
+  }
+
+  schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => this.flush());
+    this.fallback = setTimeout(() => this.flush(), FALLBACK_FLUSH_MS);
+  }
+
+  flush() {
+    cancelAnimationFrame(this.frame);
+    clearTimeout(this.fallback);
+    this.frame = 0;
+    const batches = this.batches;
+    this.batches = [];
+    this.buffered = 0;
+    const now = nowSeconds();
+    const { devices, dirty } = this;
+    for (const data of batches) {
+      for (const reading of data) {
+        if (!Array.isArray(reading) || reading.length !== 4) continue;
+        const [id, metric, ts, value] = reading;
+        let device = devices.get(id);
+        if (!device) {
+          // Readings before the device's announcement: show it rather than drop the data.
+          device = this.upsert({ id });
+          this.structural = true;
+        }
+        device.values.set(metric, [ts, value]);
+        device.lastSeen = now;
+        dirty.add(id);
+      }
+      this.stats.readings += data.length;
+    }
+    this.stats.flushes++;
+    const detail = { dirty, structural: this.structural, batches };
+    this.dirty = new Set();
+    this.structural = false;
+    this.dispatchEvent(new CustomEvent("flush", { detail }));
+  }
+}
+
+function str(value) {
+  return typeof value === "string" ? value : "";
+}
+
+function unitsOf(meta) {
+  const units = new Map();
+  const metrics = meta && typeof meta.metrics === "object" && meta.metrics;
+  if (metrics) {
+    for (const [metric, info] of Object.entries(metrics)) {
+      if (info && typeof info.unit === "string") units.set(metric, info.unit);
+    }
+  }
+  return units;
+}
