@@ -35,6 +35,7 @@ class Hub:
         self._interests: dict[frozenset[Selector], Interest] = {}
         self._members: dict[Interest, set[Session]] = {}
         self._session_interest: dict[Session, Interest | None] = {}
+        self._parked: dict[str, tuple[Session, asyncio.TimerHandle]] = {}
         self._batch: list[Reading] = []
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = 0.0
@@ -46,7 +47,8 @@ class Hub:
         return self._session_interest.keys()
 
     def __len__(self) -> int:
-        return len(self._session_interest)
+        """Connected sessions (parked streams are not connections)."""
+        return len(self._session_interest) - len(self._parked)
 
     # --- membership ------------------------------------------------------------------------------
 
@@ -82,6 +84,36 @@ class Hub:
             # Last holder gone: drop the interest and its caches.
             del self._members[interest]
             del self._interests[interest.selectors]
+
+    # --- parked streams (resume after reconnect) --------------------------------------------------
+
+    def park(self, session: Session, window_s: float, max_parked: int) -> None:
+        """Keep a dropped connection's stream subscribed for `window_s`, for a resume."""
+        session.parked = True
+        while len(self._parked) >= max_parked:
+            oldest = next(iter(self._parked))
+            self._expire(oldest)
+        handle = asyncio.get_running_loop().call_later(window_s, self._expire, session.id)
+        self._parked[session.id] = (session, handle)
+
+    def unpark(self, session_id: str) -> Session | None:
+        """Take a parked stream out of the hub for adoption by a new connection."""
+        entry = self._parked.pop(session_id, None)
+        if entry is None:
+            return None
+        entry[1].cancel()
+        self.remove(entry[0])
+        return entry[0]
+
+    def _expire(self, session_id: str) -> None:
+        entry = self._parked.pop(session_id, None)
+        if entry is not None:
+            entry[1].cancel()
+            self.remove(entry[0])
+
+    @property
+    def parked(self) -> int:
+        return len(self._parked)
 
     def forget_device(self, device_id: str) -> None:
         for interest in self._members:

@@ -169,4 +169,3 @@ class BrokerLink:
         except aiomqtt.MqttError as exc:
             # Sent, but no PUBACK before the timeout or the link dropped meanwhile.
             raise PublishUnconfirmed(str(exc)) from None
-

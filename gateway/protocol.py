@@ -34,10 +34,20 @@ class CloseCode(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a reconnecting client's previous stream left off."""
+
+    epoch: str
+    session: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribe:
     id: Any
     devices: tuple[str, ...]
     metrics: tuple[str, ...] | None
+    resume: Resume | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +163,16 @@ class _Fields:
 def _subscribe(f: _Fields) -> Subscribe:
     devices = f.patterns("devices", required=True)
     assert devices is not None
-    return Subscribe(f.id, devices, f.patterns("metrics", required=False))
+    resume = f.body.get("resume")
+    if resume is not None:
+        if not isinstance(resume, dict):
+            raise f.fail("resume must be an object with epoch, session and seq")
+        inner = _Fields(resume, f.id)
+        seq = resume.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise f.fail("resume.seq must be a non-negative integer")
+        resume = Resume(inner.text("epoch", 64), inner.text("session", 64), seq)
+    return Subscribe(f.id, devices, f.patterns("metrics", required=False), resume)
 
 
 def _command(f: _Fields) -> Command:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import orjson
 
+from gateway.auth import Principal
 from gateway.config import WsConfig
 from gateway.matching import Selector
 from gateway.models import Reading
@@ -55,7 +56,7 @@ class Session:
     id: str
     config: WsConfig
     remote: str = ""
-    principal: object = None  # the auth token's grants once authenticated
+    principal: Principal | None = None  # set once authenticated
     subscriptions: dict[str, Selector] = field(default_factory=dict)
     commands_in_flight: int = 0
     stats: SessionStats = field(default_factory=SessionStats)
@@ -66,6 +67,10 @@ class Session:
     _dropped: int = 0
     _lagging_since: float | None = None
     _seq: int = 0
+    # Readings frames already sent, kept for a reconnecting client to resume from (bounded).
+    _sent: deque[tuple[int, _Readings]] = field(default_factory=deque)
+    _sent_bytes: int = 0
+    parked: bool = False  # the connection is gone; frames queue up for a resume
     _next_subscription: int = 0
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _closing: tuple[int, str] | None = None
@@ -77,6 +82,11 @@ class Session:
     @property
     def seq(self) -> int:
         return self._seq
+
+    @property
+    def closing(self) -> bool:
+        """The gateway decided to close this session (eviction, shutdown, bad auth)."""
+        return self._closing is not None
 
     def new_subscription_id(self) -> str:
         self._next_subscription += 1
@@ -126,7 +136,8 @@ class Session:
         self._merge(rows)
         self._wakeup.set()
         assert self._lagging_since is not None
-        if now - self._lagging_since > self.config.slow_client_timeout_s:
+        # A parked stream has no reader to wait for: it coalesces until resumed or expired.
+        if not self.parked and now - self._lagging_since > self.config.slow_client_timeout_s:
             self.evict(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def _merge(self, rows: list[Reading]) -> None:
@@ -175,10 +186,17 @@ class Session:
                 return item
             self._outbox_bytes -= len(item.data)
             self._seq += 1
+            self._remember(self._seq, item)
             return readings_frame(self._seq, item.data)
         if self._coalesced is not None:
             return self._flush_coalesced()
         return None
+
+    def _remember(self, seq: int, item: _Readings) -> None:
+        self._sent.append((seq, item))
+        self._sent_bytes += len(item.data)
+        while self._sent_bytes > self.config.resume_buffer_bytes:
+            self._sent_bytes -= len(self._sent.popleft()[1].data)
 
     def _flush_coalesced(self) -> bytes:
         """The lagging notice, followed (queued first in line) by the coalesced readings."""
@@ -189,11 +207,40 @@ class Session:
         self._coalesced = None
         self._dropped = 0
         self._lagging_since = None
-        self._seq += 1
-        frame = readings_frame(self._seq, orjson.dumps(rows))
+        frame = _Readings(orjson.dumps(rows), rows)
         self._outbox.appendleft(frame)
-        self._outbox_bytes += len(frame)
+        self._outbox_bytes += len(frame.data)
         return notice
+
+    # --- resume ----------------------------------------------------------------------------------
+
+    def adopt(self, old: Session, last_seq: int, reply: bytes) -> bool:
+        """Continue `old`'s stream on this connection after the client's `last_seq`.
+
+        True when every readings frame after `last_seq` is still at hand: those already sent are
+        queued again from the resume buffer (same seq numbers), followed by what `old` queued while
+        parked, all after `reply`. False (and nothing changed) when the gap cannot be filled.
+        """
+        if self._seq or self.subscriptions or not 0 <= last_seq <= old._seq:
+            return False
+        missed = [item for item in old._sent if item[0] > last_seq]
+        if len(missed) != old._seq - last_seq:
+            return False  # some of the frames after last_seq already left the resume buffer
+        replay: deque[bytes | _Readings] = deque([reply])
+        replay.extend(item for _, item in missed)
+        replay.extend(old._outbox)
+        replay.extend(self._outbox)  # replies already queued on this connection go last
+        self._outbox = replay
+        self._outbox_bytes = sum(len(i) if isinstance(i, bytes) else len(i.data) for i in replay)
+        self._seq = last_seq
+        self._sent = deque(item for item in old._sent if item[0] <= last_seq)
+        self._sent_bytes = sum(len(item.data) for _, item in self._sent)
+        self._coalesced, self._dropped = old._coalesced, old._dropped
+        self._lagging_since = old._lagging_since
+        self.subscriptions = old.subscriptions
+        self._next_subscription = old._next_subscription
+        self._wakeup.set()
+        return True
 
     async def _send(self, socket: Socket, payload: bytes) -> None:
         try:

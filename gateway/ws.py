@@ -26,6 +26,7 @@ from gateway.protocol import (
     Request,
     Subscribe,
     Unsubscribe,
+    encode,
     error_frame,
     parse_request,
 )
@@ -127,7 +128,12 @@ class Connection:
         finally:
             if auth_deadline is not None:
                 auth_deadline.cancel()
-            runtime.hub.remove(session)
+            if session.subscriptions and not session.closing:
+                # The client went away by itself: keep its stream a while so it can resume.
+                ws_config = runtime.config.ws
+                runtime.hub.park(session, ws_config.resume_window_s, ws_config.max_parked)
+            else:
+                runtime.hub.remove(session)
 
     def _hello(self) -> dict[str, Any]:
         runtime = self.runtime
@@ -213,15 +219,21 @@ class Connection:
 
     def _subscribe(self, request: Subscribe) -> None:
         session = self.session
-        if len(session.subscriptions) >= self.runtime.config.ws.max_subscriptions:
-            raise ProtocolError("too_many", "subscription limit reached", request.id)
         assert session.principal is not None  # _dispatch refuses requests before auth
         selector = Selector.of(request.devices, request.metrics, session.principal.read)
+        if request.resume is not None and self._resume(request, selector):
+            return
+        if len(session.subscriptions) >= self.runtime.config.ws.max_subscriptions:
+            raise ProtocolError("too_many", "subscription limit reached", request.id)
         subscription = session.new_subscription_id()
         session.subscriptions[subscription] = selector
         self.runtime.hub.resubscribe(session)
         # Snapshot before live: both are queued in order on the one outbox.
-        session.offer_frame({"type": "subscribed", "id": request.id, "subscription": subscription})
+        reply: dict[str, Any] = {"type": "subscribed", "id": request.id}
+        reply["subscription"] = subscription
+        if request.resume is not None:
+            reply["recovered"] = False
+        session.offer_frame(reply)
         interest = Interest(frozenset([selector]))
         devices = []
         for device in self.runtime.registry.matching(interest.wants_device):
@@ -233,6 +245,29 @@ class Connection:
             }
             devices.append(entry)
         session.offer_frame({"type": "snapshot", "subscription": subscription, "devices": devices})
+
+    def _resume(self, request: Subscribe, selector: Selector) -> bool:
+        """Continue the client's previous stream if it is still parked and complete; True if so."""
+        resume, session, hub = request.resume, self.session, self.runtime.hub
+        assert resume is not None
+        assert session.principal is not None
+        existing = next((k for k, v in session.subscriptions.items() if v == selector), None)
+        if existing is not None:
+            # A second subscribe of an already resumed stream: its subscription carried over.
+            session.offer_frame(_resumed_reply(request.id, existing))
+            return True
+        if resume.epoch != self.runtime.epoch:
+            return False  # the gateway restarted: nothing of the old stream survived
+        old = hub.unpark(resume.session)
+        if old is None:
+            return False
+        carried = next((k for k, v in old.subscriptions.items() if v == selector), None)
+        same_client = old.principal is not None and old.principal.name == session.principal.name
+        reply = encode(_resumed_reply(request.id, carried))
+        if carried is None or not same_client or not session.adopt(old, resume.seq, reply):
+            return False
+        hub.resubscribe(session)
+        return True
 
     def _unsubscribe(self, request: Unsubscribe) -> None:
         if self.session.subscriptions.pop(request.subscription, None) is None:
@@ -305,3 +340,7 @@ class Connection:
         finally:
             session.commands_in_flight -= 1
         session.offer_frame({"type": "command_result", "id": request_id, **outcome.fields()})
+
+
+def _resumed_reply(request_id: Any, subscription: str | None) -> dict[str, Any]:
+    return {"type": "subscribed", "id": request_id, "subscription": subscription, "recovered": True}
