@@ -8,7 +8,9 @@ from tests.integration.conftest import AddDevice, StartGateway
 from tests.support.gateway import GatewayUnderTest, WsClient
 
 
-async def _subscribed_client(gw: GatewayUnderTest, **resume: Any) -> tuple[WsClient, dict[str, Any]]:
+async def _subscribed_client(
+    gw: GatewayUnderTest, **resume: Any
+) -> tuple[WsClient, dict[str, Any]]:
     client = await gw.connected_client()
     request: dict[str, Any] = {"type": "subscribe", "devices": ["*"]}
     if resume:
