@@ -1,0 +1,90 @@
+"""Fixtures for tests against a real Mosquitto and the real gateway app on a free port.
+
+Every test gets its own topic prefix, so tests sharing the session broker never see each other's
+devices (retained messages included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from gateway.config import Config, load_config
+from tests.support.devices import Answer, DeviceStandIn, echo_ok, mqtt_client
+from tests.support.gateway import GatewayUnderTest, running_gateway
+from tests.support.mosquitto import Mosquitto
+
+StartGateway = Callable[..., Awaitable[GatewayUnderTest]]
+AddDevice = Callable[..., Awaitable[DeviceStandIn]]
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix no other test uses."""
+    return f"t{secrets.token_hex(5)}"
+
+
+def gateway_config(broker: Mosquitto, prefix: str, overrides: dict[str, Any] | None) -> Config:
+    settings: dict[str, Any] = {
+        "broker.url": broker.url,
+        "conventions.native.prefix": prefix,
+        "broker.reconnect_min_s": 0.05,
+        "broker.reconnect_max_s": 0.5,
+        "ws.heartbeat_s": 30.0,
+    }
+    settings.update(overrides or {})
+    return load_config(env={}, overrides=settings)
+
+
+@pytest.fixture
+async def start_gateway(broker: Mosquitto, prefix: str) -> AsyncIterator[StartGateway]:
+    """Start gateways (on `broker`, or another one) that are stopped when the test ends."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(
+            overrides: dict[str, Any] | None = None, *, on: Mosquitto | None = None
+        ) -> GatewayUnderTest:
+            config = gateway_config(on or broker, prefix, overrides)
+            return await stack.enter_async_context(running_gateway(config))
+
+        yield start
+
+
+@pytest.fixture
+async def gw(start_gateway: StartGateway) -> GatewayUnderTest:
+    """A gateway with default settings whose broker link is up."""
+    gateway = await start_gateway()
+    await gateway.connected_client()  # readiness by event: hello or the gateway frame
+    return gateway
+
+
+@pytest.fixture
+async def publisher(broker: Mosquitto) -> AsyncIterator[aiomqtt.Client]:
+    """A plain MQTT client on the session broker, for publishing raw messages."""
+    async with mqtt_client(broker.host, broker.port) as client:
+        yield client
+
+
+@pytest.fixture
+async def add_device(broker: Mosquitto, prefix: str) -> AsyncIterator[AddDevice]:
+    """Start device stand-ins (each with its own MQTT connection) stopped at test end."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def add(
+            device_id: str,
+            meta: dict[str, Any] | None = None,
+            answer: Answer | None = echo_ok,
+            on: Mosquitto | None = None,
+        ) -> DeviceStandIn:
+            server = on or broker
+            client = await stack.enter_async_context(mqtt_client(server.host, server.port))
+            device = DeviceStandIn(client, prefix, device_id, meta, answer)
+            stack.push_async_callback(device.stop)
+            return await device.start()
+
+        yield add

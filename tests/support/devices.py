@@ -1,0 +1,108 @@
+"""A tiny device stand-in speaking the native convention over a real MQTT connection.
+
+It publishes its meta and status (retained, like a real device), telemetry on demand, and records
+every command the gateway publishes to it; `answer` decides its reply (None: stay silent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import orjson
+
+THERMOSTAT_META: dict[str, Any] = {
+    "type": "thermostat",
+    "name": "Living room",
+    "metrics": {"temperature": {"unit": "°C"}},
+    "commands": {
+        "set_target": {"params": {"target": {"type": "number", "min": 5, "max": 30}}},
+        "set_mode": {"params": {"mode": {"type": "string", "enum": ["off", "heat", "cool"]}}},
+        "toggle": {"params": {}},
+    },
+}
+
+
+@dataclass(frozen=True)
+class ReceivedCommand:
+    topic: str
+    command: str
+    id: str
+    params: dict[str, Any]
+
+
+#: (command name, params) -> (status, result, error) or None to ignore the command.
+Answer = Callable[[str, dict[str, Any]], tuple[str, Any, str | None] | None]
+
+
+def echo_ok(command: str, params: dict[str, Any]) -> tuple[str, Any, str | None]:
+    return "ok", params, None
+
+
+def mqtt_client(host: str, port: int) -> aiomqtt.Client:
+    return aiomqtt.Client(host, port, identifier=f"test-{secrets.token_hex(4)}")
+
+
+class DeviceStandIn:
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        prefix: str,
+        device_id: str,
+        meta: dict[str, Any] | None = None,
+        answer: Answer | None = echo_ok,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.id = device_id
+        self.meta = THERMOSTAT_META if meta is None else meta
+        self.answer = answer
+        self.commands: asyncio.Queue[ReceivedCommand] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def topic(self, leaf: str) -> str:
+        return f"{self.prefix}/{self.id}/{leaf}"
+
+    async def start(self) -> DeviceStandIn:
+        """Subscribe to its command topics (SUBACK received), then announce meta and status."""
+        await self.client.subscribe(self.topic("cmd/#"), qos=1)
+        self._task = asyncio.create_task(self._serve(), name=f"test-device[{self.id}]")
+        await self.client.publish(self.topic("meta"), orjson.dumps(self.meta), qos=1, retain=True)
+        await self.client.publish(self.topic("status"), b"online", qos=1, retain=True)
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def telemetry(self, values: dict[str, Any], ts: float | None = None) -> None:
+        body = dict(values) if ts is None else {**values, "ts": ts}
+        await self.client.publish(self.topic("telemetry"), orjson.dumps(body), qos=1)
+
+    async def _serve(self) -> None:
+        cmd_prefix = self.topic("cmd/")
+        async for message in self.client.messages:
+            topic = message.topic.value
+            if not topic.startswith(cmd_prefix):
+                continue
+            assert isinstance(message.payload, bytes)
+            body = orjson.loads(message.payload)
+            received = ReceivedCommand(
+                topic, topic[len(cmd_prefix) :], body["id"], body.get("params", {})
+            )
+            self.commands.put_nowait(received)
+            reply = self.answer(received.command, received.params) if self.answer else None
+            if reply is None:
+                continue
+            status, result, error = reply
+            answer: dict[str, Any] = {"id": received.id, "status": status, "result": result}
+            if error is not None:
+                answer["error"] = error
+            await self.client.publish(self.topic("result"), orjson.dumps(answer), qos=1)
