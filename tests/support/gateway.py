@@ -55,9 +55,9 @@ class GatewayUnderTest:
             client.hello = await client.expect(lambda f: f["type"] == "hello")
         return client
 
-    async def connected_client(self) -> WsClient:
+    async def connected_client(self, **kwargs: Any) -> WsClient:
         """A client that has seen the broker link up (hello says so, or a later gateway event)."""
-        client = await self.connect()
+        client = await self.connect(**kwargs)
         if client.hello["broker"] != "connected":
             await client.expect(lambda f: f["type"] == "gateway" and f["broker"] == "connected")
         return client
