@@ -83,6 +83,7 @@ export class Store extends EventTarget {
         status: "unknown",
         lastSeen: NaN,
         meta: null,
+        metaKey: "null",
         values: new Map(),
         units: new Map(),
       };
@@ -91,8 +92,14 @@ export class Store extends EventTarget {
     if (typeof raw.status === "string") device.status = raw.status;
     if (typeof raw.last_seen === "number") device.lastSeen = Math.min(raw.last_seen, nowSeconds());
     if ("meta" in raw) {
-      device.meta = raw.meta && typeof raw.meta === "object" ? raw.meta : null;
-      device.units = unitsOf(device.meta);
+      const meta = raw.meta && typeof raw.meta === "object" ? raw.meta : null;
+      // Every `device` event carries the meta again; views rebuild only when it really changed.
+      const key = JSON.stringify(meta);
+      if (key !== device.metaKey) {
+        device.metaKey = key;
+        device.meta = meta;
+        device.units = unitsOf(meta);
+      }
     }
     const meta = device.meta || {};
     device.name = str(raw.name) || str(meta.name) || "";

@@ -1,0 +1,98 @@
+"""Fixtures for the dashboard's end-to-end tests: headless Chromium, the real gateway, a real
+Mosquitto and device stand-ins. Every test gets its own topic prefix and gateway."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.e2e.stack import CHROMIUM, CHROMIUM_ARGS, Answer, Device, Gateway, echo_ok
+from tests.support.mosquitto import Mosquitto
+
+# Playwright's assertions retry until this deadline: readiness by polling the DOM, never by sleep.
+expect.set_options(timeout=10_000)
+
+AddDevice = Callable[..., Awaitable[Device]]
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix no other test uses (retained messages included)."""
+    return f"e2e{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium: Playwright cannot download its own browsers on these machines."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    """A headless Chromium, one per test."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh page; the test fails if the page throws an uncaught error."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    await context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+async def start_gateway(broker: Mosquitto, prefix: str) -> AsyncIterator[Callable[..., Any]]:
+    """Start gateways on the session broker (or another one); all are stopped at test end."""
+    started: list[Gateway] = []
+
+    async def start(
+        overrides: dict[str, Any] | None = None, on: Mosquitto | None = None
+    ) -> Gateway:
+        gateway = await Gateway(on or broker, prefix, overrides or {}).start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        await gateway.stop()
+
+
+@pytest.fixture
+async def gateway(start_gateway: Callable[..., Awaitable[Gateway]]) -> Gateway:
+    """A gateway with default settings (no auth) on the session broker."""
+    return await start_gateway()
+
+
+@pytest.fixture
+async def add_device(broker: Mosquitto, prefix: str) -> AsyncIterator[AddDevice]:
+    """Start device stand-ins, each on its own MQTT connection, stopped at test end."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def add(
+            device_id: str,
+            meta: dict[str, Any] | None = None,
+            answer: Answer | None = echo_ok,
+            on: Mosquitto | None = None,
+        ) -> Device:
+            device = Device(on or broker, prefix, device_id, meta, answer)
+            await device.start()
+            stack.push_async_callback(device.stop)
+            return device
+
+        yield add
