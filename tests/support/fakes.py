@@ -1,0 +1,63 @@
+"""Fakes for pure-logic unit tests: a Socket a Session can write to, and a recording Session."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from gateway.models import Reading
+from gateway.session import Session
+
+
+class FakeSocket:
+    """Collects sent frames (decoded). With `blocked`, every send waits until `release()`."""
+
+    def __init__(self, *, blocked: bool = False) -> None:
+        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.closed_with: tuple[int, str] | None = None
+        self.aborted = False
+        self.ended = asyncio.Event()
+        self._gate = asyncio.Event()
+        if not blocked:
+            self._gate.set()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    async def send(self, payload: bytes) -> None:
+        await self._gate.wait()
+        self.frames.put_nowait(orjson.loads(payload))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+        self.ended.set()
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.ended.set()
+
+    async def take(self, count: int, within: float = 5.0) -> list[dict[str, Any]]:
+        """The next `count` frames sent, waiting at most `within` seconds in all."""
+        async with asyncio.timeout(within):
+            return [await self.frames.get() for _ in range(count)]
+
+
+class RecordingSession(Session):
+    """A Session that also records what the hub offers it, in order, and signals each offer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.offers: list[tuple[str, Any]] = []
+        self.offered = asyncio.Event()
+
+    def offer(self, payload: bytes) -> None:
+        self.offers.append(("frame", payload))
+        self.offered.set()
+        super().offer(payload)
+
+    def offer_readings(self, data: bytes, rows: list[Reading]) -> None:
+        self.offers.append(("readings", data))
+        self.offered.set()
+        super().offer_readings(data, rows)

@@ -1,0 +1,167 @@
+"""A session's bounded outbox, its seq numbering, coalescing and eviction, and its one writer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+import gateway.session
+from gateway.config import WsConfig
+from gateway.protocol import encode
+from gateway.session import Session
+from tests.support.fakes import FakeSocket
+
+
+def rows_of(*values: tuple[str, str, float, object]) -> tuple[bytes, list]:
+    rows = list(values)
+    return orjson.dumps(rows), rows
+
+
+@contextlib.asynccontextmanager
+async def writing(session: Session, socket: FakeSocket):
+    """Run the session's writer for the duration of the block."""
+    task = asyncio.create_task(session.run_writer(socket))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_outbox_keeps_order_of_control_frames_and_readings():
+    """Frames go out in the order they were offered, control frames and readings alike."""
+    session, socket = Session("s", WsConfig()), FakeSocket()
+    session.offer_frame({"type": "a"})
+    session.offer_readings(*rows_of(("d", "t", 1.0, 1)))
+    session.offer_frame({"type": "b"})
+    session.offer_readings(*rows_of(("d", "t", 2.0, 2)))
+    async with writing(session, socket):
+        frames = await socket.take(4)
+    assert [f["type"] for f in frames] == ["a", "readings", "b", "readings"]
+    assert frames[1]["data"] == [["d", "t", 1.0, 1]]
+    assert frames[3]["data"] == [["d", "t", 2.0, 2]]
+    assert session.queued_bytes == 0
+
+
+async def test_readings_seq_counts_from_one_without_gaps():
+    """readings frames carry seq 1, 2, 3, … in order, whatever is interleaved."""
+    session, socket = Session("s", WsConfig()), FakeSocket()
+    async with writing(session, socket):
+        for i in range(10):
+            session.offer_readings(*rows_of(("d", "t", float(i), i)))
+            if i % 3 == 0:
+                session.offer_frame({"type": "pong", "id": i})
+        frames = await socket.take(14)
+    assert [f["seq"] for f in frames if f["type"] == "readings"] == list(range(1, 11))
+
+
+async def test_over_budget_readings_are_coalesced_to_latest_values_with_a_lagging_notice():
+    """Past outbox_max_bytes, queued readings collapse to the latest value per (device, metric);
+    the client gets lagging{dropped, coalesced}, then one readings frame with those values."""
+    control = encode({"type": "device", "event": "status"})
+    batches = [
+        rows_of(("d", "t", 1.0, 1), ("d", "h", 1.0, 50)),
+        rows_of(("d", "t", 2.0, 2)),
+        rows_of(("d", "t", 3.0, 3), ("e", "p", 3.0, 7)),
+        rows_of(("d", "t", 4.0, 4)),
+    ]
+    budget = len(batches[0][0]) + len(control) + len(batches[1][0])
+    session, socket = Session("s", WsConfig(outbox_max_bytes=budget)), FakeSocket()
+    session.offer_readings(*batches[0])
+    session.offer(control)
+    session.offer_readings(*batches[1])
+    session.offer_readings(*batches[2])  # does not fit: everything queued is coalesced
+    session.offer_readings(*batches[3])
+    async with writing(session, socket):
+        control_frame, lagging, readings = await socket.take(3)
+        assert control_frame == orjson.loads(control)
+        assert lagging == {"type": "lagging", "dropped": 3, "coalesced": 3}
+        assert readings["seq"] == 1
+        assert sorted(readings["data"]) == [
+            ["d", "h", 1.0, 50],
+            ["d", "t", 4.0, 4],
+            ["e", "p", 3.0, 7],
+        ]
+        # Caught up: the next batch is a normal frame again, seq continuing.
+        session.offer_readings(*rows_of(("d", "t", 5.0, 5)))
+        [after] = await socket.take(1)
+    assert after == {"type": "readings", "seq": 2, "data": [["d", "t", 5.0, 5]]}
+    assert session.stats.readings_dropped == 3
+
+
+async def test_control_frames_are_never_dropped_over_budget():
+    """Control frames are queued even far past the byte budget, and all are delivered in order."""
+    session, socket = Session("s", WsConfig(outbox_max_bytes=64)), FakeSocket()
+    for i in range(50):
+        session.offer_frame({"type": "pong", "id": i})
+    session.offer_readings(*rows_of(("d", "t", 1.0, 1)))
+    async with writing(session, socket):
+        frames = await socket.take(52)  # 50 pongs, the lagging notice, the readings
+    assert [f["id"] for f in frames[:50]] == list(range(50))
+    assert frames[50]["type"] == "lagging"
+    assert frames[51]["data"] == [["d", "t", 1.0, 1]]
+
+
+async def test_client_lagging_longer_than_slow_client_timeout_is_closed_with_4000(monkeypatch):
+    """A session still coalescing slow_client_timeout_s after it started lagging is evicted:
+    its queue is dropped and the writer closes with 4000."""
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(gateway.session, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    evicted: list[str] = []
+    session = Session("s", WsConfig(outbox_max_bytes=10, slow_client_timeout_s=10))
+    session.on_evict = evicted.append
+    session.offer_readings(*rows_of(("d", "t", 1.0, 1)))  # over budget at once: lagging from t=1000
+    clock.now = 1009.0
+    session.offer_readings(*rows_of(("d", "t", 2.0, 2)))
+    assert evicted == []
+    clock.now = 1010.5
+    session.offer_readings(*rows_of(("d", "t", 3.0, 3)))
+    assert evicted == ["slow consumer"]
+    assert session.closing
+    assert session.queued_bytes == 0
+    session.offer_frame({"type": "pong"})  # ignored once closing
+    socket = FakeSocket()
+    async with writing(session, socket) as writer:
+        await asyncio.wait_for(writer, 5)
+    assert socket.closed_with == (4000, "slow consumer")
+    assert socket.frames.empty()
+
+
+async def test_send_blocked_past_send_timeout_aborts_the_transport():
+    """A send that blocks longer than send_timeout_s aborts the socket and ends the writer."""
+    evicted: list[str] = []
+    session = Session("s", WsConfig(send_timeout_s=0.05))
+    session.on_evict = evicted.append
+    socket = FakeSocket(blocked=True)
+    session.offer_frame({"type": "hello"})
+    async with writing(session, socket) as writer:
+        await asyncio.wait_for(writer, 5)
+    assert socket.aborted
+    assert socket.closed_with is None
+    assert evicted == ["send timeout"]
+    assert session.closing
+
+
+async def test_evict_closes_after_nothing_else_is_sent():
+    """evict(code) drops what is queued and the writer closes with that code."""
+    session, socket = Session("s", WsConfig()), FakeSocket()
+    session.offer_frame({"type": "a"})
+    session.evict(1001, "gateway shutting down")
+    async with writing(session, socket) as writer:
+        await asyncio.wait_for(writer, 5)
+    assert socket.closed_with == (1001, "gateway shutting down")
+    assert socket.frames.empty()
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_subscription_ids_are_sequential(count):
+    """Subscription ids are s1, s2, … per session."""
+    session = Session("s", WsConfig())
+    assert [session.new_subscription_id() for _ in range(count)] == [
+        f"s{i}" for i in range(1, count + 1)
+    ]
