@@ -19,9 +19,8 @@ const TERMINAL = new Map([
   [4501, "The gateway closed the connection after repeated protocol errors."],
 ]);
 
+// Same origin only: no URL parameter may point the page (and its token) at another server.
 export function defaultUrl() {
-  const params = new URLSearchParams(location.search);
-  if (params.get("ws")) return params.get("ws");
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 }
 
