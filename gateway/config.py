@@ -63,8 +63,15 @@ class NativeConventionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Zigbee2MqttConfig:
+    enabled: bool = False
+    base_topic: str = "zigbee2mqtt"  # Zigbee2MQTT's mqtt.base_topic
+
+
+@dataclass(frozen=True, slots=True)
 class ConventionsConfig:
     native: NativeConventionConfig = field(default_factory=NativeConventionConfig)
+    zigbee2mqtt: Zigbee2MqttConfig = field(default_factory=Zigbee2MqttConfig)
 
 
 @dataclass(frozen=True, slots=True)

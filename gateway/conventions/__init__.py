@@ -15,7 +15,8 @@ from gateway.models import DeviceEvent, DeviceMeta, Value
 
 
 class Convention(Protocol):
-    """The decoding interface. Implementations are pure: no I/O, no clock, no global state."""
+    """The decoding interface. Implementations do no I/O and read no clock; they may keep state
+    of their own (a bridge's device list, discovery configs, commands awaiting their echo)."""
 
     name: str
 
@@ -43,8 +44,13 @@ ConventionFactory = Callable[[Any], Convention]
 
 def build_conventions(settings: Any) -> list[Convention]:
     """Instantiate every enabled convention from its section of ConventionsConfig."""
-    from gateway.conventions import native
+    from gateway.conventions import native, zigbee2mqtt
 
-    factories: dict[str, ConventionFactory] = {"native": native.NativeConvention.from_config}
+    # Sections are instantiated in ConventionsConfig's field order, which is also the order the
+    # pipeline asks `owns` in: the first convention that owns a topic decodes it.
+    factories: dict[str, ConventionFactory] = {
+        "native": native.NativeConvention.from_config,
+        "zigbee2mqtt": zigbee2mqtt.Zigbee2MqttConvention.from_config,
+    }
     sections = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     return [factories[name](section) for name, section in sections.items() if section.enabled]

@@ -9,12 +9,17 @@ iotgw/thermo-1/result      {"id": "c-…", "status": "ok"|"error", "result": {..
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from gateway.conventions.common import (
+    MAX_STRING_VALUE,
+    flatten,
+    is_finite_number,
+    load_json,
+)
 from gateway.errors import DecodeError
 from gateway.meta import parse_meta
 from gateway.models import (
@@ -28,10 +33,9 @@ from gateway.models import (
     Telemetry,
     Value,
 )
-from gateway.names import is_device_id, is_metric_name
+from gateway.names import is_device_id
 
-MAX_STRING_VALUE = 256
-MAX_DEPTH = 8
+__all__ = ["NativeConvention", "load_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +78,6 @@ class NativeConvention:
         return topic, orjson.dumps({"id": command_id, "params": params})
 
 
-def load_json(payload: bytes) -> Any:
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        # orjson refuses NaN, Infinity, 1e400, invalid UTF-8 and nesting deeper than 1024.
-        raise DecodeError("invalid_json", str(exc)[:120]) from None
-
-
 def _telemetry(device: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
     body = load_json(payload)
     if not isinstance(body, dict):
@@ -90,55 +86,17 @@ def _telemetry(device: str, payload: bytes, received_at: float) -> list[DeviceEv
     ts = body.pop("ts", None)
     if ts is None:
         ts = received_at
-    elif not _is_finite_number(ts):
+    elif not is_finite_number(ts):
         events.append(Rejected("bad_ts", repr(ts)[:80]))
         ts = received_at
     samples: list[Sample] = []
-    _flatten(body, "", float(ts), samples, events, 0)
+    flatten(body, "", float(ts), samples, events)
     if not samples:
         if events:
             return events
         raise DecodeError("empty_telemetry", device)
     events.append(Telemetry(device, samples))
     return events
-
-
-def _flatten(
-    node: dict[str, Any],
-    prefix: str,
-    ts: float,
-    samples: list[Sample],
-    rejected: list[DeviceEvent],
-    depth: int,
-) -> None:
-    for key, value in node.items():
-        metric = f"{prefix}{key}"
-        if isinstance(value, dict):
-            if depth >= MAX_DEPTH:
-                rejected.append(Rejected("too_deep", metric[:80]))
-            else:
-                _flatten(value, metric + ".", ts, samples, rejected, depth + 1)
-        elif not is_metric_name(metric):
-            rejected.append(Rejected("bad_metric_name", metric[:80]))
-        elif _is_value(value):
-            samples.append((metric, ts, value))
-        else:
-            rejected.append(Rejected("bad_value", f"{metric[:80]}={value!r:.40}"))
-
-
-def _is_finite_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_value(value: object) -> bool:
-    if isinstance(value, bool):
-        return True
-    if isinstance(value, int):
-        # Beyond 2^53 a JavaScript client would silently round it.
-        return -(2**53) <= value <= 2**53
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, str) and len(value) <= MAX_STRING_VALUE
 
 
 def _status(device: str, payload: bytes) -> StatusChange:

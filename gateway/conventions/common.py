@@ -1,0 +1,213 @@
+"""Helpers several conventions share: JSON loading, flattening, device ids, topics, echoes.
+
+Everything here treats its input as untrusted device data: nothing raises but DecodeError, and
+every collection that device traffic can grow is bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.errors import ConfigError, DecodeError
+from gateway.models import CommandResult, DeviceEvent, Rejected, Sample, Value
+from gateway.names import DEVICE_ID_MAX, is_device_id, is_metric_name, slugify
+
+MAX_STRING_VALUE = 256
+MAX_DEPTH = 8
+#: MQTT 3.1.1 §1.5.3: a topic name is a UTF-8 string of at most 65535 bytes.
+MAX_TOPIC_BYTES = 65535
+
+
+def load_json(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses NaN, Infinity, 1e400, invalid UTF-8 and nesting deeper than 1024.
+        raise DecodeError("invalid_json", str(exc)[:120]) from None
+
+
+def load_json_object(payload: bytes, what: str) -> dict[str, Any]:
+    body = load_json(payload)
+    if not isinstance(body, dict):
+        raise DecodeError("bad_payload", f"{what} must be a JSON object")
+    return body
+
+
+def load_text(payload: bytes) -> str:
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        raise DecodeError("bad_payload", "not UTF-8") from None
+
+
+def flatten(
+    node: dict[str, Any],
+    prefix: str,
+    ts: float,
+    samples: list[Sample],
+    rejected: list[DeviceEvent],
+    depth: int = 0,
+    *,
+    skip_null: bool = False,
+) -> None:
+    """Nested objects become dotted metrics; bad names and values are refused one by one.
+
+    `skip_null`: conventions whose devices publish `null` for "not known yet" (Zigbee2MQTT) drop
+    those quietly instead of counting them as bad values.
+    """
+    for key, value in node.items():
+        metric = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if depth >= MAX_DEPTH:
+                rejected.append(Rejected("too_deep", metric[:80]))
+            else:
+                flatten(value, metric + ".", ts, samples, rejected, depth + 1, skip_null=skip_null)
+        elif value is None and skip_null:
+            continue
+        elif not is_metric_name(metric):
+            rejected.append(Rejected("bad_metric_name", metric[:80]))
+        elif is_value(value):
+            samples.append((metric, ts, value))
+        else:
+            rejected.append(Rejected("bad_value", f"{metric[:80]}={value!r:.40}"))
+
+
+def is_finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_value(value: object) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        # Beyond 2^53 a JavaScript client would silently round it.
+        return -(2**53) <= value <= 2**53
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= MAX_STRING_VALUE
+
+
+def parse_scalar(text: str) -> Value:
+    """A plain-text payload as a number when it is one, else the text itself."""
+    stripped = text.strip()
+    try:
+        number = int(stripped)
+    except ValueError:
+        try:
+            number_f = float(stripped)
+        except ValueError:
+            return text
+        # "nan", "inf" and "1e400" parse as floats but are no readings.
+        return number_f if math.isfinite(number_f) else text
+    return number if is_value(number) else text
+
+
+def scoped_id(tag: str, name: str) -> str:
+    """A stable device id for a convention's own device name, unique per convention.
+
+    A name that is already a valid id keeps its spelling (`z2m.my_plug`). Any other name (spaces,
+    `/`, accents, too long) becomes a slug plus a hash of the original, so two names that slug
+    alike (`kitchen/lamp`, `kitchen lamp`) still get different ids, in any arrival order.
+    """
+    plain = f"{tag}.{name}"
+    if is_device_id(plain):
+        return plain
+    digest = hashlib.sha1(name.encode(errors="surrogatepass")).hexdigest()[:8]
+    room = DEVICE_ID_MAX - len(tag) - len(digest) - 2
+    return f"{tag}.{slugify(name, room)}-{digest}"
+
+
+def is_publish_topic(topic: object) -> bool:
+    """True for a topic the gateway may publish to or subscribe to as a plain name.
+
+    Wildcards would widen a publish or subscription beyond the device, and a NUL makes Mosquitto
+    drop the gateway's whole connection (MQTT 3.1.1 §1.5.3, §4.7.1).
+    """
+    return (
+        isinstance(topic, str)
+        and 0 < len(topic.encode(errors="replace")) <= MAX_TOPIC_BYTES
+        and not any(c in topic for c in "+#\x00")
+    )
+
+
+def same_value(a: object, b: object) -> bool:
+    """Equality as a device echo means it: 254 == 254.0, but True is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """A command waiting for the device to show its effect.
+
+    `key` is what the answer must mention (a property, a Tasmota command); `expected` is the value
+    it must have, or None when any value answers (toggles, Homie's "next value").
+    """
+
+    command_id: str
+    key: str
+    expected: Value | None = None
+
+
+class Echoes:
+    """Commands awaiting their echo, per device, bounded.
+
+    The router times commands out on its own; an echo that never comes is simply pushed out by
+    newer ones, and one that comes late is counted by the pipeline as an unmatched result.
+    """
+
+    def __init__(self, per_device: int = 16, max_devices: int = 4096) -> None:
+        self._per_device = per_device
+        self._max_devices = max_devices
+        self._waiting: dict[str, deque[Echo]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._waiting.values())
+
+    def expect(self, device: str, echo: Echo) -> None:
+        queue = self._waiting.get(device)
+        if queue is None:
+            if len(self._waiting) >= self._max_devices:
+                del self._waiting[next(iter(self._waiting))]  # the longest-waiting device
+            queue = self._waiting[device] = deque(maxlen=self._per_device)
+        queue.append(echo)
+
+    def answer(self, device: str, key: str, value: Value, result: Any) -> list[DeviceEvent]:
+        """Resolve the echoes `key` = `value` answers, as `ok` results carrying `result`."""
+        queue = self._waiting.get(device)
+        if not queue:
+            return []
+        answered = [
+            e
+            for e in queue
+            if e.key == key and (e.expected is None or same_value(e.expected, value))
+        ]
+        for echo in answered:
+            queue.remove(echo)
+        if not queue:
+            del self._waiting[device]
+        return [CommandResult(device, e.command_id, "ok", result) for e in answered]
+
+    def fail_oldest(self, device: str, error: str) -> list[DeviceEvent]:
+        """Answer the oldest waiting command of `device` with an error (a device's refusal)."""
+        queue = self._waiting.get(device)
+        if not queue:
+            return []
+        echo = queue.popleft()
+        if not queue:
+            del self._waiting[device]
+        return [CommandResult(device, echo.command_id, "error", None, error[:MAX_STRING_VALUE])]
+
+
+def base_topic(value: str, path: str) -> str:
+    """Check a configured base topic (`zigbee2mqtt`, `homie`, ...); raise ConfigError naming it."""
+    if not is_publish_topic(value) or value.startswith("/") or value.endswith("/"):
+        raise ConfigError(path, "must be a topic without wildcards or a leading/trailing /")
+    return value

@@ -1,0 +1,305 @@
+"""Zigbee2MQTT (https://www.zigbee2mqtt.io/guide/usage/mqtt_topics_and_messages.html).
+
+zigbee2mqtt/bridge/devices              [{"friendly_name": "kitchen/lamp", "definition": {…}}, …]
+zigbee2mqtt/kitchen/lamp                {"state": "ON", "brightness": 215, "linkquality": 65}
+zigbee2mqtt/kitchen/lamp/availability   {"state": "online"}   (or legacy plain `online`/`offline`)
+zigbee2mqtt/kitchen/lamp/set            {"brightness": 128}   (published by the gateway)
+
+Friendly names may hold `/` and spaces, so a topic is matched against the names the bridge
+announced before it is split. Device ids are `z2m.<name>` (see common.scoped_id); meta and
+commands come from each device's exposes; a command's result is the state echo that shows the
+value it set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.conventions.common import (
+    Echo,
+    Echoes,
+    base_topic,
+    flatten,
+    is_finite_number,
+    is_publish_topic,
+    is_value,
+    load_json,
+    load_json_object,
+    scoped_id,
+)
+from gateway.errors import CommandError, DecodeError
+from gateway.meta import parse_meta
+from gateway.models import (
+    DeviceEvent,
+    DeviceMeta,
+    MetaChange,
+    Rejected,
+    Sample,
+    StatusChange,
+    Telemetry,
+    Value,
+)
+from gateway.names import is_command_name
+
+TAG = "z2m"
+# Exposes access bits (https://www.zigbee2mqtt.io/guide/usage/exposes.html#access).
+ACCESS_STATE = 1
+ACCESS_SET = 2
+MAX_EXPOSE_DEPTH = 4
+AVAILABILITY = "/availability"
+# Requests other clients (or the gateway itself) publish under the base topic: not device state.
+REQUEST_LEAVES = ("set", "get")
+
+
+@dataclass(frozen=True, slots=True)
+class Setter:
+    """How a `set_<property>` command is carried: the property, and its toggle value if any."""
+
+    property: str
+    toggle: Value | None = None
+
+
+@dataclass(slots=True)
+class Z2mDevice:
+    id: str
+    friendly_name: str
+    setters: dict[str, Setter] = field(default_factory=dict)
+    meta_raw: dict[str, Any] | None = None
+
+
+class Zigbee2MqttConvention:
+    name = "zigbee2mqtt"
+
+    def __init__(self, base_topic: str = "zigbee2mqtt") -> None:
+        self.base_topic = base_topic
+        self._prefix = base_topic + "/"
+        self._by_name: dict[str, Z2mDevice] = {}
+        self._by_id: dict[str, Z2mDevice] = {}
+        self._echoes = Echoes()
+
+    @classmethod
+    def from_config(cls, section: Any) -> Zigbee2MqttConvention:
+        return cls(base_topic(section.base_topic, "conventions.zigbee2mqtt.base_topic"))
+
+    def subscriptions(self) -> list[str]:
+        return [self._prefix + "#"]
+
+    def owns(self, topic: str) -> bool:
+        return topic.startswith(self._prefix)
+
+    def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
+        rest = topic[len(self._prefix) :]
+        if rest.startswith("bridge/"):
+            return self._bridge(rest[len("bridge/") :], payload)
+        if rest in self._by_name:
+            return self._state(rest, payload, received_at)
+        if rest.endswith(AVAILABILITY) and len(rest) > len(AVAILABILITY):
+            return [self._availability(rest[: -len(AVAILABILITY)], payload)]
+        *name, leaf = rest.split("/")
+        if name and (leaf in REQUEST_LEAVES or (len(name) > 1 and name[-1] in REQUEST_LEAVES)):
+            return []  # <name>/set, <name>/get, <name>/set/<attribute>: commands, not state
+        if not rest:
+            raise DecodeError("unknown_topic", topic)
+        # A device the bridge has not listed yet (or a group): still a device, without meta.
+        return self._state(rest, payload, received_at)
+
+    def encode_command(
+        self, device: str, meta: DeviceMeta, command: str, command_id: str, params: dict[str, Value]
+    ) -> tuple[str, bytes]:
+        known = self._by_id.get(device)
+        setter = known.setters.get(command) if known is not None else None
+        if known is None or setter is None:
+            raise CommandError("not_found", f"{device} did not expose {command!r:.80}")
+        # The friendly name is what the bridge announced, never client text.
+        topic = f"{self._prefix}{known.friendly_name}/set"
+        if not is_publish_topic(topic):
+            raise CommandError("not_found", f"{device}: its name cannot be used in a topic")
+        value = params[setter.property]
+        expected = None if setter.toggle is not None and value == setter.toggle else value
+        self._echoes.expect(device, Echo(command_id, setter.property, expected))
+        return topic, orjson.dumps({setter.property: value})
+
+    def device_id(self, friendly_name: str) -> str:
+        known = self._by_name.get(friendly_name)
+        return known.id if known is not None else scoped_id(TAG, friendly_name)
+
+    # --- decoding -------------------------------------------------------------------------
+
+    def _state(self, name: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
+        body = load_json_object(payload, "state")
+        device = self.device_id(name)
+        samples: list[Sample] = []
+        events: list[DeviceEvent] = []
+        # Zigbee2MQTT publishes null for values it has not read yet: not an error.
+        flatten(body, "", received_at, samples, events, skip_null=True)
+        if samples:
+            events.insert(0, Telemetry(device, samples))
+        for key, value in body.items():
+            if is_value(value):
+                events.extend(self._echoes.answer(device, key, value, {key: value}))
+        if not events:
+            raise DecodeError("empty_state", name[:80])
+        return events
+
+    def _availability(self, name: str, payload: bytes) -> StatusChange:
+        device = self.device_id(name)
+        text = payload.strip()
+        if not text:
+            return StatusChange(device, None)
+        # Zigbee2MQTT 2.x publishes {"state": "online"}; 1.x by default the plain word.
+        state = text.lower()
+        if text.startswith(b"{"):
+            announced = load_json_object(text, "availability").get("state")
+            state = announced.lower().encode() if isinstance(announced, str) else b""
+        if state == b"online":
+            return StatusChange(device, True)
+        if state == b"offline":
+            return StatusChange(device, False)
+        raise DecodeError("bad_status", repr(payload[:40]))
+
+    def _bridge(self, leaf: str, payload: bytes) -> list[DeviceEvent]:
+        if leaf != "devices":
+            return []  # bridge/state, info, logging, event, groups, response/…: not devices
+        entries = load_json(payload)
+        if not isinstance(entries, list):
+            raise DecodeError("bad_payload", "bridge/devices must be a JSON array")
+        events: list[DeviceEvent] = []
+        seen: dict[str, Z2mDevice] = {}
+        for entry in entries:
+            device = self._announced(entry, events)
+            if device is not None and device.friendly_name not in seen:
+                seen[device.friendly_name] = device
+        for name, gone in self._by_name.items():
+            if name not in seen:
+                events.append(MetaChange(gone.id, None))
+        for name, device in seen.items():
+            before = self._by_name.get(name)
+            if before is None or before.meta_raw != device.meta_raw:
+                meta = self._parsed_meta(device, events)
+                events.append(MetaChange(device.id, meta))
+        self._by_name = seen
+        self._by_id = {d.id: d for d in seen.values()}
+        return events
+
+    def _announced(self, entry: object, events: list[DeviceEvent]) -> Z2mDevice | None:
+        if not isinstance(entry, dict) or entry.get("type") == "Coordinator":
+            return None
+        name = entry.get("friendly_name")
+        if not isinstance(name, str) or not name or name.startswith("bridge/"):
+            events.append(Rejected("bad_device", repr(name)[:80]))
+            return None
+        definition = entry.get("definition")
+        if not isinstance(definition, dict):
+            definition = {}  # unsupported devices have "definition": null
+        device = Z2mDevice(scoped_id(TAG, name), name)
+        metrics: dict[str, Any] = {}
+        commands: dict[str, Any] = {}
+        for prefix, expose, in_composite in _generic_exposes(definition.get("exposes"), "", 0):
+            _add_expose(prefix, expose, in_composite, metrics, commands, device.setters)
+        model = definition.get("model")
+        device.meta_raw = {
+            "type": model if isinstance(model, str) and model else "zigbee",
+            "name": name,
+            "metrics": metrics,
+            "commands": commands,
+        }
+        return device
+
+    def _parsed_meta(self, device: Z2mDevice, events: list[DeviceEvent]) -> DeviceMeta | None:
+        try:
+            return parse_meta(device.meta_raw)
+        except DecodeError as exc:
+            # One device with odd exposes must not cost the others their meta.
+            events.append(Rejected(exc.reason, f"{device.friendly_name[:60]}: {exc.detail}"))
+            device.setters.clear()
+            return None
+
+
+def _generic_exposes(
+    exposes: object, prefix: str, depth: int, in_composite: bool = False
+) -> list[tuple[str, dict[str, Any], bool]]:
+    """(metric prefix, expose, inside a composite) for every generic expose, specifics unpacked.
+
+    A composite nests its features under its property in the state (`{"color": {"x": …}}`);
+    the features of a light or switch sit at the top level.
+    """
+    found: list[tuple[str, dict[str, Any], bool]] = []
+    if not isinstance(exposes, list) or depth > MAX_EXPOSE_DEPTH:
+        return found
+    for expose in exposes:
+        if not isinstance(expose, dict):
+            continue
+        features = expose.get("features")
+        if isinstance(features, list):
+            prop = expose.get("property")
+            if expose.get("type") == "composite" and isinstance(prop, str):
+                found += _generic_exposes(features, f"{prefix}{prop}.", depth + 1, True)
+            else:
+                found += _generic_exposes(features, prefix, depth + 1, in_composite)
+        else:
+            found.append((prefix, expose, in_composite))
+    return found
+
+
+def _add_expose(
+    prefix: str,
+    expose: dict[str, Any],
+    in_composite: bool,
+    metrics: dict[str, Any],
+    commands: dict[str, Any],
+    setters: dict[str, Setter],
+) -> None:
+    prop = expose.get("property")
+    access = expose.get("access")
+    if not isinstance(prop, str) or not prop or not isinstance(access, int):
+        return
+    if access & ACCESS_STATE:
+        unit = expose.get("unit")
+        metrics.setdefault(prefix + prop, {"unit": unit} if isinstance(unit, str) else {})
+    command = f"set_{prop}"
+    # Composite values (colours) need several params in one nested object: not offered.
+    if not access & ACCESS_SET or in_composite or command in commands:
+        return
+    spec = _param_spec(expose)
+    if spec is None or not is_command_name(command):
+        return
+    param, toggle = spec
+    commands[command] = {"params": {prop: param}}
+    setters[command] = Setter(prop, toggle)
+
+
+def _param_spec(expose: dict[str, Any]) -> tuple[dict[str, Any], Value | None] | None:
+    """The command param a settable expose allows, and its toggle value; None if unsupported."""
+    kind = expose.get("type")
+    if kind == "binary":
+        on, off = expose.get("value_on"), expose.get("value_off")
+        toggle = expose.get("value_toggle")
+        if isinstance(on, bool) and isinstance(off, bool):
+            return {"type": "boolean"}, None
+        values = [v for v in (on, off, toggle) if v is not None]
+        param = _enum_param(values)
+        return (param, toggle if isinstance(toggle, str | int | float) else None) if param else None
+    if kind == "numeric":
+        param = {"type": "number"}
+        for bound, key in (("min", "value_min"), ("max", "value_max")):
+            if is_finite_number(expose.get(key)):
+                param[bound] = expose[key]
+        return param, None
+    if kind == "enum":
+        values = expose.get("values")
+        param = _enum_param(values) if isinstance(values, list) else None
+        return (param, None) if param else None
+    if kind == "text":
+        return {"type": "string"}, None
+    return None  # list, composite: no flat parameter fits
+
+
+def _enum_param(values: list[Any]) -> dict[str, Any] | None:
+    if values and all(isinstance(v, str) for v in values):
+        return {"type": "string", "enum": values}
+    if values and all(is_finite_number(v) for v in values):
+        return {"type": "number", "enum": values}
+    return None
