@@ -1,0 +1,138 @@
+"""Configuration: TOML, environment and override layering, and errors that name the key."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_load_without_a_file():
+    """With no file, no environment and no overrides, the defaults are a valid config."""
+    config = load_config(env={})
+    assert config == Config()
+    assert (config.broker.host, config.broker.port, config.broker.tls) == ("127.0.0.1", 1883, False)
+
+
+def test_file_then_env_then_overrides_each_win():
+    """Environment overrides the file, dotted overrides override the environment."""
+    config = load_config(
+        env={"IOTGW_HTTP__PORT": "9000", "IOTGW_WS__BATCH_INTERVAL_MS": "2"},
+        overrides={"ws.batch_interval_ms": 7, "conventions.native.prefix": "home"},
+    )
+    assert config.http.port == 9000
+    assert config.ws.batch_interval_ms == 7.0
+    assert config.conventions.native.prefix == "home"
+
+
+def test_toml_file_is_read(tmp_path):
+    """Keys in the TOML file are applied; env vars are layered on top."""
+    path = write(tmp_path, '[broker]\nurl = "mqtts://broker.example:8884"\n[http]\nport = 8081\n')
+    config = load_config(path, env={"IOTGW_HTTP__PORT": "9001"})
+    assert (config.broker.host, config.broker.port, config.broker.tls) == (
+        "broker.example",
+        8884,
+        True,
+    )
+    assert config.http.port == 9001
+
+
+@pytest.mark.parametrize(
+    ("env", "check"),
+    [
+        ({"IOTGW_HTTP__PORT": "9000"}, lambda c: c.http.port == 9000),
+        (
+            {"IOTGW_BROKER__URL": "mqtt://h:1999"},
+            lambda c: (c.broker.host, c.broker.port) == ("h", 1999),
+        ),
+        (
+            {"IOTGW_CONVENTIONS__NATIVE__PREFIX": "site/a"},
+            lambda c: c.conventions.native.prefix == "site/a",
+        ),
+        ({"IOTGW_WS__COMPRESS": "true"}, lambda c: c.ws.compress is True),
+        ({"IOTGW_LOG__LEVEL": "debug"}, lambda c: c.log.level == "debug"),
+        ({"IOTGW_BROKER__PASSWORD": "123456"}, lambda c: c.broker.password == "123456"),
+        ({"IOTGW_BROKER__CLIENT_ID": "42"}, lambda c: c.broker.client_id == "42"),
+        ({"OTHER_HTTP__PORT": "1", "IOTGW_NOSECTION": "x"}, lambda c: c.http.port == 8080),
+    ],
+)
+def test_environment_overrides(env, check):
+    """IOTGW_SECTION__KEY variables override the matching key, typed by the key's type."""
+    assert check(load_config(env=env))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path", "reason"),
+    [
+        ({"ws.nope": 1}, "ws.nope", "unknown key"),
+        ({"nope.x": 1}, "nope", "unknown key"),
+        ({"ws.batch_interval_ms": "fast"}, "ws.batch_interval_ms", "expected a number"),
+        ({"http.port": "80"}, "http.port", "expected an integer"),
+        ({"http.port": True}, "http.port", "expected an integer"),
+        ({"http.port": 8080.5}, "http.port", "expected an integer"),
+        ({"ws.compress": "yes"}, "ws.compress", "expected true or false"),
+        ({"broker.url": 5}, "broker.url", "expected a string"),
+        ({"auth.tokens": "s3cret"}, "auth.tokens", "expected a list"),
+        ({"auth.tokens": [{"token": "t", "nope": 1}]}, "auth.tokens[0].nope", "unknown key"),
+        ({"auth.tokens": [{"token": ""}]}, "auth.tokens[0]", "empty"),
+        ({"broker.url": "http://example.com"}, "broker.url", "mqtt://"),
+        ({"broker.url": "mqtt://"}, "broker.url", "mqtt://"),
+        ({"broker.url": "mqtt://h:70000"}, "broker.url", "port out of range"),
+        ({"broker.qos": 3}, "broker.qos", "0, 1 or 2"),
+        ({"http.port": 0}, "http.port", "greater than 0"),
+        ({"http.port": 65536}, "http.port", "at most 65535"),
+        ({"ws.outbox_max_bytes": -1}, "ws.outbox_max_bytes", "greater than 0"),
+        ({"log.format": "xml"}, "log.format", "text or json"),
+        ({"conventions.native.prefix": "a/+"}, "conventions.native.prefix", "wildcards"),
+        ({"broker.tls_ca_file": "/no/such/ca.pem"}, "broker.tls_ca_file", "no such file"),
+    ],
+)
+def test_bad_values_raise_config_error_naming_the_key(overrides, path, reason):
+    """Unknown keys, wrong types and invalid values raise ConfigError with the key's path."""
+    with pytest.raises(ConfigError) as refused:
+        load_config(env={}, overrides=overrides)
+    assert refused.value.path == path
+    assert reason in refused.value.reason
+    assert str(refused.value).startswith(f"{path}: ")
+
+
+def test_bad_toml_and_missing_file_are_config_errors(tmp_path):
+    """A file that is not TOML, or does not exist, is a ConfigError naming the file."""
+    bad = write(tmp_path, "[broker\nurl=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad, env={})
+    with pytest.raises(ConfigError) as missing:
+        load_config(tmp_path / "absent.toml", env={})
+    assert missing.value.path.endswith("absent.toml")
+
+
+def test_check_config_on_a_bad_file_exits_non_zero_naming_the_key(tmp_path, capsys, monkeypatch):
+    """`iotgw check-config FILE` with an unknown key exits 2 with one stderr line naming it."""
+    for name in [n for n in os.environ if n.startswith("IOTGW_")]:
+        monkeypatch.delenv(name)
+    path = write(tmp_path, "[ws]\nnope = 1\n")
+    assert main(["check-config", str(path)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1
+    assert "ws.nope" in lines[0]
+    assert captured.out == ""
+
+
+def test_check_config_on_a_good_file_exits_zero(tmp_path, capsys, monkeypatch):
+    """`iotgw check-config FILE` on a valid file prints ok and exits 0."""
+    for name in [n for n in os.environ if n.startswith("IOTGW_")]:
+        monkeypatch.delenv(name)
+    path = write(tmp_path, '[broker]\nurl = "mqtt://127.0.0.1:1883"\n')
+    assert main(["check-config", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out
