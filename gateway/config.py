@@ -69,9 +69,19 @@ class Zigbee2MqttConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TasmotaConfig:
+    enabled: bool = False
+    full_topic: str = "%prefix%/%topic%/"  # Tasmota's FullTopic (%prefix% and %topic% once each)
+    prefix_tele: str = "tele"  # Tasmota's Prefix3
+    prefix_stat: str = "stat"  # Prefix2
+    prefix_cmnd: str = "cmnd"  # Prefix1
+
+
+@dataclass(frozen=True, slots=True)
 class ConventionsConfig:
     native: NativeConventionConfig = field(default_factory=NativeConventionConfig)
     zigbee2mqtt: Zigbee2MqttConfig = field(default_factory=Zigbee2MqttConfig)
+    tasmota: TasmotaConfig = field(default_factory=TasmotaConfig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,13 +44,14 @@ ConventionFactory = Callable[[Any], Convention]
 
 def build_conventions(settings: Any) -> list[Convention]:
     """Instantiate every enabled convention from its section of ConventionsConfig."""
-    from gateway.conventions import native, zigbee2mqtt
+    from gateway.conventions import native, tasmota, zigbee2mqtt
 
     # Sections are instantiated in ConventionsConfig's field order, which is also the order the
     # pipeline asks `owns` in: the first convention that owns a topic decodes it.
     factories: dict[str, ConventionFactory] = {
         "native": native.NativeConvention.from_config,
         "zigbee2mqtt": zigbee2mqtt.Zigbee2MqttConvention.from_config,
+        "tasmota": tasmota.TasmotaConvention.from_config,
     }
     sections = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     return [factories[name](section) for name, section in sections.items() if section.enabled]

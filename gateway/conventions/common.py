@@ -22,6 +22,8 @@ MAX_STRING_VALUE = 256
 MAX_DEPTH = 8
 #: MQTT 3.1.1 §1.5.3: a topic name is a UTF-8 string of at most 65535 bytes.
 MAX_TOPIC_BYTES = 65535
+#: Devices a convention keeps state for; the registry has its own, usually lower, cap.
+MAX_DEVICES = 65536
 
 
 def load_json(payload: bytes) -> Any:
