@@ -47,10 +47,18 @@ async def start_gateway(broker: Mosquitto, prefix: str) -> AsyncIterator[StartGa
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(
-            overrides: dict[str, Any] | None = None, *, on: Mosquitto | None = None
+            overrides: dict[str, Any] | None = None,
+            *,
+            on: Mosquitto | None = None,
+            wait_connected: bool = True,
         ) -> GatewayUnderTest:
             config = gateway_config(on or broker, prefix, overrides)
-            return await stack.enter_async_context(running_gateway(config))
+            gateway = await stack.enter_async_context(running_gateway(config))
+            if wait_connected:
+                # Also keeps teardown from cancelling the link mid-connect, which leaves paho's
+                # socket for the garbage collector to trip over in some later test.
+                await (await gateway.connected_client()).close()
+            return gateway
 
         yield start
 
@@ -58,9 +66,7 @@ async def start_gateway(broker: Mosquitto, prefix: str) -> AsyncIterator[StartGa
 @pytest.fixture
 async def gw(start_gateway: StartGateway) -> GatewayUnderTest:
     """A gateway with default settings whose broker link is up."""
-    gateway = await start_gateway()
-    await gateway.connected_client()  # readiness by event: hello or the gateway frame
-    return gateway
+    return await start_gateway()  # readiness by event: hello or the gateway frame
 
 
 @pytest.fixture

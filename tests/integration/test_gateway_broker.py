@@ -51,7 +51,7 @@ async def test_broker_down_at_start_then_up(start_gateway, own_broker, prefix):
     """A gateway started while the broker is down serves HTTP (readyz 503, hello disconnected)
     and connects once the broker comes up."""
     own_broker.kill()
-    gateway = await start_gateway(on=own_broker)
+    gateway = await start_gateway(on=own_broker, wait_connected=False)
     client = await gateway.connect()
     assert client.hello["broker"] == "disconnected"
     assert (await gateway.get("/readyz"))[0] == 503

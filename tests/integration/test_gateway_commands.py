@@ -175,7 +175,6 @@ async def test_commands_in_flight_are_capped_even_when_sent_in_one_burst(start_g
     """With max_in_flight_per_client=1, a second command sent right behind the first (before
     the gateway ran the first one's task) is refused with rate_limited."""
     gateway = await start_gateway({"commands.max_in_flight_per_client": 1})
-    await gateway.connected_client()
     _, client = await command_ready(gateway, add_device, answer=None)
     burst = [
         {"type": "command", "id": i, "device": "thermo-1", "command": "toggle", "timeout_ms": 300}
