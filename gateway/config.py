@@ -104,6 +104,10 @@ class WsConfig:
     resume_buffer_bytes: int = 262144  # readings kept per connection for a resume after reconnect
     resume_window_s: float = 30.0  # how long a dropped connection's stream waits to be resumed
     max_parked: int = 1000  # dropped connections' streams kept at once for resuming
+    max_connections: int = 10000  # WebSocket connections in all; more are refused with 503
+    max_connections_per_token: int = 1000  # per auth token (or for all anonymous clients)
+    connect_rate: float = 200.0  # new WebSocket connections per second, on average...
+    connect_burst: int = 400  # ...with bursts up to this; more are refused with 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,8 @@ class CommandsConfig:
     default_timeout_ms: int = 5000
     max_timeout_ms: int = 60000
     max_in_flight_per_client: int = 16
+    rate_per_client: float = 20.0  # commands per second per connection, on average...
+    burst_per_client: int = 40  # ...with bursts up to this; more get error rate_limited
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +195,19 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-        try:
-            value: Any = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        found[key] = value
+        found[key] = EnvValue(raw)
     return found
+
+
+class EnvValue(str):
+    """A value from the environment: taken as the string it is for string keys, and parsed as a
+    TOML value (`9000`, `true`, `["a", "b"]`) for every other type."""
+
+    def parsed(self) -> Any:
+        try:
+            return tomllib.loads(f"v = {self}")["v"]
+        except tomllib.TOMLDecodeError:
+            return str(self)
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -225,6 +238,8 @@ def build(cls: type[Any], data: object, path: str) -> Any:
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:
+    if isinstance(value, EnvValue):
+        value = str(value) if hint is str else value.parsed()
     if dataclasses.is_dataclass(hint):
         return build(hint, value, path)  # type: ignore[arg-type]
     origin = typing.get_origin(hint)

@@ -10,7 +10,8 @@ from aiohttp import web
 
 from gateway.auth import Principal
 from gateway.commands import BrokerUnavailable
-from gateway.errors import CommandError
+from gateway.errors import CommandError, ProtocolError
+from gateway.protocol import Command, parse_object
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 
@@ -36,7 +37,7 @@ def _principal(request: web.Request) -> Principal:
     principal = _runtime(request).auth.authenticate(token)
     if principal is None:
         raise web.HTTPUnauthorized(
-            body=orjson.dumps({"code": "unauthorized", "message": "missing or bad token"}),
+            text='{"code":"unauthorized","message":"missing or bad token"}',
             content_type="application/json",
             headers={"WWW-Authenticate": "Bearer"},
         )
@@ -84,14 +85,21 @@ async def post_command(request: web.Request) -> web.Response:
         return _error(400, "bad_request", "body is not valid JSON")
     if not isinstance(body, dict):
         return _error(400, "bad_request", "body must be a JSON object")
-    timeout_ms = body.get("timeout_ms")
-    if timeout_ms is not None and (not isinstance(timeout_ms, int) or timeout_ms <= 0):
-        return _error(400, "bad_request", "timeout_ms must be a positive integer")
+    fields = {
+        **body,
+        "type": "command",
+        "device": device_id,
+        "command": request.match_info["command"],
+    }
     try:
+        command = parse_object(fields)
+        assert isinstance(command, Command)
         prepared = runtime.router.prepare(
-            device_id, request.match_info["command"], body.get("params", {}), timeout_ms
+            command.device, command.command, command.params, command.timeout_ms
         )
         outcome = await runtime.router.execute(prepared, lambda _: None)
+    except ProtocolError as exc:
+        return _error(400, exc.code, exc.message)
     except CommandError as exc:
         return _error(404 if exc.code == "not_found" else 400, exc.code, exc.message)
     except BrokerUnavailable:

@@ -70,13 +70,15 @@ class BrokerLink:
         """Stay connected until cancelled."""
         attempt = 0
         while True:
+            connects = self.stats.connects
             try:
                 await self._session()
-                attempt = 0
             except* aiomqtt.MqttError as group:
                 self.stats.connect_failures += 1
                 reason = "; ".join(str(exc) for exc in group.exceptions)
                 log.warning("broker %s:%d: %s", self._config.host, self._config.port, reason)
+            if self.stats.connects != connects:
+                attempt = 0  # the link was up: a new outage starts from the shortest delay
             delay = backoff_delay(
                 attempt, self._config.reconnect_min_s, self._config.reconnect_max_s
             )

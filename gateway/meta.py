@@ -107,6 +107,8 @@ def validate_params(command: str, spec: CommandSpec, params: object) -> dict[str
         if p.enum is not None and value not in p.enum:
             allowed = ", ".join(map(str, p.enum))
             raise CommandError("bad_params", f"{command}: {name} must be one of {allowed}")
+        if p.type not in ("number", "integer"):
+            continue  # min and max bound numbers only; a device may declare them on anything
         if p.min is not None and value < p.min:
             raise CommandError("bad_params", f"{command}: {name} must be ≥ {p.min}")
         if p.max is not None and value > p.max:

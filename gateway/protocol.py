@@ -94,6 +94,11 @@ def parse_request(frame: str | bytes) -> Request:
         body = orjson.loads(frame)
     except orjson.JSONDecodeError:
         raise ProtocolError("bad_request", "frame is not valid JSON") from None
+    return parse_object(body)
+
+
+def parse_object(body: object) -> Request:
+    """Parse an already decoded request (the REST API reuses the WebSocket's rules)."""
     if not isinstance(body, dict):
         raise ProtocolError("bad_request", "frame must be a JSON object")
     request_id = body.get("id")

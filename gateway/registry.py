@@ -125,6 +125,8 @@ class Registry:
         before = device.status
         device.online = online
         device.stale = False
+        # Saying "online" is a sign of life: staleness counts from here, not from the last reading.
+        device.last_seen_mono = time.monotonic()
         return device.status != before
 
     def expire(self, now_mono: float | None = None) -> list[Device]:

@@ -19,6 +19,7 @@ from gateway.config import Config
 from gateway.conventions import build_conventions
 from gateway.hub import Hub
 from gateway.ingest import BrokerLink
+from gateway.limits import ConnectionCaps, TokenBucket
 from gateway.pipeline import Pipeline
 from gateway.protocol import CloseCode
 from gateway.registry import Registry
@@ -51,6 +52,10 @@ class Runtime:
             self.link.add_subscriptions,
         )
         self.evictions: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()  # connections refused before upgrade, by reason
+        ws = config.ws
+        self.connect_rate = TokenBucket(ws.connect_rate, ws.connect_burst)
+        self.connection_caps = ConnectionCaps(ws.max_connections, ws.max_connections_per_token)
         self.ready = asyncio.Event()
         self.broker_changed_at = time.time()
 

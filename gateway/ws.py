@@ -15,6 +15,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.commands import BrokerUnavailable, PreparedCommand
 from gateway.errors import CommandError, ProtocolError
+from gateway.limits import TokenBucket
 from gateway.matching import Interest, Selector
 from gateway.protocol import (
     PROTOCOL_VERSION,
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Protocol errors in a row after which the client is considered broken and closed (4501).
 MAX_CONSECUTIVE_ERRORS = 20
+#: The connection-cap holder for connections that have not authenticated yet.
+UNAUTHENTICATED = "(unauthenticated)"
 
 
 class AiohttpSocket:
@@ -66,31 +69,54 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     config = runtime.config.ws
     if not runtime.auth.origin_allowed(request.headers.get("Origin"), request.host):
+        runtime.refused["origin"] += 1
         raise web.HTTPForbidden(text="origin not allowed")
-    session = Session(f"c-{secrets.token_hex(4)}", config, remote=request.remote or "")
+    if not runtime.connect_rate.take():
+        runtime.refused["rate"] += 1
+        raise web.HTTPTooManyRequests(text="too many new connections", headers={"Retry-After": "1"})
+    # Session ids double as resume handles, so they must not be guessable.
+    session = Session(f"c-{secrets.token_urlsafe(12)}", config, remote=request.remote or "")
     if "token" in request.query:
         session.principal = runtime.auth.authenticate(request.query["token"])
         if session.principal is None:
+            runtime.refused["unauthorized"] += 1
             raise web.HTTPUnauthorized(text="bad token")
     elif not runtime.auth.required:
         session.principal = runtime.auth.authenticate(None)
+    holder = session.principal.name if session.principal else UNAUTHENTICATED
+    refusal = runtime.connection_caps.admit(holder)
+    if refusal is not None:
+        runtime.refused["connection_cap"] += 1
+        raise web.HTTPServiceUnavailable(text=refusal, headers={"Retry-After": "5"})
     ws = web.WebSocketResponse(
         heartbeat=config.heartbeat_s,
         max_msg_size=config.max_message_bytes,
         compress=config.compress,
     )
-    await ws.prepare(request)
-    await Connection(runtime, session, ws, request).serve()
+    connection = Connection(runtime, session, ws, request, holder)
+    try:
+        await ws.prepare(request)
+        await connection.serve()
+    finally:
+        runtime.connection_caps.release(connection.holder)
     return ws
 
 
 class Connection:
     def __init__(
-        self, runtime: Runtime, session: Session, ws: web.WebSocketResponse, request: web.Request
+        self,
+        runtime: Runtime,
+        session: Session,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        holder: str,
     ) -> None:
         self.runtime = runtime
         self.session = session
         self.ws = ws
+        self.holder = holder  # whose connection cap this connection counts against
+        commands = runtime.config.commands
+        self._command_rate = TokenBucket(commands.rate_per_client, commands.burst_per_client)
         self.socket = AiohttpSocket(ws, request)
         self._commands: set[asyncio.Task[None]] = set()
         self._errors_in_a_row = 0
@@ -214,6 +240,14 @@ class Connection:
             if principal is None:
                 session.evict(CloseCode.UNAUTHORIZED, reason)
             return
+        caps = self.runtime.connection_caps
+        refusal = caps.admit(principal.name)
+        if refusal is not None:
+            session.offer(error_frame("too_many", refusal, request.id))
+            session.evict(CloseCode.TOO_MANY_REQUESTS, refusal)
+            return
+        caps.release(self.holder)
+        self.holder = principal.name
         session.principal = principal
         session.offer_frame({"type": "authenticated", "id": request.id})
 
@@ -314,9 +348,13 @@ class Connection:
         limit = self.runtime.config.commands.max_in_flight_per_client
         if session.commands_in_flight >= limit:
             raise ProtocolError("rate_limited", f"at most {limit} commands in flight", request.id)
+        if not self._command_rate.take():
+            raise ProtocolError("rate_limited", "too many commands, slow down", request.id)
         prepared = self.runtime.router.prepare(
             request.device, request.command, request.params, request.timeout_ms
         )
+        # Counted now, not when the task starts: a burst of frames is read before any task runs.
+        session.commands_in_flight += 1
         task = tasks.create_task(
             self._run_command(request.id, prepared),
             name=f"session[{session.id}].command[{prepared.command_id}]",
@@ -326,7 +364,6 @@ class Connection:
 
     async def _run_command(self, request_id: Any, command: PreparedCommand) -> None:
         session = self.session
-        session.commands_in_flight += 1
         try:
             outcome = await self.runtime.router.execute(
                 command,

@@ -42,4 +42,4 @@ async def test_backoff_restarts_from_the_minimum_after_a_connection_was_establis
     monkeypatch.setattr(link, "_session", session)
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(link.run(), 5)
-    assert attempts == [0, 0, 1, 0]
+    assert attempts == [0, 1, 0, 0]
