@@ -78,10 +78,17 @@ class TasmotaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HomeAssistantConfig:
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True, slots=True)
 class ConventionsConfig:
     native: NativeConventionConfig = field(default_factory=NativeConventionConfig)
     zigbee2mqtt: Zigbee2MqttConfig = field(default_factory=Zigbee2MqttConfig)
     tasmota: TasmotaConfig = field(default_factory=TasmotaConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,583 @@
+"""Home Assistant MQTT discovery (https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery).
+
+homeassistant/sensor/bedroom/temperature/config  {"stat_t": "bedroom/state", "unit_of_meas": "°C",
+                                                  "val_tpl": "{{ value_json.temperature }}",
+                                                  "dev": {"ids": ["bedroom01"], "name": "Bedroom"}}
+bedroom/state                                    {"temperature": 23.2, "humidity": 43.7}
+homeassistant/switch/irrigation/config           {"~": "homeassistant/switch/irrigation",
+                                                  "cmd_t": "~/set", "stat_t": "~/state"}
+
+Entities are grouped into one gateway device per discovery `device` block; each entity is one
+metric (its object id) and, for switches, lights, numbers, selects and buttons, one command. The
+state and availability topics a config names are subscribed to at run time (Subscribe events).
+Value templates are evaluated only in their simple forms (`{{ value }}`, `{{ value_json.a.b }}`,
+`{{ value_json['a'] }}`); anything else is counted as `unsupported_template`, never guessed at.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.conventions.common import (
+    Echo,
+    Echoes,
+    base_topic,
+    is_finite_number,
+    is_publish_topic,
+    is_value,
+    load_json,
+    load_text,
+    parse_scalar,
+    scoped_id,
+)
+from gateway.errors import CommandError, DecodeError
+from gateway.meta import parse_meta
+from gateway.models import (
+    DeviceEvent,
+    DeviceMeta,
+    MetaChange,
+    Rejected,
+    Sample,
+    StatusChange,
+    Subscribe,
+    Telemetry,
+    Value,
+)
+from gateway.names import is_command_name, is_metric_name
+
+TAG = "ha"
+MAX_ENTITIES = 65536
+# The abbreviations of the keys this module reads; others are kept as they are (they are unused).
+ABBREVIATIONS = {
+    "avty": "availability",
+    "avty_mode": "availability_mode",
+    "avty_t": "availability_topic",
+    "avty_tpl": "availability_template",
+    "cmd_t": "command_topic",
+    "cmd_tpl": "command_template",
+    "cmps": "components",
+    "dev": "device",
+    "dev_cla": "device_class",
+    "json_attr_t": "json_attributes_topic",
+    "max": "max",
+    "min": "min",
+    "name": "name",
+    "o": "origin",
+    "obj_id": "object_id",
+    "ops": "options",
+    "p": "platform",
+    "pl_avail": "payload_available",
+    "pl_not_avail": "payload_not_available",
+    "pl_off": "payload_off",
+    "pl_on": "payload_on",
+    "pl_prs": "payload_press",
+    "stat_off": "state_off",
+    "stat_on": "state_on",
+    "stat_t": "state_topic",
+    "stat_val_tpl": "state_value_template",
+    "t": "topic",
+    "uniq_id": "unique_id",
+    "unit_of_meas": "unit_of_measurement",
+    "val_tpl": "value_template",
+}
+DEVICE_ABBREVIATIONS = {
+    "cns": "connections",
+    "ids": "identifiers",
+    "mdl": "model",
+    "mf": "manufacturer",
+    "sw": "sw_version",
+    "hw": "hw_version",
+    "sa": "suggested_area",
+    "cu": "configuration_url",
+}
+# Only `{{ value }}` and `{{ value_json<path> }}`, the path a chain of `.name`, `['key']`,
+# `["key"]` or `[index]`: enough for nearly every device firmware, and no evaluation to get wrong.
+_TEMPLATE = re.compile(
+    r"\{\{\s*(value|value_json((?:\.[A-Za-z_]\w*|\[\s*(?:'[^']*'|\"[^\"]*\"|\d+)\s*\])+))\s*\}\}"
+)
+_STEP = re.compile(r"\.([A-Za-z_]\w*)|\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\]|\[\s*(\d+)\s*\]")
+RAW = ()  # the path of `{{ value }}` and of no template: the payload text itself
+NOT_JSON = object()  # a payload where a template expected JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    path: tuple[str | int, ...] | None  # None: a form this module does not evaluate
+    source: str = ""
+
+
+@dataclass(slots=True)
+class Entity:
+    key: str  # the discovery topic (plus "#<id>" for device-based discovery)
+    component: str
+    object_id: str
+    device: str
+    name: str
+    unit: str | None = None
+    metric: str | None = None
+    state_topic: str | None = None
+    template: Template = field(default_factory=lambda: Template(RAW))
+    json_state: bool = False  # a JSON-schema light: the value is the payload's "state"
+    command: str | None = None
+    command_topic: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    payloads: dict[Value, str] = field(default_factory=dict)  # param value -> payload to publish
+    echoes: dict[Value, Value] = field(default_factory=dict)  # param value -> state it shows
+    availability: list[tuple[str, str, str, Template]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class HaDevice:
+    id: str
+    name: str
+    model: str
+    entities: dict[str, Entity] = field(default_factory=dict)
+    meta_raw: dict[str, Any] | None = None
+
+
+class HomeAssistantConvention:
+    name = "homeassistant"
+
+    def __init__(self, discovery_prefix: str = "homeassistant") -> None:
+        self.discovery_prefix = discovery_prefix
+        self._prefix = discovery_prefix + "/"
+        self._entities: dict[str, Entity] = {}
+        self._devices: dict[str, HaDevice] = {}
+        self._by_topic: dict[str, set[str]] = {}  # state or availability topic -> entity keys
+        self._by_config: dict[str, list[str]] = {}  # discovery topic -> entity keys it defined
+        self._subscribed: set[str] = set()
+        self._echoes = Echoes()
+
+    @classmethod
+    def from_config(cls, section: Any) -> HomeAssistantConvention:
+        path = "conventions.homeassistant.discovery_prefix"
+        return cls(base_topic(section.discovery_prefix, path))
+
+    def subscriptions(self) -> list[str]:
+        return [f"{self._prefix}+/+/config", f"{self._prefix}+/+/+/config"]
+
+    def owns(self, topic: str) -> bool:
+        return topic.startswith(self._prefix) or topic in self._by_topic
+
+    def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
+        if topic.startswith(self._prefix) and topic.endswith("/config"):
+            levels = topic[len(self._prefix) :].split("/")
+            if len(levels) in (3, 4):
+                return self._config(topic, levels, payload)
+        keys = self._by_topic.get(topic)
+        if not keys:
+            raise DecodeError("unknown_topic", topic[:120])
+        return self._message(topic, keys, payload, received_at)
+
+    def encode_command(
+        self, device: str, meta: DeviceMeta, command: str, command_id: str, params: dict[str, Value]
+    ) -> tuple[str, bytes]:
+        known = self._devices.get(device)
+        entity = next(
+            (e for e in (known.entities.values() if known else ()) if e.command == command), None
+        )
+        if entity is None or entity.command_topic is None:
+            raise CommandError("not_found", f"{device} announced no {command!r:.80}")
+        value = next(iter(params.values()), None)
+        payload = entity.payloads.get(value) if value is not None else entity.payloads.get("")
+        if payload is None:  # a number: its value, as Home Assistant renders `{{ value }}`
+            number = int(value) if isinstance(value, float) and value.is_integer() else value
+            payload = str(number)
+        if entity.state_topic is not None and entity.metric is not None:
+            expected = entity.echoes.get(value, value) if value is not None else None
+            self._echoes.expect(device, Echo(command_id, entity.metric, expected))
+        return entity.command_topic, payload.encode()
+
+    # --- discovery ------------------------------------------------------------------------
+
+    def _config(self, topic: str, levels: list[str], payload: bytes) -> list[DeviceEvent]:
+        component, object_id = levels[0], levels[-2]
+        node_id = levels[1] if len(levels) == 4 else ""
+        touched = self._remove(topic)
+        events: list[DeviceEvent] = []
+        new_topics: list[str] = []
+        if payload.strip():
+            config = load_json(payload)
+            if not isinstance(config, dict):
+                raise DecodeError("bad_config", "a discovery config must be a JSON object")
+            config = _expand(config)
+            if component == "device":
+                entries = _device_components(config, topic, events)
+            else:
+                entries = [(topic, component, object_id, config)]
+            for key, comp, obj, entry in entries:
+                entity = self._entity(key, comp, node_id, obj, entry, events)
+                if entity is not None:
+                    touched.add(entity.device)
+                    self._by_config.setdefault(topic, []).append(key)
+                    new_topics += [t for t in entity_topics(entity) if t not in self._subscribed]
+        if new_topics:
+            self._subscribed.update(new_topics)
+            events.append(Subscribe(tuple(sorted(set(new_topics)))))
+        for device_id in sorted(touched):
+            events += self._meta_events(device_id)
+        return events
+
+    def _entity(
+        self,
+        key: str,
+        component: str,
+        node_id: str,
+        object_id: str,
+        config: dict[str, Any],
+        events: list[DeviceEvent],
+    ) -> Entity | None:
+        if len(self._entities) >= MAX_ENTITIES:
+            events.append(Rejected("too_many_entities", key[:120]))
+            return None
+        device_id, device_name, model = _device_of(config, node_id, object_id)
+        name = config.get("name")
+        entity = Entity(
+            key,
+            component,
+            object_id,
+            device_id,
+            name if isinstance(name, str) else object_id,
+            unit=_text(config.get("unit_of_measurement")),
+        )
+        device = self._devices.get(device_id)
+        if device is None:
+            device = self._devices[device_id] = HaDevice(device_id, device_name, model)
+        _state_of(entity, config, events)
+        _availability_of(entity, config, events)
+        _command_of(entity, config, events)
+        if entity.state_topic is not None:
+            entity.metric = _metric(device, entity, events)
+            if entity.metric is None:
+                entity.state_topic = None
+        elif entity.command is None:
+            events.append(Rejected("unsupported_component", f"{component}: {key[:100]}"))
+        device.entities[key] = entity
+        self._entities[key] = entity
+        for topic in entity_topics(entity):
+            self._by_topic.setdefault(topic, set()).add(key)
+        return entity
+
+    def _remove(self, config_topic: str) -> set[str]:
+        """Forget the entities a config topic defined; return the devices that changed."""
+        touched = set()
+        for key in self._by_config.pop(config_topic, []):
+            entity = self._entities.pop(key)
+            device = self._devices[entity.device]
+            del device.entities[key]
+            touched.add(entity.device)
+            for topic in entity_topics(entity):
+                bound = self._by_topic.get(topic)
+                if bound is not None:
+                    bound.discard(key)
+                    if not bound:
+                        del self._by_topic[topic]
+        return touched
+
+    def _meta_events(self, device_id: str) -> list[DeviceEvent]:
+        device = self._devices[device_id]
+        if not device.entities:
+            del self._devices[device_id]
+            return [MetaChange(device_id, None)] if device.meta_raw is not None else []
+        metrics: dict[str, Any] = {}
+        commands: dict[str, Any] = {}
+        for entity in device.entities.values():
+            if entity.metric is not None:
+                metrics[entity.metric] = {"unit": entity.unit} if entity.unit else {}
+            if entity.command is not None:
+                commands[entity.command] = {"params": entity.params}
+        raw = {"type": device.model, "name": device.name, "metrics": metrics, "commands": commands}
+        if raw == device.meta_raw:
+            return []
+        device.meta_raw = raw
+        try:
+            return [MetaChange(device_id, parse_meta(raw))]
+        except DecodeError as exc:
+            return [Rejected(exc.reason, exc.detail)]
+
+    # --- state and availability -----------------------------------------------------------
+
+    def _message(
+        self, topic: str, keys: set[str], payload: bytes, received_at: float
+    ) -> list[DeviceEvent]:
+        text = load_text(payload)
+        parsed: list[Any] = []  # the payload as JSON, parsed once on first need
+        samples: dict[str, list[Sample]] = {}
+        events: list[DeviceEvent] = []
+        statuses: dict[str, bool] = {}
+        for key in sorted(keys):
+            entity = self._entities[key]
+            for avail_topic, online, offline, template in entity.availability:
+                if avail_topic == topic:
+                    state = _render(template, text, parsed, events)
+                    if state is not None and str(state) in (online, offline):
+                        statuses[entity.device] = str(state) == online
+                    elif state is not None:
+                        events.append(Rejected("bad_status", f"{key[:80]}: {text[:40]!r}"))
+            if entity.state_topic == topic and entity.metric is not None:
+                value = self._state_value(entity, text, parsed, events)
+                if value is not None:
+                    samples.setdefault(entity.device, []).append(
+                        (entity.metric, received_at, value)
+                    )
+                    result = {entity.metric: value}
+                    events += self._echoes.answer(entity.device, entity.metric, value, result)
+        found: list[DeviceEvent] = [StatusChange(d, online) for d, online in statuses.items()]
+        found += [Telemetry(device, rows) for device, rows in samples.items()]
+        return found + events
+
+    def _state_value(
+        self, entity: Entity, text: str, parsed: list[Any], events: list[DeviceEvent]
+    ) -> Value | None:
+        if entity.json_state:
+            body = _json(text, parsed)
+            value = body.get("state") if isinstance(body, dict) else None
+        else:
+            value = _render(entity.template, text, parsed, events)
+        if value is None:
+            return None
+        if not is_value(value):
+            events.append(Rejected("bad_value", f"{entity.metric}={value!r:.40}"))
+            return None
+        return value
+
+
+def entity_topics(entity: Entity) -> set[str]:
+    topics = {topic for topic, *_ in entity.availability}
+    if entity.state_topic is not None:
+        topics.add(entity.state_topic)
+    return topics
+
+
+def _expand(config: dict[str, Any]) -> dict[str, Any]:
+    """Long key names, and `~` replaced by the base topic at either end of every topic."""
+    expanded = {ABBREVIATIONS.get(k, k): v for k, v in config.items()}
+    base = expanded.get("~")
+    device = expanded.get("device")
+    if isinstance(device, dict):
+        expanded["device"] = {DEVICE_ABBREVIATIONS.get(k, k): v for k, v in device.items()}
+    availability = expanded.get("availability")
+    if isinstance(availability, list):
+        expanded["availability"] = [
+            _tilde({ABBREVIATIONS.get(k, k): v for k, v in entry.items()}, base)
+            if isinstance(entry, dict)
+            else entry
+            for entry in availability
+        ]
+    components = expanded.get("components")
+    if isinstance(components, dict):
+        expanded["components"] = {
+            cid: _expand(c) if isinstance(c, dict) else c for cid, c in components.items()
+        }
+    return _tilde(expanded, base)
+
+
+def _tilde(config: dict[str, Any], base: object) -> dict[str, Any]:
+    if not isinstance(base, str):
+        return config
+    for key, value in config.items():
+        if (key.endswith("_topic") or key == "topic") and isinstance(value, str):
+            if value.startswith("~"):
+                config[key] = base + value[1:]
+            elif value.endswith("~"):
+                config[key] = value[:-1] + base
+    return config
+
+
+def _device_components(
+    config: dict[str, Any], topic: str, events: list[DeviceEvent]
+) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """Device-based discovery: one config, many components sharing its device and options."""
+    components = config.get("components")
+    if not isinstance(components, dict):
+        raise DecodeError("bad_config", "a device discovery config needs components")
+    shared = {k: v for k, v in config.items() if k not in ("components", "origin")}
+    entries = []
+    for cid, component in components.items():
+        platform = component.get("platform") if isinstance(component, dict) else None
+        if not isinstance(platform, str) or not isinstance(cid, str):
+            events.append(Rejected("bad_config", f"{topic[:80]}#{str(cid)[:40]}"))
+            continue
+        merged = {**shared, **component}
+        entries.append((f"{topic}#{cid}", platform, cid, _tilde(merged, merged.get("~"))))
+    return entries
+
+
+def _device_of(config: dict[str, Any], node_id: str, object_id: str) -> tuple[str, str, str]:
+    """Device id, name and model: from the device block, else the entity is a device alone."""
+    device = config.get("device")
+    device = device if isinstance(device, dict) else {}
+    ids = device.get("identifiers")
+    ids = [ids] if isinstance(ids, str) else ids if isinstance(ids, list) else []
+    ident = next((i for i in ids if isinstance(i, str) and i), None)
+    if ident is None:
+        connections = device.get("connections")
+        connections = connections if isinstance(connections, list) else []
+        pairs = [c for c in connections if isinstance(c, list) and len(c) == 2]
+        ident = next((f"{kind}:{value}" for kind, value in pairs if isinstance(value, str)), None)
+    if ident is None:
+        unique = config.get("unique_id")
+        ident = unique if isinstance(unique, str) else f"{node_id}/{object_id}".lstrip("/")
+    name = _text(device.get("name")) or _text(config.get("name")) or object_id
+    return scoped_id(TAG, ident), name, _text(device.get("model")) or "homeassistant"
+
+
+def _state_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent]) -> None:
+    topic = config.get("state_topic")
+    if topic is None:
+        return
+    if not is_publish_topic(topic):
+        events.append(Rejected("bad_topic", f"{entity.key[:80]}: state_topic"))
+        return
+    entity.state_topic = topic
+    if entity.component == "light" and config.get("schema") == "json":
+        entity.json_state = True
+        return
+    key = "state_value_template" if entity.component == "light" else "value_template"
+    entity.template = _template(config.get(key), entity.key, events)
+
+
+def _availability_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent]) -> None:
+    online = _text(config.get("payload_available")) or "online"
+    offline = _text(config.get("payload_not_available")) or "offline"
+    entries: list[dict[str, Any]] = []
+    if "availability_topic" in config:
+        template = config.get("availability_template")
+        entries.append({"topic": config["availability_topic"], "value_template": template})
+    if isinstance(config.get("availability"), list):
+        entries += [e for e in config["availability"] if isinstance(e, dict)]
+    for entry in entries:
+        topic = entry.get("topic")
+        if not is_publish_topic(topic):
+            events.append(Rejected("bad_topic", f"{entity.key[:80]}: availability"))
+            continue
+        entity.availability.append(
+            (
+                topic,
+                _text(entry.get("payload_available")) or online,
+                _text(entry.get("payload_not_available")) or offline,
+                _template(entry.get("value_template"), entity.key, events),
+            )
+        )
+
+
+def _command_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent]) -> None:
+    """The command a switch, light (on/off), number, select or button entity accepts."""
+    topic = config.get("command_topic")
+    component = entity.component
+    if topic is None or component not in ("switch", "light", "number", "select", "button"):
+        return
+    if not is_publish_topic(topic):
+        events.append(Rejected("bad_topic", f"{entity.key[:80]}: command_topic"))
+        return
+    template = config.get("command_template")
+    if template is not None and _template(template, entity.key, []).path != RAW:
+        events.append(Rejected("unsupported_template", f"{entity.key[:80]}: command_template"))
+        return
+    if component == "light" and config.get("schema", "default") not in ("default", "json"):
+        events.append(Rejected("unsupported_schema", entity.key[:120]))
+        return
+    name = f"{'press' if component == 'button' else 'set'}_{entity.object_id}"
+    if not is_command_name(name):
+        events.append(Rejected("bad_command_name", name[:80]))
+        return
+    if component in ("switch", "light"):
+        on = _text(config.get("payload_on")) or "ON"
+        off = _text(config.get("payload_off")) or "OFF"
+        if config.get("schema") == "json":
+            entity.payloads = {on: '{"state":"ON"}', off: '{"state":"OFF"}'}
+            entity.echoes = {on: "ON", off: "OFF"}
+        else:
+            entity.payloads = {on: on, off: off}
+            entity.echoes = {
+                on: _text(config.get("state_on")) or on,
+                off: _text(config.get("state_off")) or off,
+            }
+        entity.params = {"state": {"type": "string", "enum": [on, off]}}
+    elif component == "number":
+        low, high = config.get("min", 1), config.get("max", 100)  # Home Assistant's defaults
+        if not (is_finite_number(low) and is_finite_number(high)):
+            events.append(Rejected("bad_config", f"{entity.key[:80]}: min/max"))
+            return
+        entity.params = {"value": {"type": "number", "min": low, "max": high}}
+    elif component == "select":
+        options = config.get("options")
+        options = [o for o in options if isinstance(o, str)] if isinstance(options, list) else []
+        if not options:
+            events.append(Rejected("bad_config", f"{entity.key[:80]}: options"))
+            return
+        entity.params = {"option": {"type": "string", "enum": options}}
+        entity.payloads = {o: o for o in options}
+    else:
+        entity.payloads = {"": _text(config.get("payload_press")) or "PRESS"}
+    entity.command, entity.command_topic = name, topic
+
+
+def _metric(device: HaDevice, entity: Entity, events: list[DeviceEvent]) -> str | None:
+    """The entity's object id, or `<component>.<object id>` when another entity has it."""
+    taken = {e.metric for e in device.entities.values() if e.key != entity.key}
+    for metric in (entity.object_id, f"{entity.component}.{entity.object_id}"):
+        if metric not in taken and is_metric_name(metric):
+            return metric
+    events.append(Rejected("duplicate_entity", entity.key[:120]))
+    return None
+
+
+def _template(source: object, where: str, events: list[DeviceEvent]) -> Template:
+    if source is None:
+        return Template(RAW)
+    match = _TEMPLATE.fullmatch(source.strip()) if isinstance(source, str) else None
+    if match is None:
+        events.append(Rejected("unsupported_template", f"{where[:60]}: {str(source)[:60]}"))
+        return Template(None, str(source)[:80])
+    if match.group(2) is None:
+        return Template(RAW)
+    path: list[str | int] = []
+    for step in _STEP.finditer(match.group(2)):
+        name, single, double, index = step.groups()
+        path.append(int(index) if index is not None else name or single or double or "")
+    return Template(tuple(path), source.strip()[:80])
+
+
+def _render(
+    template: Template, text: str, parsed: list[Any], events: list[DeviceEvent]
+) -> Value | None:
+    """The template's value for this payload; None (counted when it is the template's fault)."""
+    if template.path is None:
+        events.append(Rejected("unsupported_template", template.source))
+        return None
+    if template.path == RAW:
+        return parse_scalar(text)
+    node = _json(text, parsed)
+    if node is NOT_JSON:
+        events.append(Rejected("invalid_json", f"{template.source}: {text[:40]!r}"))
+        return None
+    for step in template.path:
+        in_list = isinstance(step, int) and isinstance(node, list) and step < len(node)
+        in_dict = isinstance(step, str) and isinstance(node, dict) and step in node
+        if not (in_list or in_dict):
+            # Devices share one state topic among entities and may send partial updates: a
+            # missing key means "not in this message", not an error.
+            return None
+        node = node[step]
+    if isinstance(node, dict | list):
+        events.append(Rejected("bad_value", f"{template.source}: {node!r:.40}"))
+        return None
+    return node
+
+
+def _json(text: str, parsed: list[Any]) -> Any:
+    if not parsed:
+        try:
+            parsed.append(orjson.loads(text))
+        except orjson.JSONDecodeError:
+            parsed.append(NOT_JSON)
+    return parsed[0]
+
+
+def _text(value: object) -> str:
+    return value[:256] if isinstance(value, str) else ""

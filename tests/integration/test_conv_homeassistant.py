@@ -1,0 +1,142 @@
+"""An ESPHome-style device announced by Home Assistant discovery, through a real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomqtt
+import orjson
+import pytest
+
+from tests.integration.conftest import StartGateway
+from tests.support.devices import mqtt_client
+from tests.support.gateway import Frame
+from tests.support.mosquitto import Mosquitto
+
+DEVICE_ID = "ha.esp-livingroom-01"
+
+
+class EspDevice:
+    """Stands in for an ESPHome node: retained discovery, state and status; a relay command."""
+
+    def __init__(self, client: aiomqtt.Client, discovery: str, node: str) -> None:
+        self.client = client
+        self.discovery = discovery
+        self.node = node
+        self.relay = "OFF"
+        self.commands: asyncio.Queue[bytes] = asyncio.Queue()
+        self.retained: set[str] = set()
+
+    def configs(self) -> dict[str, dict[str, Any]]:
+        device = {"ids": ["esp-livingroom-01"], "name": "Living room node", "mdl": "esp32dev"}
+        common = {"~": self.node, "avty_t": "~/status", "dev": device}
+        return {
+            f"{self.discovery}/sensor/livingroom/temperature/config": {
+                **common,
+                "name": "Temperature",
+                "stat_t": "~/sensor/temperature/state",
+                "unit_of_meas": "°C",
+                "uniq_id": "esp-livingroom-01-temperature",
+            },
+            f"{self.discovery}/switch/livingroom/relay/config": {
+                **common,
+                "name": "Relay",
+                "stat_t": "~/switch/relay/state",
+                "cmd_t": "~/switch/relay/command",
+                "uniq_id": "esp-livingroom-01-relay",
+            },
+        }
+
+    async def publish(self, topic: str, payload: Any, retain: bool = True) -> None:
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        await self.client.publish(topic, body, qos=1, retain=retain)
+        if retain:
+            self.retained.add(topic)
+
+    async def serve(self) -> None:
+        command = f"{self.node}/switch/relay/command"
+        async for message in self.client.messages:
+            if message.topic.value == command and isinstance(message.payload, bytes):
+                self.commands.put_nowait(message.payload)
+                self.relay = message.payload.decode()
+                await self.publish(f"{self.node}/switch/relay/state", self.relay.encode())
+
+
+@pytest.fixture
+async def esp(broker: Mosquitto, prefix: str) -> AsyncIterator[EspDevice]:
+    async with mqtt_client(broker.host, broker.port) as client:
+        # Not under `prefix`: the native convention (prefix = `prefix`) would own those topics.
+        device = EspDevice(client, f"ha-{prefix}", f"esp-{prefix}/livingroom")
+        await client.subscribe(f"{device.node}/switch/relay/command", qos=1)
+        task = asyncio.create_task(device.serve(), name="test-ha-device")
+        yield device
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for topic in device.retained:  # retained messages outlive the test: clear them
+            await client.publish(topic, b"", qos=1, retain=True)
+
+
+def status_frame(status: str) -> Any:
+    def match(frame: Frame) -> bool:
+        return (
+            frame["type"] == "device"
+            and frame["device"]["id"] == DEVICE_ID
+            and frame["device"]["status"] == status
+        )
+
+    return match
+
+
+async def test_discovered_device_life_state_command_echo_offline(
+    start_gateway: StartGateway, esp: EspDevice
+) -> None:
+    """Discovery groups two entities into one device; state, relay command + echo, offline."""
+    gateway = await start_gateway(
+        {
+            "conventions.homeassistant.enabled": True,
+            "conventions.homeassistant.discovery_prefix": esp.discovery,
+        }
+    )
+    client = await gateway.connected_client()
+    await client.request({"type": "subscribe", "devices": ["ha.*"]}, "subscribed")
+
+    for topic, config in esp.configs().items():
+        await esp.publish(topic, config)
+    await esp.publish(f"{esp.node}/status", b"online")
+    await esp.publish(f"{esp.node}/sensor/temperature/state", b"21.4")
+    await esp.publish(f"{esp.node}/switch/relay/state", b"OFF")
+
+    meta = await client.expect(
+        lambda f: f["type"] == "device" and len((f["device"]["meta"] or {}).get("metrics", {})) == 2
+    )
+    assert meta["device"]["id"] == DEVICE_ID
+    assert meta["device"]["name"] == "Living room node"
+    assert meta["device"]["meta"]["metrics"] == {"temperature": {"unit": "°C"}, "relay": {}}
+    assert meta["device"]["meta"]["commands"] == {
+        "set_relay": {"params": {"state": {"type": "string", "enum": ["ON", "OFF"]}}}
+    }
+    # The state and status topics were subscribed at run time; their retained values arrive.
+    rows = await client.readings(2, where=lambda r: r[0] == DEVICE_ID)
+    assert {r[1]: r[3] for r in rows} == {"temperature": 21.4, "relay": "OFF"}
+    await client.expect(status_frame("online"))
+
+    reply = await client.request(
+        {
+            "type": "command",
+            "device": DEVICE_ID,
+            "command": "set_relay",
+            "params": {"state": "ON"},
+            "timeout_ms": 5000,
+        },
+        "command_result",
+    )
+    assert await esp.commands.get() == b"ON"
+    assert reply["status"] == "ok"
+    assert reply["result"] == {"relay": "ON"}
+
+    await esp.publish(f"{esp.node}/status", b"offline")
+    await client.expect(status_frame("offline"))
