@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -172,9 +173,12 @@ class Connection:
             "session": self.session.id,
             "auth": "required" if self.session.principal is None else "none",
             "broker": runtime.broker_state,
+            "time": time.time(),  # lets clients correct "last seen" ages for their clock offset
             "limits": {
                 "max_message_bytes": config.ws.max_message_bytes,
                 "max_subscriptions": config.ws.max_subscriptions,
+                "history_length": config.registry.history_length,
+                "stale_after_s": config.registry.stale_after_s,
             },
         }
 
@@ -368,7 +372,12 @@ class Connection:
             outcome = await self.runtime.router.execute(
                 command,
                 lambda command_id: session.offer_frame(
-                    {"type": "command_accepted", "id": request_id, "command_id": command_id}
+                    {
+                        "type": "command_accepted",
+                        "id": request_id,
+                        "command_id": command_id,
+                        "timeout_ms": round(command.timeout_s * 1000),
+                    }
                 ),
             )
         except BrokerUnavailable:
