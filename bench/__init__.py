@@ -1,0 +1,1 @@
+"""Benchmark suite: the gateway and a naive reference bridge under the same load (issue 5)."""

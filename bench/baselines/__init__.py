@@ -1,0 +1,1 @@
+"""Reference implementations the gateway is measured against."""

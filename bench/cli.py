@@ -1,0 +1,151 @@
+"""`python -m bench run|report|list`: drive scenarios, append JSON lines, regenerate the doc."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import procs, report
+from bench.procs import REPO
+from bench.runner import Options, Run
+from bench.scenarios import SCENARIOS, Scenario
+
+RESULTS = REPO / "bench" / "results" / "results.jsonl"
+DOC = REPO / "docs" / "performance.md"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a scenario against the gateway and/or the baseline")
+    run.add_argument("--scenario", "-s", required=True, choices=sorted(SCENARIOS))
+    run.add_argument("--target", choices=["gateway", "naive", "both"], default="both")
+    run.add_argument("--runs", type=int, default=3, help="runs per target (alternating)")
+    run.add_argument("--duration", type=float, help="seconds per step")
+    run.add_argument("--rates", help="msg/s, comma-separated for stepwise scenarios")
+    run.add_argument("--devices", type=int)
+    run.add_argument("--clients", type=int, help="healthy WebSocket clients")
+    run.add_argument("--slow-clients", type=int)
+    run.add_argument("--publishers", type=int, help="publisher processes")
+    run.add_argument("--subscriber-procs", type=int, help="subscriber processes")
+    run.add_argument("--full-every", type=int, help="every n-th client checks every row")
+    run.add_argument("--commands-per-s", type=float)
+    run.add_argument("--compress", action="store_true", default=None, help="permessage-deflate")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="gateway config override, e.g. ws.batch_interval_ms=2 (repeatable)",
+    )
+    run.add_argument("--publisher", choices=["raw", "paho"], default="raw")
+    run.add_argument("--gateway-python", help="interpreter for the gateway (e.g. a uvloop venv)")
+    run.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the target into DIR")
+    run.add_argument("--results", type=Path, default=RESULTS)
+    run.add_argument("--label", default="", help="free text stored with every record")
+    run.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="before each run, wait (at most 3 minutes) until the machine is PCT%% idle",
+    )
+    rep = commands.add_parser("report", help="regenerate the table in docs/performance.md")
+    rep.add_argument("--results", type=Path, default=RESULTS)
+    rep.add_argument("--output", type=Path, default=DOC)
+    commands.add_parser("list", help="list the scenarios")
+    return parser
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    scenario = SCENARIOS[args.scenario]
+    settings = dict(scenario.settings)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key.strip()] = value.strip()
+    rates = tuple(float(r) for r in args.rates.split(",")) if args.rates else None
+    return scenario.with_overrides(
+        duration=args.duration,
+        rates=rates,
+        devices=args.devices,
+        clients=args.clients,
+        slow_clients=args.slow_clients,
+        publishers=args.publishers,
+        subscriber_procs=args.subscriber_procs,
+        full_every=args.full_every,
+        commands_per_s=args.commands_per_s,
+        compress=args.compress,
+        settings=settings,
+    )
+
+
+def one_line(record: dict[str, Any]) -> str:
+    lat = record["latency_ms"]
+    commands = record.get("commands")
+    if commands:
+        lat = commands["rtt_ms"]
+    ratio = record["delivery_ratio"]
+    return (
+        f"{record['scenario']:>5} {record['target']:<8} step {record['step']} "
+        f"rate {record['publisher_achieved_rate']:>8.0f}/s "
+        f"delivered {'-' if ratio is None else f'{100 * ratio:.2f}%':>8} "
+        f"{record['deliveries_per_s']:>10.0f}/s p50 {lat['p50']} p99 {lat['p99']} "
+        f"max {lat['max']} ms | {record['target']} cpu {record['target_cpu_pct']}% "
+        f"rss {record['target_rss_kib']['peak'] // 1024} MiB | clients cpu "
+        f"{record['client_cpu_pct']}% broker {record['broker_cpu_pct']}% "
+        f"load {record['loadavg'][0]}"
+    )
+
+
+def wait_idle(wanted: float, patience_s: float = 180.0) -> float:
+    """The machine's idle % over 2 s, re-measured until it reaches `wanted` or patience ends."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        idle = round(procs.idle_pct(2.0), 1)
+        if idle >= wanted or time.monotonic() > deadline:
+            return idle
+
+
+def run(args: argparse.Namespace) -> int:
+    scenario = scenario_from_args(args)
+    targets = ["gateway", "naive"] if args.target == "both" else [args.target]
+    invocation = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    options = Options(args.publisher, args.gateway_python, args.profile, invocation)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    print(f"invocation {invocation}: {scenario.name} — {scenario.description}", flush=True)
+    for index in range(args.runs):
+        # Alternate the order so that neither target always runs on a warmer (or busier) box.
+        for target in targets if index % 2 == 0 else targets[::-1]:
+            idle = wait_idle(args.wait_idle)
+            for record in Run(scenario, target, options).execute():
+                record["run"] = index
+                record["label"] = args.label
+                record["idle_before_pct"] = idle
+                with args.results.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                print(one_line(record), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "list":
+        for scenario in SCENARIOS.values():
+            print(f"{scenario.name:>6}  {scenario.description}")
+        return 0
+    if args.command == "report":
+        report.write(args.results, args.output)
+        print(f"wrote {args.output}")
+        return 0
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,174 @@
+"""Child processes the orchestrator owns (broker, target) and what /proc says about them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from gateway.brokers import find_mosquitto, free_port, mosquitto_config
+
+REPO = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT_S = 20.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def system_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / CLOCK_TICKS, sum(values) / CLOCK_TICKS
+
+
+def idle_pct(seconds: float = 2.0) -> float:
+    """How idle the machine is over the next `seconds`, as % of all cores."""
+    busy0, total0 = system_cpu()
+    time.sleep(seconds)
+    busy1, total1 = system_cpu()
+    return 100.0 * (1 - (busy1 - busy0) / max(total1 - total0, 1e-9))
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """Current (VmRSS) and peak (VmHWM) resident set size, KiB."""
+    found: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                found[key] = int(value.split()[0])
+    return {"rss": found.get("VmRSS", 0), "peak": found.get("VmHWM", 0)}
+
+
+def wait_until(check: object, timeout: float, what: str) -> None:
+    """Poll `check()` every 50 ms until it is true; TimeoutError naming `what` otherwise."""
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
+        time.sleep(0.05)  # a child process starting up: nothing to wait on but time
+
+
+def port_open(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+class Child:
+    """One subprocess with a log file; stopped (TERM, then KILL) on exit of the `with` block."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.dir = Path(tempfile.mkdtemp(prefix=f"iotgw-bench-{name}-"))
+        self.log_path = self.dir / "output.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> Child:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> Child:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def broker() -> tuple[Child, int]:
+    """A fresh mosquitto on a free loopback port (not yet started)."""
+    binary = find_mosquitto()
+    if binary is None:
+        raise RuntimeError("mosquitto not found (apt-get install mosquitto)")
+    port = free_port()
+    child = Child("mosquitto", [binary, "-c", "CONFIG"])
+    config = child.dir / "mosquitto.conf"
+    config.write_text(mosquitto_config(port))
+    child.argv[-1] = str(config)
+    return child, port
+
+
+def target(
+    kind: str,
+    broker_port: int,
+    prefix: str,
+    settings: dict[str, str],
+    python: str | None = None,
+) -> tuple[Child, int]:
+    """The gateway or the naive bridge (not yet started), on a free HTTP port."""
+    port = free_port()
+    exe = python or sys.executable
+    env = dict(os.environ)
+    env.setdefault("PYTHONPATH", str(REPO))
+    if kind == "gateway":
+        for key, value in settings.items():
+            env["IOTGW_" + key.upper().replace(".", "__")] = value
+        argv = [exe, "-m", "gateway", "run", "--broker", f"mqtt://127.0.0.1:{broker_port}"]
+        argv += ["--port", str(port), "--prefix", prefix, "--log-level", "warning"]
+    elif kind == "naive":
+        argv = [exe, "-m", "bench.baselines.naive_bridge", "--broker-port", str(broker_port)]
+        argv += ["--port", str(port), "--prefix", prefix]
+    else:
+        raise ValueError(f"unknown target {kind!r}")
+    return Child(kind, argv, env), port
+
+
+def target_ready(kind: str, port: int) -> bool:
+    if kind == "naive":
+        # The naive bridge subscribes before it listens: an open port means it is ready.
+        return port_open(port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

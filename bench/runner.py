@@ -1,0 +1,339 @@
+"""One scenario against one target: start everything, drive the load, measure, stop everything.
+
+The orchestrator is synchronous; the broker and the target are subprocesses, the load generators
+are `spawn`ed worker processes steered over pipes. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import commander, machine, procs, publisher, subscriber
+from bench.scenarios import Scenario
+from bench.stats import Histogram
+from bench.workers import Worker, Workers, broadcast, gather
+
+READY_TIMEOUT_S = 60.0
+DRAIN_MAX_S = 15.0
+DRAIN_QUIET_S = 1.5
+SETTLE_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    publisher_mode: str = "raw"
+    gateway_python: str | None = None  # another interpreter, e.g. a venv with uvloop
+    profile_dir: Path | None = None  # attach py-spy to the target and write speedscope here
+    invocation: str = ""
+
+
+def split(total: int, parts: int) -> list[int]:
+    parts = max(1, min(parts, total)) if total else 1
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def device_ids(count: int) -> list[str]:
+    return [f"d{i:05d}" for i in range(count)]
+
+
+class Run:
+    """One target under one scenario; `execute()` returns one record per step."""
+
+    def __init__(self, scenario: Scenario, target: str, options: Options) -> None:
+        self.scenario = scenario
+        self.target = target
+        self.options = options
+        self.prefix = f"bench{os.getpid()}x{int(time.time() * 1000) % 100000}"
+
+    def execute(self) -> list[dict[str, Any]]:
+        broker, broker_port = procs.broker()
+        target, http_port = procs.target(
+            self.target,
+            broker_port,
+            self.prefix,
+            self.scenario.settings,
+            self.options.gateway_python if self.target == "gateway" else None,
+        )
+        # Exit order: load generators, then the target, then the broker.
+        with broker:
+            procs.wait_until(lambda: procs.port_open(broker_port), 15, "mosquitto")
+            with target, Workers() as workers:
+                try:
+                    procs.wait_until(
+                        lambda: procs.target_ready(self.target, http_port), 30, self.target
+                    )
+                except TimeoutError:
+                    raise RuntimeError(f"{self.target}: {target.log_tail()}") from None
+                return self._steps(workers, broker, target, broker_port, http_port)
+
+    # --- set-up ----------------------------------------------------------------------------------
+
+    def _start_load(
+        self, workers: Workers, broker_port: int, http_port: int
+    ) -> tuple[list[Worker], list[Worker], list[Worker]]:
+        """Subscribers first (ready = subscribed), then publishers or the commander."""
+        s = self.scenario
+        url = f"http://127.0.0.1:{http_port}/ws"
+        subs: list[Worker] = []
+        first = 0
+        for i, count in enumerate(split(s.clients, s.subscriber_procs) if s.clients else []):
+            config = subscriber.SubscriberConfig(
+                url,
+                count,
+                first,
+                s.full_every,
+                narrow=s.narrow,
+                device_count=s.devices,
+                compress=s.compress,
+            )
+            subs.append(workers.add(Worker(f"subscriber-{i}", subscriber.run, config)))
+            first += count
+        slow: list[Worker] = []
+        if s.slow_clients:
+            config = subscriber.SubscriberConfig(
+                url,
+                s.slow_clients,
+                first,
+                1,
+                "slow",
+                s.slow_fraction * max(s.rates),
+            )
+            slow.append(workers.add(Worker("slow-subscribers", subscriber.run, config)))
+        gather(subs + slow, "ready", READY_TIMEOUT_S + s.clients / 20)
+        drivers: list[Worker] = []
+        devices = device_ids(s.devices)
+        if s.commands_per_s:
+            config_c = commander.CommanderConfig(
+                url, broker_port, self.prefix, devices, s.command_clients
+            )
+            drivers.append(workers.add(Worker("commander", commander.run, config_c)))
+        else:
+            for i in range(s.publishers):
+                config_p = publisher.PublisherConfig(
+                    broker_port,
+                    self.prefix,
+                    devices[i :: s.publishers],
+                    f"{self.prefix}-pub{i}",
+                    self.options.publisher_mode,
+                )
+                drivers.append(workers.add(Worker(f"publisher-{i}", publisher.run, config_p)))
+        gather(drivers, "ready", READY_TIMEOUT_S)
+        if s.commands_per_s and self.target == "gateway":
+            procs.wait_until(lambda: _metas_known(http_port, len(devices)), 30, "device metas")
+        return subs, slow, drivers
+
+    # --- measurement -----------------------------------------------------------------------------
+
+    def _steps(
+        self,
+        workers: Workers,
+        broker: procs.Child,
+        target: procs.Child,
+        broker_port: int,
+        http_port: int,
+    ) -> list[dict[str, Any]]:
+        s = self.scenario
+        rss_idle = procs.memory_kib(target.pid)["rss"]
+        subs, slow, drivers = self._start_load(workers, broker_port, http_port)
+        # Counting starts once every client has its warm-up readings (n = 0, 3 rows per device).
+        per_client = s.narrow or s.devices
+        self._drain(subs, per_client * 3 * s.clients, "rows")
+        time.sleep(SETTLE_S)
+        rss_connected = procs.memory_kib(target.pid)["rss"]
+        broadcast(subs + slow, "collect")
+        gather(subs + slow, "result", 30)
+        records = []
+        for step, rate in enumerate(s.rates):
+            record = self._step(subs, slow, drivers, broker, target, rate)
+            record.update(step=step, rss_idle_kib=rss_idle, rss_connected_kib=rss_connected)
+            records.append(record)
+            if self._saturated(record):
+                break
+        return records
+
+    def _step(
+        self,
+        subs: list[Worker],
+        slow: list[Worker],
+        drivers: list[Worker],
+        broker: procs.Child,
+        target: procs.Child,
+        rate: float,
+    ) -> dict[str, Any]:
+        s = self.scenario
+        rate_each = (s.commands_per_s if s.commands_per_s else rate) / len(drivers)
+        start_at = time.time() + 0.3
+        profiler = self._profiler(target, start_at) if self.options.profile_dir else None
+        cpu0 = procs.cpu_seconds(target.pid), procs.cpu_seconds(broker.pid), time.monotonic()
+        machine0 = procs.system_cpu()
+        broadcast(drivers, "go", (start_at, rate_each, s.duration))
+        sent = gather(drivers, "done", s.duration + 60)
+        published = sum(d["sent"] for d in sent)
+        expected = published * s.clients
+        drain = self._drain(subs, expected)
+        cpu1 = procs.cpu_seconds(target.pid), procs.cpu_seconds(broker.pid), time.monotonic()
+        machine1 = procs.system_cpu()
+        broadcast(subs + slow, "collect")
+        healthy = merge_groups(gather(subs, "result", 60))
+        slow_group = merge_groups(gather(slow, "result", 60)) if slow else None
+        if profiler is not None:
+            _finish(profiler)
+        window = cpu1[2] - cpu0[2]
+        elapsed = max(d["elapsed_s"] for d in sent) or s.duration
+        ours = (
+            cpu1[0]
+            - cpu0[0]
+            + cpu1[1]
+            - cpu0[1]
+            + healthy["cpu_s"]
+            + sum(d["cpu_s"] for d in sent)
+            + (slow_group["cpu_s"] if slow_group else 0)
+        )
+        machine_busy = machine1[0] - machine0[0]
+        return {
+            **self._header(rate),
+            "published": published,
+            "publisher_achieved_rate": round(published / elapsed, 1),
+            "publisher_cpu_s": round(sum(d["cpu_s"] for d in sent), 3),
+            "publisher_max_behind_s": max(d.get("max_behind_s", 0.0) for d in sent),
+            "commands": _command_summary(sent) if s.commands_per_s else None,
+            "expected": expected,
+            "delivered": healthy["delivered"],
+            "delivery_ratio": round(healthy["delivered"] / expected, 5) if expected else None,
+            "deliveries_per_s": round(healthy["delivered"] / elapsed, 1),
+            "latency_ms": healthy.pop("latency_ms"),
+            "ingest_latency_ms": healthy.pop("ingest_latency_ms"),
+            "clients": healthy,
+            "slow_clients": slow_group,
+            "drain_s": round(drain, 2),
+            "window_s": round(window, 2),
+            "target_cpu_s": round(cpu1[0] - cpu0[0], 3),
+            "target_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / window, 1),
+            "target_rss_kib": procs.memory_kib(target.pid),
+            "broker_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / window, 1),
+            "client_cpu_pct": round(100 * healthy["cpu_s"] / window, 1),
+            "machine_busy_pct": round(100 * machine_busy / window, 1),
+            # CPU used by processes this run did not start (other people's work on the box).
+            "others_cpu_pct": round(100 * max(0.0, machine_busy - ours) / window, 1),
+        }
+
+    def _header(self, rate: float) -> dict[str, Any]:
+        s = self.scenario
+        return {
+            "invocation": self.options.invocation,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "git_commit": machine.git_commit(),
+            "target": self.target,
+            "scenario": s.name,
+            "params": {
+                "devices": s.devices,
+                "rate": rate,
+                "duration_s": s.duration,
+                "clients": s.clients,
+                "slow_clients": s.slow_clients,
+                "commands_per_s": s.commands_per_s,
+                "publishers": s.publishers,
+                "subscriber_procs": s.subscriber_procs,
+                "full_every": s.full_every,
+                "narrow": s.narrow,
+                "compress": s.compress,
+                "settings": s.settings,
+                "publisher_mode": self.options.publisher_mode,
+                "gateway_python": self.options.gateway_python,
+            },
+            "machine": machine.describe(),
+            "loadavg": [round(x, 2) for x in os.getloadavg()],
+            "busy_at_start": machine.busy_processes(),
+        }
+
+    def _drain(self, subs: list[Worker], expected: int, key: str = "msgs") -> float:
+        """Wait until the clients counted everything, or the count stopped moving."""
+        started = last_change = time.monotonic()
+        last = -1
+        while subs and time.monotonic() - started < DRAIN_MAX_S:
+            broadcast(subs, "poll")
+            total = sum(c[key] for c in gather(subs, "counts", 30))
+            now = time.monotonic()
+            if total >= expected:
+                break
+            if total != last:
+                last, last_change = total, now
+            elif now - last_change > DRAIN_QUIET_S:
+                break
+            time.sleep(0.1)  # polling other processes' counters
+        return time.monotonic() - started
+
+    def _saturated(self, record: dict[str, Any]) -> bool:
+        s = self.scenario
+        p99 = record["latency_ms"]["p99"]
+        ratio = record["delivery_ratio"]
+        return bool(
+            (s.stop_p99_ms is not None and (p99 is None or p99 > s.stop_p99_ms))
+            or (s.stop_delivery is not None and (ratio is None or ratio < s.stop_delivery))
+        )
+
+    def _profiler(self, target: procs.Child, start_at: float) -> procs.Child | None:
+        directory = self.options.profile_dir
+        assert directory is not None
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = directory / f"{self.scenario.name}-{self.target}-{stamp}.speedscope.json"
+        argv = ["py-spy", "record", "--pid", str(target.pid), "--format", "speedscope"]
+        argv += ["--rate", "200", "--nonblocking", "--duration", str(int(self.scenario.duration))]
+        argv += ["--output", str(out)]
+        time.sleep(max(0.0, start_at - time.time()))
+        return procs.Child("py-spy", argv).start()
+
+
+def merge_groups(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the subscriber processes' counts; merge their latency histograms."""
+    latency, ingest = Histogram(), Histogram()
+    total: dict[str, Any] = {}
+    for result in results:
+        latency.merge(Histogram.from_json(result.pop("latency")))
+        ingest.merge(Histogram.from_json(result.pop("ingest_latency")))
+        for key, value in result.items():
+            if key == "delivered_min_client":
+                total[key] = min(total.get(key, value), value)
+            elif isinstance(value, int | float):
+                total[key] = total.get(key, 0) + value
+            elif isinstance(value, list):
+                total[key] = sorted(set(total.get(key, [])) | set(value))
+    total["latency_ms"] = latency.summary_ms()
+    total["ingest_latency_ms"] = ingest.summary_ms()
+    return total
+
+
+def _command_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    result = dict(results[0])
+    result["rtt_ms"] = Histogram.from_json(result.pop("rtt")).summary_ms()
+    return result
+
+
+def _finish(profiler: procs.Child) -> None:
+    """py-spy stops by itself after --duration; wait for it to write its file."""
+    if profiler.process is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            profiler.process.wait(timeout=60)
+    profiler.stop()
+
+
+def _metas_known(http_port: int, count: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/devices", timeout=2) as r:
+            devices = json.load(r)["devices"]
+    except OSError:
+        return False
+    return sum(d.get("meta") is not None for d in devices) >= count
+
+
+def as_dict(options: Options) -> dict[str, Any]:
+    return asdict(options)

@@ -1,0 +1,106 @@
+"""The scenarios of issue 5, with their default load (every one can be scaled from the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    devices: int = 100
+    rates: tuple[float, ...] = (1000.0,)  # msg/s; several = stepwise (S3)
+    duration: float = 20.0  # seconds per step
+    clients: int = 10
+    slow_clients: int = 0  # extra clients reading at `slow_fraction` of the message rate (S7)
+    slow_fraction: float = 0.1
+    full_every: int = 1  # every n-th client decodes every row (gaps, latency); others count
+    narrow: int = 0  # > 0: each client subscribes to this many devices instead of "*" (S4)
+    compress: bool = False  # clients offer permessage-deflate
+    commands_per_s: float = 0.0  # S5
+    command_clients: int = 0
+    publishers: int = 1  # processes
+    subscriber_procs: int = 1
+    stop_p99_ms: float | None = None  # stepwise: stop after a step with a higher p99...
+    stop_delivery: float | None = None  # ...or a lower delivery ratio
+    settings: dict[str, str] = field(default_factory=dict)  # gateway config overrides
+
+    def with_overrides(self, **changes: Any) -> Scenario:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario("smoke", "CI smoke: 10 devices, 200 msg/s, 2 clients", 10, (200.0,), 2.0, 2),
+        Scenario("S1", "steady: 100 devices, 1,000 msg/s, 10 clients", 100, (1000.0,), 20.0, 10),
+        Scenario(
+            "S2",
+            "fan-out: 100 devices, 1,000 msg/s, 100 clients",
+            100,
+            (1000.0,),
+            20.0,
+            100,
+            full_every=10,
+            subscriber_procs=2,
+        ),
+        Scenario(
+            "S3",
+            "saturation: 1,000 devices, 100 clients, rate raised stepwise",
+            1000,
+            (250.0, 500.0, 1000.0, 2000.0, 4000.0, 6000.0, 8000.0, 12000.0, 16000.0, 20000.0),
+            8.0,
+            100,
+            full_every=10,
+            subscriber_procs=2,
+            publishers=1,
+            stop_p99_ms=250.0,
+            stop_delivery=0.99,
+        ),
+        Scenario(
+            "S3i",
+            "ingest ceiling: 1,000 devices, 1 client, rate raised stepwise",
+            1000,
+            (5000.0, 10000.0, 15000.0, 20000.0, 25000.0, 30000.0, 40000.0),
+            8.0,
+            1,
+            publishers=2,
+            stop_p99_ms=250.0,
+            stop_delivery=0.99,
+        ),
+        Scenario(
+            "S4",
+            "connections: 2,000 clients, 3 devices each, 10 msg/s, 5 s heartbeats",
+            1000,
+            (10.0,),
+            30.0,
+            2000,
+            narrow=3,
+            subscriber_procs=4,
+            settings={"ws.heartbeat_s": "5", "registry.max_devices": "100000"},
+        ),
+        Scenario(
+            "S5",
+            "commands: 100 commands/s from 20 clients to 20 device stand-ins",
+            20,
+            (0.0,),
+            20.0,
+            0,
+            commands_per_s=100.0,
+            command_clients=20,
+        ),
+        Scenario(
+            "S7",
+            "slow neighbour: S2 plus 5 clients reading at 10% speed",
+            100,
+            (1000.0,),
+            20.0,
+            100,
+            slow_clients=5,
+            full_every=10,
+            subscriber_procs=2,
+        ),
+    ]
+}

@@ -1,0 +1,249 @@
+"""Subscriber worker: K WebSocket clients in one process, speaking the gateway's protocol.
+
+Every client subscribes to its devices and counts the readings frames it receives. A sample of
+clients ("full" clients) also decode every row: per-device sequence gaps via the `n` metric, and
+latency from the `sent` metric (arrival - sent, and the gateway's receive time - sent). The rest
+only count rows, so the clients are not the bottleneck. Slow clients sleep after each frame so
+that they consume `slow_rate` messages/s. Orchestrator pipe protocol:
+
+  worker → ("ready", {...})         every client connected and subscribed (or failed)
+  orchestrator → ("poll", None)     → ("counts", {"msgs": healthy messages counted so far})
+  orchestrator → ("collect", None)  → ("result", {...}); counters and CPU baseline restart
+  orchestrator → ("stop", None)     clients close; the process ends
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench.control import listen
+from bench.stats import Histogram
+
+CONNECT_CONCURRENCY = 50
+CONNECT_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberConfig:
+    url: str
+    clients: int
+    first_index: int = 0  # global index of the first client, for device selection and sampling
+    full_every: int = 1  # client i decodes every row when i % full_every == 0
+    group: str = "healthy"  # healthy | slow
+    slow_rate: float = 0.0  # messages/s a slow client consumes
+    readings_per_msg: int = 3
+    narrow: int = 0  # > 0: subscribe to this many explicit devices (S4), else to "*"
+    device_count: int = 0
+    compress: bool = False
+
+
+@dataclass(slots=True)
+class ClientState:
+    full: bool
+    ready: bool = False
+    failed: str = ""
+    frames: int = 0
+    rows: int = 0
+    msgs: int = 0
+    gaps: int = 0
+    reordered: int = 0
+    seq_errors: int = 0
+    lagging: int = 0
+    closed: int | None = None
+    last_seq: int = 0
+    last_n: dict[str, int] = field(default_factory=dict)
+    latency: Histogram | None = None
+    ingest: Histogram | None = None
+
+    def reset(self) -> None:
+        self.frames = self.rows = self.msgs = self.gaps = self.reordered = 0
+        self.seq_errors = self.lagging = 0
+        if self.full:
+            self.latency, self.ingest = Histogram(), Histogram()
+
+
+def devices_for(config: SubscriberConfig, index: int) -> list[str]:
+    if config.narrow <= 0:
+        return ["*"]
+    count = max(config.device_count, 1)
+    return sorted({f"d{(index * config.narrow + j) % count:05d}" for j in range(config.narrow)})
+
+
+class Client:
+    settled = 0  # clients connected or failed, across the process
+
+    def __init__(self, config: SubscriberConfig, index: int, all_settled: asyncio.Event) -> None:
+        self.config = config
+        self._all_settled = all_settled
+        self.index = index
+        self.state = ClientState(full=index % config.full_every == 0)
+        self.state.reset()
+
+    async def run(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore) -> None:
+        state = self.state
+        try:
+            async with gate:
+                ws = await session.ws_connect(
+                    self.config.url, max_msg_size=0, compress=15 if self.config.compress else 0
+                )
+                await self._subscribe(ws)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            state.failed = f"{type(exc).__name__}: {exc}"[:200]
+            self._settle()
+            return
+        state.ready = True
+        self._settle()
+        # No graceful close on cancellation: closing the ClientSession cuts every connection.
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            await self._on_frame(message.data)
+        state.closed = ws.close_code or -1
+
+    def _settle(self) -> None:
+        Client.settled += 1
+        if Client.settled >= self.config.clients:
+            self._all_settled.set()
+
+    async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        devices = devices_for(self.config, self.index)
+        await ws.send_str(orjson.dumps({"type": "subscribe", "id": 1, "devices": devices}).decode())
+        async with asyncio.timeout(30):
+            while True:
+                message = await ws.receive()
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    raise ValueError(f"closed before subscribing: {message.type}")
+                if orjson.loads(message.data).get("type") == "subscribed":
+                    return
+
+    async def _on_frame(self, data: str) -> None:
+        frame = orjson.loads(data)
+        kind = frame.get("type")
+        state = self.state
+        if kind == "lagging":
+            state.lagging += 1
+            return
+        if kind != "readings":
+            return
+        rows = frame["data"]
+        state.frames += 1
+        state.rows += len(rows)
+        seq = frame["seq"]
+        if state.last_seq and seq != state.last_seq + 1:
+            state.seq_errors += 1
+        state.last_seq = seq
+        if state.full:
+            self._check_rows(rows)
+        if self.config.slow_rate > 0:
+            await asyncio.sleep(len(rows) / self.config.readings_per_msg / self.config.slow_rate)
+
+    def _check_rows(self, rows: list[list[Any]]) -> None:
+        state = self.state
+        latency, ingest = state.latency, state.ingest
+        assert latency is not None
+        assert ingest is not None
+        last_n = state.last_n
+        now = time.time()
+        for device, metric, ts, value in rows:
+            if metric == "n":
+                last = last_n.get(device)
+                last_n[device] = value
+                if value == 0:
+                    continue  # warm-up message, before the measurement
+                state.msgs += 1
+                if last is not None and value != last + 1:
+                    if value > last:
+                        state.gaps += value - last - 1
+                    else:
+                        state.reordered += 1
+            elif metric == "sent":
+                latency.add(now - value)
+                ingest.add(ts - value)
+
+    def delivered(self) -> int:
+        state = self.state
+        return state.msgs if state.full else state.rows // self.config.readings_per_msg
+
+
+def summarize(clients: list[Client], cpu_s: float) -> dict[str, Any]:
+    states = [c.state for c in clients]
+    delivered = [c.delivered() for c in clients]
+    latency, ingest = Histogram(), Histogram()
+    for state in states:
+        if state.latency is not None and state.ingest is not None:
+            latency.merge(state.latency)
+            ingest.merge(state.ingest)
+    return {
+        "clients": len(clients),
+        "connected": sum(s.ready and s.closed is None for s in states),
+        "failed": sum(bool(s.failed) for s in states),
+        "failures": sorted({s.failed for s in states if s.failed})[:3],
+        "closed_codes": sorted({s.closed for s in states if s.closed is not None}),
+        "full_clients": sum(s.full for s in states),
+        "delivered": sum(delivered),
+        "delivered_min_client": min(delivered, default=0),
+        "full_delivered": sum(s.msgs for s in states if s.full),
+        "frames": sum(s.frames for s in states),
+        "rows": sum(s.rows for s in states),
+        "gaps": sum(s.gaps for s in states),
+        "reordered": sum(s.reordered for s in states),
+        "seq_errors": sum(s.seq_errors for s in states),
+        "lagging_frames": sum(s.lagging for s in states),
+        "latency": latency.to_json(),
+        "ingest_latency": ingest.to_json(),
+        "cpu_s": round(cpu_s, 3),
+    }
+
+
+async def _main(config: SubscriberConfig, conn: Connection) -> None:
+    all_settled = asyncio.Event()
+    clients = [Client(config, config.first_index + i, all_settled) for i in range(config.clients)]
+    stopped = asyncio.Event()
+    cpu0 = time.process_time()
+
+    def on_command(command: str, args: Any) -> None:
+        nonlocal cpu0
+        if command == "poll":
+            conn.send(
+                (
+                    "counts",
+                    {
+                        "msgs": sum(c.delivered() for c in clients),
+                        "rows": sum(c.state.rows for c in clients),
+                    },
+                )
+            )
+        elif command == "collect":
+            conn.send(("result", summarize(clients, time.process_time() - cpu0)))
+            for client in clients:
+                client.state.reset()
+            cpu0 = time.process_time()
+        elif command == "stop":
+            stopped.set()
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        async with asyncio.TaskGroup() as tasks:
+            running = [tasks.create_task(c.run(session, gate)) for c in clients]
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await all_settled.wait()
+            unlisten = listen(conn, on_command)
+            cpu0 = time.process_time()
+            conn.send(("ready", {"connected": sum(c.state.ready for c in clients)}))
+            await stopped.wait()
+            unlisten()
+            for task in running:
+                task.cancel()
+
+
+def run(config: SubscriberConfig, conn: Connection) -> None:
+    """Process entry point."""
+    asyncio.run(_main(config, conn))

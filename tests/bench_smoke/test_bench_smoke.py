@@ -1,0 +1,48 @@
+"""Smoke test of the bench suite: one tiny scenario against both targets (never asserts speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.brokers import find_mosquitto
+
+REPO = Path(__file__).resolve().parents[2]
+FIELDS = {
+    "target",
+    "scenario",
+    "params",
+    "published",
+    "delivered",
+    "delivery_ratio",
+    "deliveries_per_s",
+    "latency_ms",
+    "target_cpu_s",
+    "target_rss_kib",
+    "client_cpu_pct",
+    "publisher_achieved_rate",
+    "git_commit",
+    "timestamp",
+    "machine",
+}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto")
+def test_smoke_scenario_writes_one_record_per_target(tmp_path: Path) -> None:
+    """`bench run -s smoke` against both targets appends two complete records with deliveries."""
+    results = tmp_path / "results.jsonl"
+    argv = [sys.executable, "-m", "bench", "run", "-s", "smoke", "--runs", "1"]
+    argv += ["--duration", "2", "--results", str(results)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=19)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(r["target"] for r in records) == ["gateway", "naive"]
+    for record in records:
+        assert record.keys() >= FIELDS
+        assert record["delivered"] > 0
+        assert {"p50", "p90", "p99", "max"} <= record["latency_ms"].keys()
