@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -20,7 +21,13 @@ async def test_hello_frame_describes_server_and_limits(gw):
     assert hello["auth"] == "none"
     assert hello["broker"] == "connected"
     assert hello["session"].startswith("c-")
-    assert hello["limits"] == {"max_message_bytes": 65536, "max_subscriptions": 32}
+    assert hello["limits"] == {
+        "max_message_bytes": 65536,
+        "max_subscriptions": 32,
+        "history_length": 1000,
+        "stale_after_s": 120.0,
+    }
+    assert abs(hello["time"] - time.time()) < 60
 
 
 async def test_subscribe_replies_subscribed_then_snapshot_then_live_readings(gw, add_device):
