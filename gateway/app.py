@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from gateway.config import Config
 from gateway.http_api import add_routes
+from gateway.logs import AccessLogger
 from gateway.metrics import add_metrics
 from gateway.runtime import Runtime
 from gateway.ws import websocket_handler
@@ -53,12 +55,24 @@ async def _close_sessions(app: web.Application) -> None:
 
 async def serve(config: Config, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
     """Run the gateway until `stop` is set, then shut down gracefully (clients get 1001)."""
-    runner = web.AppRunner(create_app(config), handle_signals=False, shutdown_timeout=15)
+    runner = web.AppRunner(
+        create_app(config),
+        handle_signals=False,
+        shutdown_timeout=15,
+        access_log_class=AccessLogger,
+    )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.http.host, config.http.port)
+        tls = None
+        if config.http.tls_cert_file:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(config.http.tls_cert_file, config.http.tls_key_file)
+        site = web.TCPSite(runner, config.http.host, config.http.port, ssl_context=tls)
         await site.start()
-        log.info("serving http://%s:%d/ (WebSocket at /ws)", config.http.host, config.http.port)
+        scheme = "https" if tls else "http"
+        log.info(
+            "serving %s://%s:%d/ (WebSocket at /ws)", scheme, config.http.host, config.http.port
+        )
         if started is not None:
             started.set()
         await stop.wait()

@@ -95,6 +95,8 @@ class ConventionsConfig:
 class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    tls_cert_file: str = ""  # serve https:// and wss:// (or terminate TLS in a reverse proxy)
+    tls_key_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,10 +290,17 @@ def validate(config: Config) -> None:
         raise ConfigError("broker.url", "port out of range") from None
     if broker.qos not in (0, 1, 2):
         raise ConfigError("broker.qos", "expected 0, 1 or 2")
-    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
-        file = getattr(broker, key)
+    files = {
+        f"broker.{k}": getattr(broker, k) for k in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+    }
+    files |= {f"http.{k}": getattr(config.http, k) for k in ("tls_cert_file", "tls_key_file")}
+    for key, file in files.items():
         if file and not Path(file).is_file():
-            raise ConfigError(f"broker.{key}", f"no such file: {file}")
+            raise ConfigError(key, f"no such file: {file}")
+    if bool(config.http.tls_cert_file) != bool(config.http.tls_key_file):
+        raise ConfigError(
+            "http.tls_key_file", "set both tls_cert_file and tls_key_file, or neither"
+        )
     if broker.reconnect_min_s <= 0 or broker.reconnect_max_s < broker.reconnect_min_s:
         raise ConfigError("broker.reconnect_max_s", "need 0 < reconnect_min_s <= reconnect_max_s")
     positive = {

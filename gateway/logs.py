@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
+
 
 class RateLimitedLog:
     """Log at most one message per key per `interval` seconds, reporting how many were held back."""
@@ -46,3 +49,20 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per HTTP request, with any `token` query parameter redacted."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        target = request.rel_url
+        if "token" in target.query:
+            target = target.update_query(token="REDACTED")
+        self.logger.info(
+            '%s "%s %s" %d %.1fms',
+            request.remote,
+            request.method,
+            target,
+            response.status,
+            time * 1000,
+        )
