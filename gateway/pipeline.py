@@ -31,6 +31,9 @@ from gateway.registry import Device, Registry
 
 log = logging.getLogger(__name__)
 
+#: Device timestamps further than this from the gateway's clock are counted as clock_skew.
+MAX_CLOCK_SKEW_S = 86400.0
+
 
 @dataclass(slots=True)
 class IngestStats:
@@ -66,13 +69,16 @@ class Pipeline:
         if len(payload) > self._max_payload:
             self._reject(name, "oversize", topic, f"{len(payload)} bytes")
             return
+        received_at = time.time()
         try:
-            events = convention.decode(topic, payload, time.time())
+            events = convention.decode(topic, payload, received_at)
         except DecodeError as exc:
             self._reject(name, exc.reason, topic, exc.detail)
             return
         self.stats.messages[(name, "ok")] += 1
         for event in events:
+            if isinstance(event, Telemetry) and event.samples:
+                self._check_clock(name, topic, event, received_at)
             self._apply(name, topic, event)
 
     def _route(self, topic: str) -> Convention | None:
@@ -107,6 +113,16 @@ class Pipeline:
                 self._reject(convention, reason, topic, detail)
             case Subscribe(topics=topics):
                 self._subscribe(list(topics))
+
+    def _check_clock(self, convention: str, topic: str, event: Telemetry, now: float) -> None:
+        """Count device timestamps far from the gateway's clock (an unset RTC, a wrong epoch).
+
+        They are kept as the device's claim: the gateway orders and expires nothing by device
+        time, so a wrong clock can only mislabel that device's own points.
+        """
+        skew = event.samples[0][1] - now
+        if abs(skew) > MAX_CLOCK_SKEW_S:
+            self._reject(convention, "clock_skew", topic, f"{skew:+.0f}s from the gateway's clock")
 
     def _device(self, convention: str, device_id: str) -> Device | None:
         device, created = self._registry.observe(device_id, convention)
