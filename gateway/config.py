@@ -84,10 +84,17 @@ class HomeAssistantConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HomieConfig:
+    enabled: bool = False
+    base_topic: str = "homie"  # v5 devices live under <base_topic>/5/
+
+
+@dataclass(frozen=True, slots=True)
 class ConventionsConfig:
     native: NativeConventionConfig = field(default_factory=NativeConventionConfig)
     zigbee2mqtt: Zigbee2MqttConfig = field(default_factory=Zigbee2MqttConfig)
     tasmota: TasmotaConfig = field(default_factory=TasmotaConfig)
+    homie: HomieConfig = field(default_factory=HomieConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
 
 

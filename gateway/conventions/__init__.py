@@ -44,7 +44,7 @@ ConventionFactory = Callable[[Any], Convention]
 
 def build_conventions(settings: Any) -> list[Convention]:
     """Instantiate every enabled convention from its section of ConventionsConfig."""
-    from gateway.conventions import homeassistant, native, tasmota, zigbee2mqtt
+    from gateway.conventions import homeassistant, homie, native, tasmota, zigbee2mqtt
 
     # Sections are instantiated in ConventionsConfig's field order, which is also the order the
     # pipeline asks `owns` in: the first convention that owns a topic decodes it.
@@ -52,6 +52,7 @@ def build_conventions(settings: Any) -> list[Convention]:
         "native": native.NativeConvention.from_config,
         "zigbee2mqtt": zigbee2mqtt.Zigbee2MqttConvention.from_config,
         "tasmota": tasmota.TasmotaConvention.from_config,
+        "homie": homie.HomieConvention.from_config,
         "homeassistant": homeassistant.HomeAssistantConvention.from_config,
     }
     sections = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
