@@ -9,6 +9,7 @@ wants the device. Nothing here awaits.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ class Hub:
         self._parked: dict[str, tuple[Session, asyncio.TimerHandle]] = {}
         self._batch: list[Reading] = []
         self._flush_handle: asyncio.Handle | None = None
-        self._last_flush = 0.0
+        self._last_flush = -math.inf  # the first reading never waits for an interval
         self._interval = config.batch_interval_ms / 1000
         self.stats = HubStats()
 

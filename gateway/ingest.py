@@ -112,6 +112,7 @@ class BrokerLink:
             finally:
                 self.stats.disconnects += 1
                 self._set_client(None)
+                _retrieve_disconnect_reason(client)
 
     def add_subscriptions(self, topics: list[str]) -> None:
         """Subscribe to more topics, now and after every reconnect (conventions that discover
@@ -171,3 +172,14 @@ class BrokerLink:
         except aiomqtt.MqttError as exc:
             # Sent, but no PUBACK before the timeout or the link dropped meanwhile.
             raise PublishUnconfirmed(str(exc)) from None
+
+
+def _retrieve_disconnect_reason(client: aiomqtt.Client) -> None:
+    """Mark aiomqtt's disconnect future as seen; the link already logs the loss itself.
+
+    aiomqtt 2.x sets an exception on it when the broker vanishes; depending on where the loss was
+    noticed nobody retrieves it, and asyncio logs "Future exception was never retrieved".
+    """
+    disconnected = client._disconnected  # private: aiomqtt 2.x has no public accessor
+    if disconnected.done() and not disconnected.cancelled():
+        disconnected.exception()

@@ -63,9 +63,13 @@ def _parse_param(command: str, name: str, spec: object) -> ParamSpec:
     bounds = [spec.get("min"), spec.get("max")]
     if any(b is not None and not _is_number(b) for b in bounds):
         raise DecodeError("bad_meta", f"{where}: min and max must be numbers")
+    if None not in bounds and bounds[0] > bounds[1]:
+        raise DecodeError("bad_meta", f"{where}: min is above max")
     enum = spec.get("enum")
     if enum is not None and not (isinstance(enum, list) and enum):
         raise DecodeError("bad_meta", f"{where}: enum must be a non-empty list")
+    if enum is not None and not all(_type_ok(spec["type"], value) for value in enum):
+        raise DecodeError("bad_meta", f"{where}: enum values must be of type {spec['type']}")
     return ParamSpec(
         type=spec["type"],
         min=bounds[0],

@@ -131,7 +131,7 @@ class Registry:
 
     def expire(self, now_mono: float | None = None) -> list[Device]:
         """Mark online devices silent for longer than stale_after_s as stale; return them."""
-        deadline = (now_mono or time.monotonic()) - self._config.stale_after_s
+        deadline = (time.monotonic() if now_mono is None else now_mono) - self._config.stale_after_s
         changed = []
         for device in self._devices.values():
             if device.online and not device.stale and device.last_seen_mono < deadline:
@@ -142,14 +142,13 @@ class Registry:
     def history(
         self, device: Device, metric: str, since: float | None, limit: int
     ) -> list[tuple[float, Value]] | None:
-        """Up to `limit` newest points at or after `since`, oldest first; None: unknown metric."""
+        """Up to `limit` newest points at or after `since`, in arrival order; None: unknown metric.
+
+        The whole ring is scanned: device timestamps may arrive out of order, so the first point
+        older than `since` does not mean every earlier one is.
+        """
         ring = device.history.get(metric)
         if ring is None:
             return None
-        points: list[tuple[float, Value]] = []
-        for point in reversed(ring):
-            if len(points) >= limit or (since is not None and point[0] < since):
-                break
-            points.append(point)
-        points.reverse()
-        return points
+        points = [p for p in ring if since is None or p[0] >= since]
+        return points[-limit:]

@@ -148,12 +148,15 @@ class Session:
                 coalesced[(row[0], row[1])] = row
                 self._dropped += 1
 
-    def evict(self, code: int, reason: str) -> None:
-        """Ask the writer to close the connection with `code` after nothing else is sent."""
+    def evict(self, code: int, reason: str, last_words: bytes | None = None) -> None:
+        """Ask the writer to close the connection with `code`, sending nothing queued before;
+        `last_words` (an error frame saying why) goes out just before the close."""
         if self._closing is None:
             self._closing = (code, reason)
             self._outbox.clear()
-            self._outbox_bytes = 0
+            if last_words is not None:
+                self._outbox.append(last_words)
+            self._outbox_bytes = len(last_words or b"")
             self._coalesced = None
             self._wakeup.set()
             if self.on_evict is not None:
@@ -168,7 +171,7 @@ class Session:
             self._wakeup.clear()
             while True:
                 if self._closing is not None:
-                    await self._close(socket)
+                    await self._close(socket, self._outbox)
                     return
                 payload = self._next_payload()
                 if payload is None:
@@ -259,11 +262,16 @@ class Session:
         self.stats.frames_sent += 1
         self.stats.bytes_sent += len(payload)
 
-    async def _close(self, socket: Socket) -> None:
+    async def _close(self, socket: Socket, last_words: deque[bytes | _Readings]) -> None:
         assert self._closing is not None
         code, reason = self._closing
         try:
             async with asyncio.timeout(self.config.send_timeout_s):
+                for frame in last_words:
+                    if isinstance(frame, bytes):
+                        await socket.send(frame)
                 await socket.close(code, reason)
         except TimeoutError:
             socket.abort()
+        except ConnectionError:
+            pass  # the peer left first; nothing more to say

@@ -222,8 +222,8 @@ class Connection:
             self._auth(request)
             return
         if session.principal is None:
-            session.offer(error_frame("unauthorized", "authenticate first", request.id))
-            session.evict(CloseCode.UNAUTHORIZED, "request before auth")
+            refusal = error_frame("unauthorized", "authenticate first", request.id)
+            session.evict(CloseCode.UNAUTHORIZED, "request before auth", refusal)
             return
         match request:
             case Subscribe():
@@ -238,17 +238,19 @@ class Connection:
     def _auth(self, request: Auth) -> None:
         session = self.session
         principal = self.runtime.auth.authenticate(request.token)
-        if principal is None or not self.runtime.auth.required:
-            reason = "bad token" if principal is None else "authentication is not enabled"
-            session.offer(error_frame("unauthorized", reason, request.id))
-            if principal is None:
-                session.evict(CloseCode.UNAUTHORIZED, reason)
+        if principal is None:
+            refusal = error_frame("unauthorized", "bad token", request.id)
+            session.evict(CloseCode.UNAUTHORIZED, "bad token", refusal)
+            return
+        if not self.runtime.auth.required:
+            session.offer(error_frame("bad_request", "authentication is not enabled", request.id))
             return
         caps = self.runtime.connection_caps
         refusal = caps.admit(principal.name)
         if refusal is not None:
-            session.offer(error_frame("too_many", refusal, request.id))
-            session.evict(CloseCode.TOO_MANY_REQUESTS, refusal)
+            session.evict(
+                CloseCode.TOO_MANY_REQUESTS, refusal, error_frame("too_many", refusal, request.id)
+            )
             return
         caps.release(self.holder)
         self.holder = principal.name
