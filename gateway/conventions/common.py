@@ -10,7 +10,7 @@ import hashlib
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -80,11 +80,11 @@ def flatten(
             rejected.append(Rejected("bad_value", f"{metric[:80]}={value!r:.40}"))
 
 
-def is_finite_number(value: object) -> bool:
+def is_finite_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def is_value(value: object) -> bool:
+def is_value(value: object) -> TypeGuard[Value]:
     if isinstance(value, bool):
         return True
     if isinstance(value, int):
@@ -125,7 +125,7 @@ def scoped_id(tag: str, name: str) -> str:
     return f"{tag}.{slugify(name, room)}-{digest}"
 
 
-def is_publish_topic(topic: object) -> bool:
+def is_publish_topic(topic: object) -> TypeGuard[str]:
     """True for a topic the gateway may publish to or subscribe to as a plain name.
 
     Wildcards would widen a publish or subscription beyond the device, and a NUL makes Mosquitto

@@ -333,6 +333,7 @@ class HomeAssistantConvention:
     def _state_value(
         self, entity: Entity, text: str, parsed: list[Any], events: list[DeviceEvent]
     ) -> Value | None:
+        value: object
         if entity.json_state:
             body = _json(text, parsed)
             value = body.get("state") if isinstance(body, dict) else None
@@ -355,7 +356,7 @@ def entity_topics(entity: Entity) -> set[str]:
 
 def _expand(config: dict[str, Any]) -> dict[str, Any]:
     """Long key names, and `~` replaced by the base topic at either end of every topic."""
-    expanded = {ABBREVIATIONS.get(k, k): v for k, v in config.items()}
+    expanded = {_long(k): v for k, v in config.items()}
     base = expanded.get("~")
     device = expanded.get("device")
     if isinstance(device, dict):
@@ -363,7 +364,7 @@ def _expand(config: dict[str, Any]) -> dict[str, Any]:
     availability = expanded.get("availability")
     if isinstance(availability, list):
         expanded["availability"] = [
-            _tilde({ABBREVIATIONS.get(k, k): v for k, v in entry.items()}, base)
+            _tilde({_long(k): v for k, v in entry.items()}, base)
             if isinstance(entry, dict)
             else entry
             for entry in availability
@@ -374,6 +375,10 @@ def _expand(config: dict[str, Any]) -> dict[str, Any]:
             cid: _expand(c) if isinstance(c, dict) else c for cid, c in components.items()
         }
     return _tilde(expanded, base)
+
+
+def _long(key: str) -> str:
+    return ABBREVIATIONS.get(key, key)
 
 
 def _tilde(config: dict[str, Any], base: object) -> dict[str, Any]:
@@ -530,17 +535,18 @@ def _metric(device: HaDevice, entity: Entity, events: list[DeviceEvent]) -> str 
 def _template(source: object, where: str, events: list[DeviceEvent]) -> Template:
     if source is None:
         return Template(RAW)
-    match = _TEMPLATE.fullmatch(source.strip()) if isinstance(source, str) else None
+    text = source.strip() if isinstance(source, str) else repr(source)
+    match = _TEMPLATE.fullmatch(text)
     if match is None:
-        events.append(Rejected("unsupported_template", f"{where[:60]}: {str(source)[:60]}"))
-        return Template(None, str(source)[:80])
+        events.append(Rejected("unsupported_template", f"{where[:60]}: {text[:60]}"))
+        return Template(None, text[:80])
     if match.group(2) is None:
         return Template(RAW)
     path: list[str | int] = []
     for step in _STEP.finditer(match.group(2)):
         name, single, double, index = step.groups()
         path.append(int(index) if index is not None else name or single or double or "")
-    return Template(tuple(path), source.strip()[:80])
+    return Template(tuple(path), text[:80])
 
 
 def _render(
@@ -564,7 +570,9 @@ def _render(
             # missing key means "not in this message", not an error.
             return None
         node = node[step]
-    if isinstance(node, dict | list):
+    if node is None:
+        return None
+    if not is_value(node):
         events.append(Rejected("bad_value", f"{template.source}: {node!r:.40}"))
         return None
     return node

@@ -279,8 +279,7 @@ def _param_spec(expose: dict[str, Any]) -> tuple[dict[str, Any], Value | None] |
         toggle = expose.get("value_toggle")
         if isinstance(on, bool) and isinstance(off, bool):
             return {"type": "boolean"}, None
-        values = [v for v in (on, off, toggle) if v is not None]
-        param = _enum_param(values)
+        param = _enum_param([v for v in (on, off, toggle) if v is not None])
         return (param, toggle if isinstance(toggle, str | int | float) else None) if param else None
     if kind == "numeric":
         param = {"type": "number"}
