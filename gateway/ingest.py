@@ -9,13 +9,14 @@ command the gateway already reported as `unknown` — or one that got the connec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiomqtt
@@ -25,6 +26,8 @@ from gateway.config import BrokerConfig
 
 log = logging.getLogger(__name__)
 _jitter = random.Random()
+#: How long a cancelled connect may still run so that its socket can be closed properly.
+ABANDONED_CONNECT_WAIT_S = 5.0
 
 # paho leaves Nagle's algorithm on; a small command publish then waits for the delayed ACK of the
 # previous packet (~40 ms on Linux), which dominated command round trips before this option.
@@ -89,7 +92,7 @@ class BrokerLink:
     async def _session(self) -> None:
         """One connection, from connect to its loss."""
         client = self._make_client()
-        async with client, asyncio.TaskGroup() as tasks:
+        async with _connected(client), asyncio.TaskGroup() as tasks:
             # Everything asked for so far, on every (re)connect: the session is clean.
             self._added = asyncio.Queue()
             topics = [(topic, self._config.qos) for topic in self._subscriptions]
@@ -183,3 +186,25 @@ def _retrieve_disconnect_reason(client: aiomqtt.Client) -> None:
     disconnected = client._disconnected  # private: aiomqtt 2.x has no public accessor
     if disconnected.done() and not disconnected.cancelled():
         disconnected.exception()
+
+
+@contextlib.asynccontextmanager
+async def _connected(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
+    """`async with client`, safe to cancel while connecting.
+
+    aiomqtt connects in an executor thread that cancellation cannot stop; abandoned, the socket it
+    opens and aiomqtt's housekeeping task outlive the event loop. On cancel, let the connect finish
+    (briefly), disconnect, then let the cancellation through.
+    """
+    entering = asyncio.ensure_future(client.__aenter__())
+    try:
+        await asyncio.shield(entering)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(ABANDONED_CONNECT_WAIT_S):
+                await entering
+            await client.__aexit__(None, None, None)
+        raise
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_exit(client)
+        yield client
