@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -20,7 +20,7 @@ from gateway.matching import Interest, Selector
 from gateway.models import Reading
 from gateway.protocol import encode
 from gateway.registry import Device
-from gateway.session import Session
+from gateway.session import Session, SessionStats
 
 
 @dataclass(slots=True)
@@ -28,6 +28,7 @@ class HubStats:
     batches: int = 0
     readings_in: int = 0
     encodings: int = 0
+    departed: SessionStats = field(default_factory=SessionStats)  # sessions no longer here
 
 
 class Hub:
@@ -58,7 +59,17 @@ class Hub:
 
     def remove(self, session: Session) -> None:
         self._leave(session)
-        self._session_interest.pop(session, None)
+        if session in self._session_interest:
+            del self._session_interest[session]
+            self.stats.departed.add(session.stats)
+
+    def totals(self) -> SessionStats:
+        """Frames, bytes and drops over every session, past and present (for /metrics)."""
+        total = SessionStats()
+        total.add(self.stats.departed)
+        for session in self._session_interest:
+            total.add(session.stats)
+        return total
 
     def resubscribe(self, session: Session) -> Interest | None:
         """Recompute a session's interest from its subscriptions (after subscribe/unsubscribe)."""

@@ -68,6 +68,39 @@ class GatewayCollector(Collector):
             "iotgw_readings", "Readings batched for clients", value=rt.hub.stats.readings_in
         )
         yield CounterMetricFamily("iotgw_batches", "Batches flushed", value=rt.hub.stats.batches)
+        totals = rt.hub.totals()
+        yield CounterMetricFamily(
+            "iotgw_ws_frames_sent", "WebSocket frames sent", value=totals.frames_sent
+        )
+        yield CounterMetricFamily(
+            "iotgw_ws_bytes_sent", "WebSocket payload bytes sent", value=totals.bytes_sent
+        )
+        yield CounterMetricFamily(
+            "iotgw_readings_coalesced",
+            "Readings replaced by newer values for clients that fell behind",
+            value=totals.readings_dropped,
+        )
+        yield GaugeMetricFamily(
+            "iotgw_ws_parked_streams",
+            "Dropped connections' streams kept for resuming",
+            value=rt.hub.parked,
+        )
+        refused = CounterMetricFamily(
+            "iotgw_ws_refused", "WebSocket upgrades refused", labels=["reason"]
+        )
+        for reason, n in rt.refused.items():
+            refused.add_metric([reason], n)
+        yield refused
+        yield GaugeMetricFamily(
+            "iotgw_event_loop_lag_seconds",
+            "How late the event loop ran the janitor's timer, last time",
+            value=rt.loop_lag_s,
+        )
+        yield GaugeMetricFamily(
+            "iotgw_commands_pending",
+            "Commands waiting for a device's answer",
+            value=rt.router.pending,
+        )
         evicted = CounterMetricFamily(
             "iotgw_ws_closed_by_gateway", "Clients closed by the gateway", labels=["reason"]
         )

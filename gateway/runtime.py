@@ -58,6 +58,7 @@ class Runtime:
         self.connection_caps = ConnectionCaps(ws.max_connections, ws.max_connections_per_token)
         self.ready = asyncio.Event()
         self.broker_changed_at = time.time()
+        self.loop_lag_s = 0.0
 
     @property
     def broker_state(self) -> str:
@@ -81,8 +82,12 @@ class Runtime:
     async def _janitor(self) -> None:
         """Mark silent devices stale. Timers here run on the monotonic clock, never device time."""
         interval = min(JANITOR_INTERVAL_S, self.config.registry.stale_after_s / 4)
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             await asyncio.sleep(interval)
+            # How late the loop woke us: time spent in callbacks that never yield.
+            self.loop_lag_s = max(0.0, loop.time() - started - interval)
             for device in self.registry.expire():
                 self.hub.device_event(device, "status")
 

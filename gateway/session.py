@@ -50,6 +50,11 @@ class SessionStats:
     bytes_sent: int = 0
     readings_dropped: int = 0
 
+    def add(self, other: SessionStats) -> None:
+        self.frames_sent += other.frames_sent
+        self.bytes_sent += other.bytes_sent
+        self.readings_dropped += other.readings_dropped
+
 
 @dataclass(eq=False, slots=True)
 class Session:
