@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.errors import GatewayError
+
 BROKER_START_TIMEOUT_S = 15.0
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
@@ -69,11 +71,16 @@ class LocalBroker:
 
 
 @contextlib.asynccontextmanager
-async def local_broker(port: int = 0) -> AsyncIterator[LocalBroker]:
-    """Run a broker child process for the duration of the block."""
+async def local_broker(port: int = 0, kind: str = "auto") -> AsyncIterator[LocalBroker]:
+    """Run a broker child process for the duration of the block.
+
+    `kind` is "mosquitto", "amqtt", or "auto" (mosquitto when installed, else amqtt).
+    """
     port = port or free_port()
+    mosquitto = find_mosquitto() if kind in ("auto", "mosquitto") else None
+    if kind == "mosquitto" and mosquitto is None:
+        raise GatewayError("mosquitto is not installed (apt-get install mosquitto)")
     workdir = Path(tempfile.mkdtemp(prefix="iotgw-broker-"))
-    mosquitto = find_mosquitto()
     if mosquitto is not None:
         config = workdir / "mosquitto.conf"
         config.write_text(mosquitto_config(port))
@@ -81,7 +88,11 @@ async def local_broker(port: int = 0) -> AsyncIterator[LocalBroker]:
     else:
         kind, argv = "amqtt", [sys.executable, "-m", "gateway.embedded_broker", str(port)]
     log_file = (workdir / "broker.log").open("wb")
-    process = await asyncio.create_subprocess_exec(*argv, stdout=log_file, stderr=log_file)
+    # A session of its own: Ctrl-C in a terminal signals the whole foreground process group, and
+    # the broker must outlive the devices' goodbyes and the gateway's shutdown; it is stopped last.
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=log_file, stderr=log_file, start_new_session=True
+    )
     try:
         try:
             async with asyncio.timeout(BROKER_START_TIMEOUT_S):

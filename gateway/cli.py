@@ -39,6 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     if simulators_cli is not None:
         simulate = commands.add_parser("simulate", help="run a fleet of simulated devices")
         simulators_cli.configure_parser(simulate)
+        demo = commands.add_parser(
+            "demo", help="run a local broker, the gateway and a simulated fleet together"
+        )
+        demo.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
+        demo.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+        demo.add_argument("--devices", type=int, default=12, help="simulated devices (default 12)")
+        demo.add_argument("--rate", type=float, default=1.0,
+                          help="readings per second per device (default 1)")  # fmt: skip
+        demo.add_argument("--broker-port", type=int, default=0,
+                          help="port for the local broker (default: any free port)")  # fmt: skip
+        demo.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+                          help="which local broker to run (default: mosquitto when installed, "
+                          "else the embedded amqtt)")  # fmt: skip
+        demo.add_argument("--log-level", default="warning", help="debug | info | warning | error")
     return parser
 
 
@@ -98,6 +112,20 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import DemoOptions, run_demo
+
+    configure_logging(args.log_level, "text")
+    if args.devices < 1 or args.rate <= 0:
+        print("iotgw demo: --devices must be at least 1 and --rate above 0", file=sys.stderr)
+        return 2
+    options = DemoOptions(
+        args.host, args.port, args.devices, args.rate, args.broker_port, args.broker
+    )
+    run_until_signal(lambda stop: run_demo(options, stop))
+    return 0
+
+
 def _check_config(args: argparse.Namespace) -> int:
     load_config(args.file)
     print(f"{args.file}: ok")
@@ -109,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": _run,
         "check-config": _check_config,
+        "demo": _demo,
     }
     if args.command == "simulate":
         from simulators import cli as simulators_cli
