@@ -4,40 +4,50 @@ import { Connection } from "./connection.js";
 import { DeviceView } from "./device.js";
 import { formatClock, setText } from "./dom.js";
 import { FleetView } from "./fleet.js";
+import { applyHello } from "./gateway.js";
 import { Store } from "./store.js";
+import { Stream } from "./stream.js";
 
 const $ = (selector) => document.querySelector(selector);
 
 const conn = new Connection();
 const store = new Store();
+// Registered before the stream's own "ready" listener: the clock offset and limits are in place
+// before the subscribe goes out.
+conn.addEventListener("ready", () => applyHello(conn.hello));
+const stream = new Stream(conn, store.stats);
 const fleet = new FleetView($("#fleet"), store);
 const device = new DeviceView($("#device"), store, conn);
-let lastSeq = 0;
 
 // Exposed for tests and for curious operators in the console; nothing depends on it.
-window.iotgw = { conn, store, fleet, device };
+// `stats`: snapshots taken, streams recovered/refreshed after a reconnect, seq gaps, readings.
+window.iotgw = { conn, store, stream, fleet, device, stats: store.stats };
 
-conn.addEventListener("ready", () => {
-  lastSeq = 0;
-  conn.request({ type: "subscribe", devices: ["*"] }, (frame) => {
-    if (frame.type === "error") showConnectionError(`Subscribe refused: ${frame.message || frame.code}`);
-  });
-});
+stream.addEventListener("refused", ({ detail: frame }) =>
+  showConnectionError(`Subscribe refused: ${frame.message || frame.code}`),
+);
+stream.addEventListener("gap", ({ detail }) =>
+  notice(`Missed ${detail.missed} update frame(s); values catch up with the next readings.`),
+);
+stream.addEventListener("refreshed", ({ detail }) =>
+  notice(
+    `Reconnected — refreshed. ${
+      detail.restarted
+        ? "The gateway restarted, so the latest values were loaded again."
+        : "The updates missed while away were no longer held, so the latest values were loaded again."
+    }`,
+    "refreshed",
+  ),
+);
 
 conn.addEventListener("frame", ({ detail: frame }) => {
   switch (frame.type) {
     case "snapshot":
+      stream.snapshot();
       store.loadSnapshot(Array.isArray(frame.devices) ? frame.devices : []);
       break;
     case "readings":
-      if (typeof frame.seq === "number") {
-        if (lastSeq && frame.seq !== lastSeq + 1) {
-          store.stats.gaps++;
-          notice(`Missed ${frame.seq - lastSeq - 1} update frame(s); values catch up with the next readings.`);
-        }
-        lastSeq = frame.seq;
-      }
-      store.pushReadings(frame.data);
+      if (stream.accept(frame)) store.pushReadings(frame.data);
       break;
     case "device":
       store.applyDeviceEvent(frame);
@@ -45,6 +55,7 @@ conn.addEventListener("frame", ({ detail: frame }) => {
     case "lagging":
       notice(
         `Falling behind: ${Number(frame.dropped || 0).toLocaleString()} intermediate readings skipped; latest values kept.`,
+        "lagging",
       );
       break;
     case "error":
@@ -144,12 +155,13 @@ dialog.querySelector("form").addEventListener("submit", () => {
   if (token) conn.setToken(token);
 });
 
-// --- lagging and gap notices ---------------------------------------------------------------------
+// --- notices: lagging, seq gaps, a reconnect that could not resume -------------------------------
 
-const toast = $('[data-testid="lagging"]');
+const toast = $('[data-testid="notice"]');
 let toastTimer = 0;
-function notice(text) {
+function notice(text, kind = "gap") {
   setText(toast, text);
+  toast.dataset.kind = kind;
   toast.hidden = false;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => {

@@ -2,8 +2,11 @@
 // Points are [ts, value] pairs sorted by ts. More points than pixels are reduced to the min and
 // max per pixel column, so a 1 h window at 10 Hz (36,000 points) draws as fast as a 1 m one.
 // Gaps much longer than the series' usual spacing break the line instead of bridging them.
+// The part of the window before `keptFrom` (history the gateway no longer keeps) is shaded.
+// Time is the gateway's clock (gatewayNow), which the points' timestamps are on.
 
 import { formatClock, formatValue } from "./dom.js";
+import { gatewayNow } from "./gateway.js";
 
 const PAD = { left: 48, right: 10, top: 10, bottom: 22 };
 
@@ -36,6 +39,7 @@ export class LineChart {
     this.label = label;
     this.points = [];
     this.windowS = 300;
+    this.keptFrom = null;
     this.hoverX = null;
     this.width = 0;
     this.height = 0;
@@ -62,9 +66,10 @@ export class LineChart {
     this.draw();
   }
 
-  setData(points, windowS) {
+  setData(points, windowS, keptFrom = null) {
     this.points = points;
     this.windowS = windowS;
+    this.keptFrom = keptFrom;
   }
 
   /** Index of the first point with ts >= t (points sorted by ts). */
@@ -79,7 +84,7 @@ export class LineChart {
     return lo;
   }
 
-  draw(now = Date.now() / 1000) {
+  draw(now = gatewayNow()) {
     const { ctx, width, height, points } = this;
     if (!width) return;
     const c = colors(this.canvas);
@@ -91,6 +96,14 @@ export class LineChart {
     const t1 = now;
     const t0 = now - this.windowS;
     const start = Math.max(0, this.lowerBound(t0) - 1);
+    if (this.keptFrom !== null && this.keptFrom > t0) {
+      // History from before this is not kept by the gateway: say so rather than draw "no data".
+      const xk = Math.min(x1, x0 + ((this.keptFrom - t0) / (t1 - t0)) * (x1 - x0));
+      ctx.fillStyle = c.grid;
+      ctx.globalAlpha = 0.35;
+      ctx.fillRect(x0, y0, xk - x0, y1 - y0);
+      ctx.globalAlpha = 1;
+    }
     let lo = Infinity;
     let hi = -Infinity;
     for (let i = start; i < points.length; i++) {

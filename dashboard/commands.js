@@ -1,12 +1,17 @@
 // Command forms generated from a device's `meta.commands`, and the outcome of each send shown
 // next to its form: pending, accepted, then ok / error / timeout / unknown with the round trip,
 // or the gateway's refusal (an `error` frame with code and message).
+//
+// While the device has the command, a countdown shows the time left of the effective timeout the
+// gateway announced in `command_accepted.timeout_ms` (the request's, capped by the gateway).
 
-import { h } from "./dom.js";
+import { h, setText } from "./dom.js";
 
-const TIMEOUT_MS = 5000;
+const TIMEOUT_MS = 5000; // asked for; the gateway may cap it
 // If the gateway never sends the promised command_result, stop waiting after this much extra.
-const GRACE_MS = 10_000;
+const GRACE_MS = 5_000;
+// Before command_accepted the gateway is waiting on the broker's PUBACK: give that as long.
+const ACCEPT_WAIT_MS = TIMEOUT_MS + 10_000;
 let uid = 0;
 
 /** A panel of command forms for `device`; empty when its meta declares no commands. */
@@ -121,19 +126,49 @@ function send(conn, { deviceId, name, params }, button, result) {
   const started = performance.now();
   let accepted = false;
   let done = false;
-  const show = (status, text, detail = "") => {
+  let guard = 0;
+  let ticker = 0;
+  const show = (status, text, detail = "", extra = null) => {
     result.dataset.status = status;
-    result.replaceChildren(
-      h("span", { class: "cmd-status", text }),
-      detail ? h("span", { class: "cmd-detail", dataset: { testid: "command-detail" }, text: detail }) : null,
-    );
+    const parts = [h("span", { class: "cmd-status", text })];
+    if (extra) parts.push(extra);
+    if (detail) parts.push(h("span", { class: "cmd-detail", dataset: { testid: "command-detail" }, text: detail }));
+    result.replaceChildren(...parts);
+  };
+  const giveUpIn = (ms) => {
+    clearTimeout(guard);
+    guard = setTimeout(() => {
+      if (!done) {
+        const waited = ((performance.now() - started) / 1000).toFixed(0);
+        finish("unknown", "No result from the gateway", `after ${waited} s`);
+      }
+    }, ms);
   };
   const finish = (status, text, detail) => {
     done = true;
     clearTimeout(guard);
+    clearInterval(ticker);
     stop();
     button.disabled = false;
     show(status, text, detail);
+  };
+  const countdown = (timeoutMs) => {
+    const deadline = performance.now() + timeoutMs;
+    const el = h("span", {
+      class: "cmd-countdown",
+      dataset: { testid: "command-countdown", timeoutMs: String(timeoutMs) },
+      role: "timer",
+      "aria-label": "time left for the device to answer",
+    });
+    const bar = h("span", { class: "cmd-countdown-bar", "aria-hidden": "true" });
+    const render = () => {
+      const left = Math.max(0, deadline - performance.now());
+      setText(el, left > 0 ? `${Math.ceil(left / 1000)} s left` : "any moment");
+      bar.style.transform = `scaleX(${left / timeoutMs})`;
+    };
+    render();
+    ticker = setInterval(render, 250);
+    return h("span", { class: "cmd-wait" }, el, h("span", { class: "cmd-countdown-track" }, bar));
   };
   button.disabled = true;
   show("pending", "Sending…");
@@ -142,11 +177,16 @@ function send(conn, { deviceId, name, params }, button, result) {
     (frame) => {
       if (done) return;
       switch (frame.type) {
-        case "command_accepted":
+        case "command_accepted": {
           accepted = true;
-          show("accepted", "Waiting for the device…");
+          const timeoutMs = Number.isFinite(frame.timeout_ms) && frame.timeout_ms > 0 ? frame.timeout_ms : TIMEOUT_MS;
+          show("accepted", "Waiting for the device…", "", countdown(timeoutMs));
           result.title = `command id ${frame.command_id ?? "?"}`;
+          // The gateway answers `timeout` itself when this runs out; past that, plus a margin,
+          // its promised command_result is not coming.
+          giveUpIn(timeoutMs + GRACE_MS);
           return;
+        }
         case "command_result":
           return finish(...outcome(frame));
         case "error":
@@ -158,12 +198,7 @@ function send(conn, { deviceId, name, params }, button, result) {
       }
     },
   );
-  const guard = setTimeout(() => {
-    if (!done) {
-      const waited = ((performance.now() - started) / 1000).toFixed(0);
-      finish("unknown", "No result from the gateway", `after ${waited} s`);
-    }
-  }, TIMEOUT_MS + GRACE_MS);
+  if (!done) giveUpIn(ACCEPT_WAIT_MS);
 }
 
 /** [status, text, detail] for a command_result frame. */

@@ -1,9 +1,14 @@
 // One device: header, live charts of its numeric metrics (history first, then live points),
 // its boolean and string metrics as state tiles, and its command forms.
+//
+// The gateway keeps at most `history_length` points per metric (hello.limits): when a history
+// reply is cut short by that cap, the part of the window before the oldest kept point is marked
+// on the chart and the window selector says which windows reach further back than what is kept.
 
 import { LineChart } from "./chart.js";
 import { commandPanel } from "./commands.js";
-import { formatAge, formatValue, h, nowSeconds, setStatus, setText, statusBadge } from "./dom.js";
+import { formatAge, formatClock, formatDuration, formatValue, h, setSeen, setStatus, setText, statusBadge } from "./dom.js";
+import { gatewayNow, limits } from "./gateway.js";
 
 const WINDOWS = [
   [60, "1m"],
@@ -27,7 +32,9 @@ export class DeviceView {
     this.states = new Map(); // metric -> {value, seen, tile}
     this.cancels = [];
     store.addEventListener("flush", (ev) => this.onFlush(ev.detail));
-    conn.addEventListener("ready", () => this.id && this.fetchHistory());
+    // A fresh snapshot (a reconnect that could not resume) means readings were missed: fetch the
+    // history again. A resumed stream replays what was missed, so the charts need nothing.
+    store.addEventListener("snapshot", () => this.id && this.nameEl && this.fetchHistory());
   }
 
   open(id) {
@@ -92,6 +99,7 @@ export class DeviceView {
     this.chartsEl = h("div", { class: "charts" });
     this.statesEl = h("div", { class: "states", dataset: { testid: "states" } });
     const windowGroup = h("div", { class: "segmented", role: "group", "aria-label": "Time window" });
+    this.windowGroup = windowGroup;
     for (const [seconds, label] of WINDOWS) {
       windowGroup.append(
         h("button", {
@@ -104,10 +112,12 @@ export class DeviceView {
       );
     }
     this.noMetrics = h("p", { class: "muted", text: "No readings yet." });
+    this.historyNote = h("p", { class: "history-note", dataset: { testid: "history-note" }, hidden: true });
     const metricsPanel = h(
       "section",
       { class: "panel", "aria-labelledby": "metrics-title" },
       h("div", { class: "panel-head" }, h("h3", { id: "metrics-title", text: "Live metrics" }), windowGroup),
+      this.historyNote,
       this.noMetrics,
       this.chartsEl,
       this.statesEl,
@@ -159,7 +169,8 @@ export class DeviceView {
     );
     this.chartsEl.append(card);
     const chart = new LineChart(canvas, { unit, label: metric });
-    const series = { points: [], chart, latest, range, card, canvas, unit, dirty: true };
+    // keptFrom: the oldest point of a history reply cut short by history_length (else null).
+    const series = { points: [], chart, latest, range, card, canvas, unit, dirty: true, keptFrom: null };
     this.series.set(metric, series);
     return series;
   }
@@ -189,15 +200,18 @@ export class DeviceView {
   fetchHistory() {
     const device = this.device;
     if (!device) return;
-    const since = nowSeconds() - this.windowS;
+    const since = gatewayNow() - this.windowS;
+    const limit = limits.historyLength;
     for (const [metric, series] of this.series) {
       series.card.dataset.loading = "true";
       const cancel = this.conn.request(
-        { type: "history", device: device.id, metric, since },
+        { type: "history", device: device.id, metric, since, limit },
         (frame) => {
           cancel();
           delete series.card.dataset.loading;
           if (frame.type !== "history" || !Array.isArray(frame.points)) return;
+          const cut = frame.points.length >= limit && frame.points[0]?.[0] > since;
+          series.keptFrom = cut ? frame.points[0][0] : null;
           this.mergeHistory(series, frame.points);
         },
       );
@@ -256,8 +270,8 @@ export class DeviceView {
   update(device) {
     setStatus(this.badge, device.status);
     setText(this.nameEl, device.name || device.id);
-    setText(this.seen, formatAge(nowSeconds() - device.lastSeen));
-    const now = nowSeconds();
+    const now = gatewayNow();
+    setSeen(this.seen, device, now);
     for (const [metric, series] of this.series) {
       const pair = device.values.get(metric);
       setText(series.latest, pair ? formatValue(pair[1]) : "–");
@@ -272,12 +286,12 @@ export class DeviceView {
   }
 
   drawCharts(all = false) {
-    const now = nowSeconds();
+    const now = gatewayNow();
     for (const [metric, series] of this.series) {
       if (!all && !series.dirty) continue;
       series.dirty = false;
       trim(series.points, now);
-      series.chart.setData(series.points, this.windowS);
+      series.chart.setData(series.points, this.windowS, this.heldFrom(series));
       series.chart.draw(now);
       const inWindow = series.points.filter((p) => p[0] >= now - this.windowS);
       if (inWindow.length) {
@@ -296,6 +310,42 @@ export class DeviceView {
       } else {
         setText(series.range, "");
       }
+    }
+    this.showCoverage(now);
+  }
+
+  /** Where this series' points start when the gateway's cap cut its history short, else null. */
+  heldFrom(series) {
+    if (series.keptFrom === null) return null;
+    // Live points gathered since may reach back further than what the gateway still keeps.
+    return series.points.length ? Math.min(series.keptFrom, series.points[0][0]) : series.keptFrom;
+  }
+
+  /** Say which windows reach back further than the history the gateway keeps for this device. */
+  showCoverage(now) {
+    let from = -Infinity;
+    for (const series of this.series.values()) {
+      const held = this.heldFrom(series);
+      if (held !== null) from = Math.max(from, held);
+    }
+    const span = Number.isFinite(from) ? now - from : Infinity;
+    for (const button of this.windowGroup.children) {
+      const beyond = Number(button.dataset.window) > span * 1.02 + 5;
+      if ((button.dataset.beyond === "true") !== beyond) {
+        button.dataset.beyond = String(beyond);
+        button.title = beyond ? "Longer than the history the gateway keeps for this device" : "";
+      }
+    }
+    const short = this.windowS > span * 1.02 + 5;
+    this.historyNote.hidden = !short;
+    if (short) {
+      const label = WINDOWS.find(([s]) => s === this.windowS)?.[1] ?? formatDuration(this.windowS);
+      setText(
+        this.historyNote,
+        `History starts at ${formatClock(from)}: the gateway keeps the last ` +
+          `${limits.historyLength.toLocaleString()} points per metric, about ${formatDuration(span)} ` +
+          `of this device's data, less than the ${label} window.`,
+      );
     }
   }
 

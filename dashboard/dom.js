@@ -1,6 +1,8 @@
 // DOM and formatting helpers. Everything that reaches the page from a device (names, ids, metric
 // names, units, string values, error messages) goes through textContent, never innerHTML.
 
+import { limits } from "./gateway.js";
+
 /** Create an element: h("div", {class: "x", dataset: {testid: "y"}}, "text", child, ...). */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -63,7 +65,15 @@ export function formatClock(epochSeconds, withSeconds = true) {
     : `${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
-export const nowSeconds = () => Date.now() / 1000;
+/** "90 s", "2 min", "1 h 30 min" for a duration in seconds. */
+export function formatDuration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 120) return `${s} s`;
+  const m = Math.round(s / 60);
+  if (m < 120) return `${m} min`;
+  const hours = Math.floor(m / 60);
+  return m % 60 ? `${hours} h ${m % 60} min` : `${hours} h`;
+}
 
 export const STATUS_LABELS = {
   online: "Online",
@@ -84,4 +94,17 @@ export function setStatus(el, status) {
   if (el.dataset.status === known) return;
   el.dataset.status = known;
   el.textContent = STATUS_LABELS[known];
+  el.title = known === "stale" ? `Online, but nothing heard for over ${formatDuration(limits.staleAfterS)}` : "";
+}
+
+/**
+ * Show a device's last-seen age in `el`. While the page cannot hear from the gateway, statuses
+ * stop changing: an online device silent for longer than the gateway's stale limit is marked
+ * overdue (data-overdue) so it does not look healthy.
+ */
+export function setSeen(el, device, now) {
+  const age = now - device.lastSeen;
+  setText(el, formatAge(age));
+  const overdue = device.status === "online" && Number.isFinite(age) && age > limits.staleAfterS;
+  if (el.dataset.overdue !== String(overdue)) el.dataset.overdue = String(overdue);
 }

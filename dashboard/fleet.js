@@ -2,7 +2,8 @@
 // screen (plus a little overscan). Rows are bound to device ids and recycled on scroll, so a flush
 // of 10,000 readings touches only the dozen or so visible rows.
 
-import { formatAge, formatValue, h, nowSeconds, setStatus, setText, statusBadge } from "./dom.js";
+import { formatDuration, formatValue, h, setSeen, setStatus, setText, statusBadge } from "./dom.js";
+import { gatewayNow, limits } from "./gateway.js";
 
 const OVERSCAN = 6;
 const MAX_ROW_VALUES = 4;
@@ -154,10 +155,10 @@ export class FleetView {
       this.render();
       return;
     }
-    const now = nowSeconds();
+    const now = gatewayNow();
     for (const [id, row] of this.rows) {
       const device = this.store.devices.get(id);
-      if (device) setText(row._seen, formatAge(now - device.lastSeen));
+      if (device) setSeen(row._seen, device, now);
     }
   }
 
@@ -194,6 +195,9 @@ export class FleetView {
       setText(count, counts[status].toLocaleString());
       el.dataset.count = String(counts[status]);
     }
+    const staleHint = `Online, but nothing heard for over ${formatDuration(limits.staleAfterS)}`;
+    const staleChip = this.chips.get("stale").el;
+    if (staleChip.title !== staleHint) staleChip.title = staleHint;
     const total = this.store.devices.size;
     setText(
       this.summary,
@@ -310,7 +314,7 @@ export class FleetView {
     setText(row._type, device.type || "—");
     setStatus(row._badge, device.status);
     row.dataset.status = row._badge.dataset.status;
-    setText(row._seen, formatAge(nowSeconds() - device.lastSeen));
+    setSeen(row._seen, device, gatewayNow());
     const metrics = rowMetrics(device);
     const key = metrics.join("\n");
     if (row._metricsKey !== key) {

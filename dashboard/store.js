@@ -4,8 +4,10 @@
 //
 // Event "flush" (detail: {dirty: Set<id>, structural: bool, batches: Array<readings data>}):
 // `structural` means devices were added/removed or a status/meta changed (lists re-filter).
+// Event "snapshot": the whole fleet was just replaced (first load, or a reconnect that could not
+// resume its stream); views holding their own copies (chart history) fetch them again.
 
-import { nowSeconds } from "./dom.js";
+import { gatewayNow } from "./gateway.js";
 
 // A hidden tab gets no animation frames; past this many buffered readings we apply anyway so a
 // background tab's buffer cannot grow without bound.
@@ -24,11 +26,14 @@ export class Store extends EventTarget {
     this.frame = 0;
     this.fallback = 0;
     this.loaded = false; // a first snapshot has arrived
-    this.stats = { readings: 0, flushes: 0, gaps: 0 };
+    this.stats = { readings: 0, flushes: 0, gaps: 0, duplicates: 0, snapshots: 0, recovered: 0, refreshed: 0 };
   }
 
   /** Replace the fleet with a snapshot (one subscription covers every device: "*"). */
   loadSnapshot(devices) {
+    // Readings still buffered came before the snapshot: apply them first so they cannot overwrite it.
+    if (this.batches.length) this.flush();
+    this.stats.snapshots++;
     const seen = new Set();
     for (const raw of devices) {
       if (!raw || typeof raw.id !== "string") continue;
@@ -45,6 +50,7 @@ export class Store extends EventTarget {
     this.loaded = true;
     this.structural = true;
     this.schedule();
+    this.dispatchEvent(new CustomEvent("snapshot"));
   }
 
   /** A `device` frame: status or meta changed, or the device was removed. */
@@ -90,7 +96,7 @@ export class Store extends EventTarget {
       this.devices.set(raw.id, device);
     }
     if (typeof raw.status === "string") device.status = raw.status;
-    if (typeof raw.last_seen === "number") device.lastSeen = Math.min(raw.last_seen, nowSeconds());
+    if (typeof raw.last_seen === "number") device.lastSeen = Math.min(raw.last_seen, gatewayNow());
     if ("meta" in raw) {
       const meta = raw.meta && typeof raw.meta === "object" ? raw.meta : null;
       // Every `device` event carries the meta again; views rebuild only when it really changed.
@@ -120,7 +126,9 @@ export class Store extends EventTarget {
     const batches = this.batches;
     this.batches = [];
     this.buffered = 0;
-    const now = nowSeconds();
+    // Readings carry the device's timestamp, not when the gateway got them: "last seen" is when the
+    // page did, on the gateway's clock. (Replayed after a resume, that is up to the outage late.)
+    const now = gatewayNow();
     const { devices, dirty } = this;
     for (const data of batches) {
       for (const reading of data) {

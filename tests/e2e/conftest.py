@@ -9,16 +9,18 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiomqtt
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.e2e.stack import CHROMIUM, CHROMIUM_ARGS, Answer, Device, Gateway, echo_ok
+from tests.e2e.stack import CHROMIUM, CHROMIUM_ARGS, THERMOSTAT, Gateway, gateway_config
+from tests.support.devices import Answer, DeviceStandIn, echo_ok, mqtt_client
 from tests.support.mosquitto import Mosquitto
 
 # Playwright's assertions retry until this deadline: readiness by polling the DOM, never by sleep.
 expect.set_options(timeout=10_000)
 
-AddDevice = Callable[..., Awaitable[Device]]
+AddDevice = Callable[..., Awaitable[DeviceStandIn]]
 
 
 @pytest.fixture
@@ -64,7 +66,7 @@ async def start_gateway(broker: Mosquitto, prefix: str) -> AsyncIterator[Callabl
     async def start(
         overrides: dict[str, Any] | None = None, on: Mosquitto | None = None
     ) -> Gateway:
-        gateway = await Gateway(on or broker, prefix, overrides or {}).start()
+        gateway = await Gateway(gateway_config(on or broker, prefix, overrides)).start()
         started.append(gateway)
         return gateway
 
@@ -79,6 +81,13 @@ async def gateway(start_gateway: Callable[..., Awaitable[Gateway]]) -> Gateway:
     return await start_gateway()
 
 
+async def stop_quietly(device: DeviceStandIn) -> None:
+    """Stop a stand-in whose broker may have been killed under it (its task then ended with
+    MqttError, which DeviceStandIn.stop would raise again)."""
+    with contextlib.suppress(aiomqtt.MqttError):
+        await device.stop()
+
+
 @pytest.fixture
 async def add_device(broker: Mosquitto, prefix: str) -> AsyncIterator[AddDevice]:
     """Start device stand-ins, each on its own MQTT connection, stopped at test end."""
@@ -89,10 +98,13 @@ async def add_device(broker: Mosquitto, prefix: str) -> AsyncIterator[AddDevice]
             meta: dict[str, Any] | None = None,
             answer: Answer | None = echo_ok,
             on: Mosquitto | None = None,
-        ) -> Device:
-            device = Device(on or broker, prefix, device_id, meta, answer)
-            await device.start()
-            stack.push_async_callback(device.stop)
-            return device
+        ) -> DeviceStandIn:
+            server = on or broker
+            client = await stack.enter_async_context(mqtt_client(server.host, server.port))
+            device = DeviceStandIn(
+                client, prefix, device_id, THERMOSTAT if meta is None else meta, answer
+            )
+            stack.push_async_callback(stop_quietly, device)
+            return await device.start()
 
         yield add

@@ -20,7 +20,8 @@ import aiomqtt
 import orjson
 from playwright.async_api import async_playwright, expect
 
-from tests.e2e.stack import CHROMIUM, CHROMIUM_ARGS, THERMOSTAT, Device, Gateway
+from tests.e2e.stack import CHROMIUM, CHROMIUM_ARGS, THERMOSTAT, Gateway, gateway_config
+from tests.support.devices import DeviceStandIn, mqtt_client
 from tests.support.mosquitto import Mosquitto
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -85,12 +86,17 @@ def fleet() -> list[tuple[str, str, dict[str, Any]]]:
 
 async def main() -> None:
     broker = Mosquitto().start()
-    gateway = Gateway(broker, PREFIX, {"registry.stale_after_s": 4.0})
+    gateway = Gateway(gateway_config(broker, PREFIX, {"registry.stale_after_s": 4.0}))
     await gateway.start()
-    shown = Device(broker, PREFIX, "thermo-01", {**THERMO, "name": "Boiler room thermostat"})
     try:
-        await shown.start()
-        async with aiomqtt.Client(broker.host, broker.port, identifier="screenshots") as client:
+        async with (
+            mqtt_client(broker.host, broker.port) as device_client,
+            aiomqtt.Client(broker.host, broker.port, identifier="screenshots") as client,
+        ):
+            shown = DeviceStandIn(
+                device_client, PREFIX, "thermo-01", {**THERMO, "name": "Boiler room thermostat"}
+            )
+            await shown.start()
             devices = fleet()[1:]
             quiet = {d[0] for d in devices[5::9]}
             offline = {d[0] for d in devices[3::11]}
@@ -113,8 +119,8 @@ async def main() -> None:
             finally:
                 publisher.cancel()
                 await asyncio.gather(publisher, return_exceptions=True)
+                await shown.stop()
     finally:
-        await shown.stop()
         await gateway.stop()
         broker.cleanup()
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Page, expect
 
 from tests.e2e.conftest import AddDevice
-from tests.e2e.stack import THERMOSTAT, Gateway
+from tests.e2e.pages import open_live, row, stats, value
+from tests.e2e.stack import THERMOSTAT, Gateway, set_status
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.e2e
@@ -19,19 +21,6 @@ METER: dict[str, Any] = {
     "metrics": {"power": {"unit": "W"}},
     "commands": {},
 }
-
-
-def row(page: Page, device_id: str) -> Locator:
-    return page.locator(f'[data-testid="device-row"][data-device-id="{device_id}"]')
-
-
-def value(page: Page, device_id: str, metric: str) -> Locator:
-    return row(page, device_id).locator(f'[data-testid="value"][data-metric="{metric}"] .vnum')
-
-
-async def open_live(page: Page, gateway: Gateway, path: str = "") -> None:
-    await page.goto(gateway.url + path)
-    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "connected")
 
 
 async def test_device_list_fills_in(page: Page, gateway: Gateway, add_device: AddDevice) -> None:
@@ -71,7 +60,7 @@ async def test_device_going_offline_is_shown(
     await open_live(page, gateway)
     badge = row(page, "thermo-1").get_by_test_id("status-badge")
     await expect(badge).to_have_attribute("data-status", "online")
-    await device.status("offline")
+    await set_status(device, "offline")
     await expect(badge).to_have_attribute("data-status", "offline")
     await expect(badge).to_have_text("Offline")
     await page.get_by_test_id("status-filter-offline").click()
@@ -93,7 +82,9 @@ async def test_command_from_form_reaches_device(
     await expect(result).to_have_attribute("data-status", "ok")
     await expect(result).to_contain_text(" ms")
     await expect(result.get_by_test_id("command-detail")).to_have_text('{"target":21.5}')
-    assert device.commands.get_nowait() == ("set_target", {"target": 21.5})
+    await expect(result).to_have_text(re.compile(r'^OK · \d+ ms\{"target":21\.5\}$'))
+    received = device.commands.get_nowait()
+    assert (received.command, received.params) == ("set_target", {"target": 21.5})
 
 
 async def test_command_error_and_enum_select(
@@ -112,7 +103,8 @@ async def test_command_error_and_enum_select(
     result = form.get_by_test_id("command-result")
     await expect(result).to_have_attribute("data-status", "error")
     await expect(result).to_contain_text("mode locked by schedule")
-    assert device.commands.get_nowait() == ("set_mode", {"mode": "cool"})
+    received = device.commands.get_nowait()
+    assert (received.command, received.params) == ("set_mode", {"mode": "cool"})
 
 
 async def test_command_timeout_is_shown(
@@ -150,7 +142,7 @@ async def test_device_view_charts_history_then_live(
 async def test_page_recovers_after_gateway_restart(
     page: Page, gateway: Gateway, add_device: AddDevice
 ) -> None:
-    """The gateway restarts: the page shows it reconnecting, then resubscribes without a reload."""
+    """The gateway restarts: the page reconnects by itself, cannot resume, reloads the fleet."""
     device = await add_device("thermo-1")
     await device.telemetry({"temperature": 20})
     await open_live(page, gateway)
@@ -163,6 +155,10 @@ async def test_page_recovers_after_gateway_restart(
     await expect(page.get_by_test_id("connection-text")).to_contain_text("Reconnecting")
     await gateway.start()
     await expect(connection).to_have_attribute("data-state", "connected")
+    notice = page.get_by_test_id("notice")
+    await expect(notice).to_contain_text("Reconnected — refreshed")
+    await expect(notice).to_contain_text("gateway restarted")
+    assert (await stats(page))["snapshots"] == 2
     await device.telemetry({"temperature": 24.5})
     await expect(value(page, "thermo-1", "temperature")).to_have_text("24.5")
     assert await page.evaluate("window.__sameDocument") is True, "the page was reloaded"
