@@ -1,0 +1,73 @@
+"""Measuring the gateway process from inside the test (the gateway app runs in this process)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiomqtt
+
+from tests.support.devices import mqtt_client
+
+
+def open_fds() -> int:
+    """File descriptors this process holds (sockets included)."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def task_count() -> int:
+    return len(asyncio.all_tasks())
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size from /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], within: float, what: str, step: float = 0.05
+) -> float:
+    """Poll `check` until true; return the seconds it took, or fail naming `what`.
+
+    For states that no frame announces (fd counts, task counts, a socket gone); everything a
+    client can see is waited for by its frame instead.
+    """
+    started = time.monotonic()
+    deadline = started + within
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within}s: {what}")
+        await asyncio.sleep(step)
+
+
+async def settled_counts() -> tuple[int, int]:
+    """Task and fd counts once finished tasks and closed sockets have been collected."""
+    for _ in range(3):
+        await asyncio.sleep(0)  # let done-callbacks of just-finished tasks run
+    gc.collect()
+    return task_count(), open_fds()
+
+
+@contextlib.asynccontextmanager
+async def tolerant_client(host: str, port: int) -> AsyncIterator[aiomqtt.Client]:
+    """An MQTT client whose exit tolerates its broker having been killed meanwhile."""
+    client = mqtt_client(host, port)
+    await client.__aenter__()
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.__aexit__(None, None, None)
