@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--publisher", choices=["raw", "paho"], default="raw")
     run.add_argument("--gateway-python", help="interpreter for the gateway (e.g. a uvloop venv)")
+    run.add_argument("--gateway-tree", type=Path, help="checkout whose gateway/ to run (A/B)")
+    run.add_argument("--gc-probe", action="store_true", help="record the gateway's GC pauses")
     run.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the target into DIR")
     run.add_argument("--results", type=Path, default=RESULTS)
     run.add_argument("--label", default="", help="free text stored with every record")
@@ -90,6 +92,8 @@ def one_line(record: dict[str, Any]) -> str:
     if commands:
         lat = commands["rtt_ms"]
     ratio = record["delivery_ratio"]
+    if commands and commands["sent"]:
+        ratio = commands["answered"] / commands["sent"]
     return (
         f"{record['scenario']:>5} {record['target']:<8} step {record['step']} "
         f"rate {record['publisher_achieved_rate']:>8.0f}/s "
@@ -115,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     targets = ["gateway", "naive"] if args.target == "both" else [args.target]
     invocation = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    options = Options(args.publisher, args.gateway_python, args.profile, invocation)
+    options = Options(
+        args.publisher, args.gateway_python, args.gateway_tree, args.gc_probe, args.profile,
+        invocation,
+    )
     args.results.parent.mkdir(parents=True, exist_ok=True)
     print(f"invocation {invocation}: {scenario.name} — {scenario.description}", flush=True)
     for index in range(args.runs):

@@ -76,8 +76,11 @@ def port_open(port: int) -> bool:
 class Child:
     """One subprocess with a log file; stopped (TERM, then KILL) on exit of the `with` block."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path = REPO
+    ) -> None:
         self.name = name
+        self.cwd = cwd
         self.argv = argv
         self.env = env
         self.dir = Path(tempfile.mkdtemp(prefix=f"iotgw-bench-{name}-"))
@@ -92,7 +95,7 @@ class Child:
     def start(self) -> Child:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
             )
         return self
 
@@ -144,23 +147,29 @@ def target(
     prefix: str,
     settings: dict[str, str],
     python: str | None = None,
+    tree: Path | None = None,
+    gc_probe: Path | None = None,
 ) -> tuple[Child, int]:
-    """The gateway or the naive bridge (not yet started), on a free HTTP port."""
+    """The gateway or the naive bridge (not yet started), on a free HTTP port.
+
+    `tree`: run the gateway package of another checkout (A/B tests of a patch)."""
     port = free_port()
     exe = python or sys.executable
     env = dict(os.environ)
-    env.setdefault("PYTHONPATH", str(REPO))
+    # The checkout under test first (its gateway/), then this one (bench.gcprobe).
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (tree, REPO) if p is not None)
     if kind == "gateway":
         for key, value in settings.items():
             env["IOTGW_" + key.upper().replace(".", "__")] = value
-        argv = [exe, "-m", "gateway", "run", "--broker", f"mqtt://127.0.0.1:{broker_port}"]
+        argv = [exe, "-m", "bench.gcprobe", str(gc_probe)] if gc_probe else [exe, "-m"]
+        argv += ["gateway", "run", "--broker", f"mqtt://127.0.0.1:{broker_port}"]
         argv += ["--port", str(port), "--prefix", prefix, "--log-level", "warning"]
     elif kind == "naive":
         argv = [exe, "-m", "bench.baselines.naive_bridge", "--broker-port", str(broker_port)]
         argv += ["--port", str(port), "--prefix", prefix]
     else:
         raise ValueError(f"unknown target {kind!r}")
-    return Child(kind, argv, env), port
+    return Child(kind, argv, env, (tree or REPO) if kind == "gateway" else REPO), port
 
 
 def target_ready(kind: str, port: int) -> bool:

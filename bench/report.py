@@ -175,6 +175,27 @@ def slow_rows(records: list[Record]) -> list[str]:
     return rows
 
 
+def connection_rows(records: list[Record]) -> list[str]:
+    """S4: connections still up at the end, and RSS per connection (connected - idle) / clients."""
+    rows = ["| target | deflate | clients | still connected | KiB per connection | target CPU |"]
+    rows.append("|---|---|---:|---:|---:|---:|")
+    groups: dict[tuple[str, bool], list[Record]] = defaultdict(list)
+    for record in records:
+        groups[(record["target"], record["params"]["compress"])].append(record)
+    for (target, compress), group in sorted(groups.items()):
+        clients = group[0]["params"]["clients"]
+        per_conn = med(
+            group,
+            lambda r: (r["rss_connected_kib"] - r["rss_idle_kib"]) / r["params"]["clients"],
+        )
+        rows.append(
+            f"| {target} | {'on' if compress else 'off'} | {clients} "
+            f"| {fmt(med(group, lambda r: r['clients'].get('connected')), 0)} "
+            f"| {fmt(per_conn, 1)} | {fmt(med(group, lambda r: r['target_cpu_pct']), 0, '%')} |"
+        )
+    return rows
+
+
 def machine_lines(records: list[Record]) -> list[str]:
     m = records[-1]["machine"]
     loads = [r["loadavg"][0] for r in records]
@@ -206,7 +227,7 @@ def render(records: list[Record]) -> str:
         return "No results yet: run `python -m bench run -s S1`."
     out = [*machine_lines([r for rs in chosen.values() for r in rs]), "", *STEADY_HEAD]
     for scenario in sorted(chosen):
-        if scenario not in ("S3", "S3i"):
+        if scenario not in ("S3", "S3i", "S4"):
             out += steady_rows(chosen[scenario])
     stepwise = [s for s in ("S3", "S3i") if s in chosen]
     if stepwise:
@@ -216,6 +237,9 @@ def render(records: list[Record]) -> str:
             out += stepwise_rows(chosen[scenario])
         for scenario in stepwise:
             out += ["", f"{scenario} steps:", "", *step_detail(chosen[scenario])]
+    s4 = [r for r in records if r.get("scenario") == "S4" and not r.get("label")]
+    if s4:
+        out += ["", "S4 connections (all unlabelled S4 runs):", "", *connection_rows(s4)]
     if "S7" in chosen:
         out += ["", "S7 slow neighbour:", "", *slow_rows(chosen["S7"])]
     invocations = ", ".join(f"{s} `{rs[0]['invocation']}`" for s, rs in sorted(chosen.items()))

@@ -31,6 +31,8 @@ SETTLE_S = 0.5
 class Options:
     publisher_mode: str = "raw"
     gateway_python: str | None = None  # another interpreter, e.g. a venv with uvloop
+    gateway_tree: Path | None = None  # another checkout's gateway package
+    gc_probe: bool = False  # record the gateway's garbage-collector pauses
     profile_dir: Path | None = None  # attach py-spy to the target and write speedscope here
     invocation: str = ""
 
@@ -52,6 +54,7 @@ class Run:
         self.target = target
         self.options = options
         self.prefix = f"bench{os.getpid()}x{int(time.time() * 1000) % 100000}"
+        self._gc_file = Path(f"/tmp/iotgw-bench-gc-{self.prefix}.json")
 
     def execute(self) -> list[dict[str, Any]]:
         broker, broker_port = procs.broker()
@@ -61,6 +64,8 @@ class Run:
             self.prefix,
             self.scenario.settings,
             self.options.gateway_python if self.target == "gateway" else None,
+            self.options.gateway_tree,
+            self._gc_file if self.options.gc_probe else None,
         )
         # Exit order: load generators, then the target, then the broker.
         with broker:
@@ -72,7 +77,12 @@ class Run:
                     )
                 except TimeoutError:
                     raise RuntimeError(f"{self.target}: {target.log_tail()}") from None
-                return self._steps(workers, broker, target, broker_port, http_port)
+                records = self._steps(workers, broker, target, broker_port, http_port)
+            if self.options.gc_probe and self._gc_file.exists():
+                # The probe writes at exit and covers the whole life of the gateway.
+                records[-1]["gateway_gc"] = json.loads(self._gc_file.read_text())
+                self._gc_file.unlink()
+            return records
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -248,6 +258,7 @@ class Run:
                 "settings": s.settings,
                 "publisher_mode": self.options.publisher_mode,
                 "gateway_python": self.options.gateway_python,
+                "gateway_tree": str(self.options.gateway_tree or ""),
             },
             "machine": machine.describe(),
             "loadavg": [round(x, 2) for x in os.getloadavg()],
@@ -296,7 +307,7 @@ class Run:
 def merge_groups(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum the subscriber processes' counts; merge their latency histograms."""
     latency, ingest = Histogram(), Histogram()
-    total: dict[str, Any] = {}
+    total: dict[str, Any] = {"clients": 0, "delivered": 0, "cpu_s": 0.0}
     for result in results:
         latency.merge(Histogram.from_json(result.pop("latency")))
         ingest.merge(Histogram.from_json(result.pop("ingest_latency")))
