@@ -120,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
     targets = ["gateway", "naive"] if args.target == "both" else [args.target]
     invocation = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     options = Options(
-        args.publisher, args.gateway_python, args.gateway_tree, args.gc_probe, args.profile,
+        args.publisher,
+        args.gateway_python,
+        args.gateway_tree,
+        args.gc_probe,
+        args.profile,
         invocation,
     )
     args.results.parent.mkdir(parents=True, exist_ok=True)
