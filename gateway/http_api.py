@@ -13,7 +13,14 @@ from gateway.commands import BrokerUnavailable
 from gateway.errors import CommandError, ProtocolError
 from gateway.protocol import Command, parse_object
 
-DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+def _dashboard_dir() -> Path:
+    """Installed, the page is the gateway.dashboard package; in a checkout, ../dashboard."""
+    here = Path(__file__).resolve().parent
+    installed = here / "dashboard"
+    return installed if (installed / "index.html").is_file() else here.parent / "dashboard"
+
+
+DASHBOARD_DIR = _dashboard_dir()
 
 
 def _json(body: Any, status: int = 200) -> web.Response:

@@ -1,0 +1,112 @@
+"""A device on the wire: its telemetry loop and its answers to commands, over any publisher.
+
+The agent outlives connections: its model keeps its state across a drop, and the link that carries
+it starts `run` again after every reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+from simulators.config import FleetConfig
+from simulators.devices import CommandRejected
+from simulators.faults import MALFORMED_KINDS, malformed_payload
+from simulators.roster import Member
+from simulators.stats import FleetStats
+from simulators.wire import (
+    BadCommand,
+    Topics,
+    meta_payload,
+    parse_command_payload,
+    result_payload,
+    telemetry_payload,
+)
+
+
+class Publisher(Protocol):
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    ) -> None: ...
+
+
+class DeviceAgent:
+    """Publishes one device's readings at its rate and answers its commands."""
+
+    def __init__(
+        self, member: Member, topics: Topics, config: FleetConfig, stats: FleetStats
+    ) -> None:
+        self.member = member
+        self.model = member.model
+        self.device_id = member.device_id
+        self._topics = topics
+        self._config = config
+        self._stats = stats
+        self._rng = member.rng
+
+    async def announce(self, pub: Publisher) -> None:
+        """Publish the retained meta (QoS 1, so the gateway is sure to get it)."""
+        payload = meta_payload(self.model.meta())
+        await pub.publish(self._topics.meta(self.device_id), payload, qos=1, retain=True)
+
+    async def run(self, pub: Publisher) -> None:
+        """Publish readings forever at the device's rate, with jitter and its faults."""
+        if self.member.rate <= 0:
+            await asyncio.Event().wait()  # a silent device: status and meta only
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self.member.rate
+        jitter = self._config.jitter
+        faults = self._config.faults
+        # A random phase, so a fleet started at once does not publish in lockstep.
+        next_at = loop.time() + self._rng.uniform(0.0, interval)
+        next_burst = loop.time() + self._rng.expovariate(1.0 / faults.burst_every_s)
+        while True:
+            await asyncio.sleep(max(next_at - loop.time(), 0.0))
+            count = 1
+            if self.member.faults.burst and loop.time() >= next_burst:
+                count = faults.burst_size
+                next_burst = loop.time() + self._rng.expovariate(1.0 / faults.burst_every_s)
+            for _ in range(count):
+                await self._publish_reading(pub)
+            next_at += interval * self._rng.uniform(1.0 - jitter, 1.0 + jitter)
+            # Behind schedule (an overloaded process): skip, rather than catch up in a burst.
+            next_at = max(next_at, loop.time())
+
+    async def _publish_reading(self, pub: Publisher) -> None:
+        now = time.time()
+        values = self.model.step(now)
+        ts = now + self.member.faults.skew_s
+        faults = self._config.faults
+        if self.member.faults.malformed and self._rng.random() < faults.malformed_ratio:
+            kind = self._rng.choice(MALFORMED_KINDS)
+            payload = malformed_payload(kind, values, ts, self._rng, faults.oversize_bytes)
+            self._stats.malformed += 1
+        else:
+            payload = telemetry_payload(values, ts)
+        await pub.publish(self._topics.telemetry(self.device_id), payload, qos=self._config.qos)
+        self._stats.messages += 1
+        self._stats.bytes += len(payload)
+
+    async def answer(self, pub: Publisher, command: str, payload: bytes) -> None:
+        """Validate and apply one command, then publish the result after the configured delay."""
+        stats = self._stats
+        stats.commands_received += 1
+        if self.member.faults.ignore_commands:
+            stats.commands_ignored += 1
+            return
+        try:
+            command_id, params = parse_command_payload(payload)
+        except BadCommand:
+            stats.commands_unreadable += 1
+            return
+        await asyncio.sleep(self._rng.uniform(*self._config.result_delay_s))
+        try:
+            result = self.model.handle(command, params)
+        except CommandRejected as exc:
+            body = result_payload(command_id, "error", error=str(exc))
+            stats.commands_error += 1
+        else:
+            body = result_payload(command_id, "ok", result)
+            stats.commands_ok += 1
+        await pub.publish(self._topics.result(self.device_id), body, qos=1)
