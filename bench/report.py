@@ -237,9 +237,9 @@ def render(records: list[Record]) -> str:
             out += stepwise_rows(chosen[scenario])
         for scenario in stepwise:
             out += ["", f"{scenario} steps:", "", *step_detail(chosen[scenario])]
-    s4 = [r for r in records if r.get("scenario") == "S4" and not r.get("label")]
+    s4 = [r for r in records if r.get("scenario") == "S4"]
     if s4:
-        out += ["", "S4 connections (all unlabelled S4 runs):", "", *connection_rows(s4)]
+        out += ["", "S4 connections (every S4 run):", "", *connection_rows(s4)]
     if "S7" in chosen:
         out += ["", "S7 slow neighbour:", "", *slow_rows(chosen["S7"])]
     invocations = ", ".join(f"{s} `{rs[0]['invocation']}`" for s, rs in sorted(chosen.items()))

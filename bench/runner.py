@@ -187,7 +187,9 @@ class Run:
         broadcast(drivers, "go", (start_at, rate_each, s.duration))
         sent = gather(drivers, "done", s.duration + 60)
         published = sum(d["sent"] for d in sent)
-        expected = published * s.clients
+        # Round robin over the devices: a client of `narrow` devices gets that share of them.
+        share = s.narrow / s.devices if s.narrow else 1.0
+        expected = round(published * share) * s.clients
         drain = self._drain(subs, expected)
         cpu1 = procs.cpu_seconds(target.pid), procs.cpu_seconds(broker.pid), time.monotonic()
         machine1 = procs.system_cpu()
