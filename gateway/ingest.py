@@ -26,6 +26,8 @@ from gateway.config import BrokerConfig
 
 log = logging.getLogger(__name__)
 _jitter = random.Random()
+#: A connection that lasted this long (or reconnect_max_s, if longer) counts as stable.
+STABLE_LINK_S = 10.0
 #: How long a cancelled connect may still run so that its socket can be closed properly.
 ABANDONED_CONNECT_WAIT_S = 5.0
 
@@ -62,6 +64,8 @@ class BrokerLink:
         self._client: aiomqtt.Client | None = None
         self._added: asyncio.Queue[list[str]] = asyncio.Queue()
         self.client_id = config.client_id or f"iotgw-{secrets.token_hex(4)}"
+        # How long a connection must last for the next outage to back off from the start again.
+        self.stable_after_s = max(STABLE_LINK_S, config.reconnect_max_s)
         self.connected_since: float | None = None
         self.stats = LinkStats()
 
@@ -72,16 +76,21 @@ class BrokerLink:
     async def run(self) -> None:
         """Stay connected until cancelled."""
         attempt = 0
+        loop = asyncio.get_running_loop()
         while True:
-            connects = self.stats.connects
+            started, connects = loop.time(), self.stats.connects
             try:
                 await self._session()
             except* aiomqtt.MqttError as group:
                 self.stats.connect_failures += 1
                 reason = "; ".join(str(exc) for exc in group.exceptions)
                 log.warning("broker %s:%d: %s", self._config.host, self._config.port, reason)
-            if self.stats.connects != connects:
-                attempt = 0  # the link was up: a new outage starts from the shortest delay
+            was_up = self.stats.connects != connects
+            if was_up and loop.time() - started >= self.stable_after_s:
+                # The link held for a while: a new outage starts from the shortest delay. A link
+                # that drops right after connecting (another client stealing our client id, a
+                # broker that kicks us) keeps backing off instead of flapping at full speed.
+                attempt = 0
             delay = backoff_delay(
                 attempt, self._config.reconnect_min_s, self._config.reconnect_max_s
             )

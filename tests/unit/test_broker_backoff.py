@@ -19,16 +19,17 @@ def test_backoff_delay_stays_between_min_and_capped_ceiling(attempt):
     assert all(0.5 <= d <= min(30.0, 0.5 * 2 ** min(attempt, 60)) for d in delays)
 
 
-async def test_backoff_restarts_from_the_minimum_after_a_connection_was_established(monkeypatch):
-    """After a connection that came up and was later lost, the next reconnect waits from the
-    first step again: the attempt count resets once a connection succeeds."""
+async def _attempts_for(monkeypatch, script: list[str], stable_after_s: float) -> list[int]:
+    """Run the link over scripted sessions; return the backoff attempt number before each retry.
+
+    "up-then-lost" connects and is lost at once; "refused" never connects.
+    """
     attempts: list[int] = []
     monkeypatch.setattr(
         gateway.ingest, "backoff_delay", lambda attempt, low, high: attempts.append(attempt) or 0
     )
     link = BrokerLink(BrokerConfig(), [], lambda topic, payload: None, lambda up: None)
-    # Each session connects (subscribed, counted), then loses the broker, like a broker restart.
-    script = ["up-then-lost", "refused", "up-then-lost", "up-then-lost"]
+    link.stable_after_s = stable_after_s
 
     async def session() -> None:
         step = script.pop(0) if script else "stop"
@@ -42,4 +43,18 @@ async def test_backoff_restarts_from_the_minimum_after_a_connection_was_establis
     monkeypatch.setattr(link, "_session", session)
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(link.run(), 5)
-    assert attempts == [0, 1, 0, 0]
+    return attempts
+
+
+async def test_backoff_restarts_from_the_minimum_after_a_stable_connection(monkeypatch):
+    """After a connection that held (here: any, stable_after_s=0) is lost, the next reconnect
+    waits from the first step again, while refusals in between keep backing off."""
+    script = ["up-then-lost", "refused", "up-then-lost", "up-then-lost"]
+    assert await _attempts_for(monkeypatch, script, stable_after_s=0.0) == [0, 1, 0, 0]
+
+
+async def test_a_link_lost_right_after_connecting_keeps_backing_off(monkeypatch):
+    """Connections dropped at once (a client id thief, a broker kicking us) do not reset the
+    backoff, so the gateway cannot flap in a tight loop."""
+    script = ["up-then-lost"] * 4
+    assert await _attempts_for(monkeypatch, script, stable_after_s=3600.0) == [0, 1, 2, 3]
