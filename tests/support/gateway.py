@@ -4,6 +4,10 @@
 socket bound to port 0 (no guessing at free ports), and stops it on exit. `WsClient` wraps an
 aiohttp WebSocket: every read has a deadline, `expect` waits for a frame matching a predicate and
 keeps the frames it skipped, and `closed` waits for the close code. Nothing here sleeps.
+
+Every frame a WsClient receives is parsed strictly and validated against docs/schemas/
+(tests.support.schemas): a frame the protocol's schemas do not describe fails the test, so the
+published schemas cannot drift from what the gateway sends.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from aiohttp import WSMsgType, web
 from gateway.app import RUNTIME, create_app
 from gateway.config import Config
 from gateway.runtime import Runtime
+from tests.support.schemas import SchemaViolation, check_server_frame
 
 #: Upper bound for anything a test waits on; generous so that a slow CI machine does not flake.
 WAIT_S = 10.0
@@ -93,6 +98,17 @@ class WsClient:
         self.seen: list[Frame] = []
         self._unread: list[Frame] = []
         self._next_id = 0
+        self.violations: list[str] = []  # schema failures, re-raised when the gateway stops
+
+    def _accept(self, text: str) -> Frame:
+        """Validate one received text frame against the schemas and keep it in `seen`."""
+        try:
+            frame: Frame = check_server_frame(text)
+        except SchemaViolation as exc:
+            self.violations.append(str(exc))
+            raise
+        self.seen.append(frame)
+        return frame
 
     def next_id(self) -> int:
         self._next_id += 1
@@ -117,9 +133,7 @@ class WsClient:
             message = await self.ws.receive()
         if message.type != WSMsgType.TEXT:
             raise AssertionError(f"expected a text frame, got {message.type!r} {message.data!r}")
-        frame: Frame = orjson.loads(message.data)
-        self.seen.append(frame)
-        return frame
+        return self._accept(message.data)
 
     async def expect(self, predicate: Callable[[Frame], bool], within: float = WAIT_S) -> Frame:
         """The first frame matching `predicate`; frames skipped on the way stay readable."""
@@ -155,7 +169,7 @@ class WsClient:
                 if message.type == WSMsgType.ERROR:
                     break
                 if message.type == WSMsgType.TEXT:
-                    self.seen.append(orjson.loads(message.data))
+                    self._accept(message.data)
         return self.ws.close_code
 
     async def close(self) -> None:
@@ -208,3 +222,7 @@ async def running_gateway(config: Config) -> AsyncIterator[GatewayUnderTest]:
                 if not client.ws.closed:
                     await client.close()
             await gateway.stop()
+        # Also caught here in case a test swallowed the exception that recv raised.
+        found = [v for client in gateway.clients for v in client.violations]
+        if found:
+            raise SchemaViolation(f"{len(found)} frame(s) broke the schemas; first: {found[0]}")
