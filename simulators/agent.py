@@ -31,6 +31,23 @@ class Publisher(Protocol):
     ) -> None: ...
 
 
+async def publish_from_leaf(
+    pub: Publisher, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False
+) -> None:
+    """`pub.publish` for a task that owns no TaskGroup; a cancellation meanwhile is never lost.
+
+    aiomqtt awaits acknowledgements through asyncio.wait_for, which on Python 3.11 returns the
+    result instead of raising when a cancel lands as the wait completes (CPython gh-86296,
+    fixed in 3.12): a publishing loop would carry on and its TaskGroup never finish. So a
+    cancellation that is pending but was swallowed is raised here. Only in leaf tasks: 3.11's
+    TaskGroup can leave its *parent* task's cancelling() count raised after a child failed.
+    """
+    await pub.publish(topic, payload, qos=qos, retain=retain)
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class DeviceAgent:
     """Publishes one device's readings at its rate and answers its commands."""
 
@@ -84,7 +101,9 @@ class DeviceAgent:
             self._stats.malformed += 1
         else:
             payload = telemetry_payload(values, ts)
-        await pub.publish(self._topics.telemetry(self.device_id), payload, qos=self._config.qos)
+        await publish_from_leaf(
+            pub, self._topics.telemetry(self.device_id), payload, qos=self._config.qos
+        )
         self._stats.messages += 1
         self._stats.bytes += len(payload)
 
@@ -109,4 +128,4 @@ class DeviceAgent:
         else:
             body = result_payload(command_id, "ok", result)
             stats.commands_ok += 1
-        await pub.publish(self._topics.result(self.device_id), body, qos=1)
+        await publish_from_leaf(pub, self._topics.result(self.device_id), body, qos=1)

@@ -20,6 +20,7 @@ from typing import Self, TextIO
 from simulators.agent import DeviceAgent
 from simulators.config import FleetConfig
 from simulators.devices import DeviceModel
+from simulators.faults import DeviceFaults
 from simulators.link import Link
 from simulators.roster import build_roster, plan_links
 from simulators.stats import FleetStats, RateReporter
@@ -41,6 +42,8 @@ class Fleet:
         self._report_to = report_to
         members = build_roster(config, self.seed)
         self.devices: dict[str, DeviceModel] = {m.device_id: m.model for m in members}
+        #: the faults each device was given (all False for a well-behaved device)
+        self.faults: dict[str, DeviceFaults] = {m.device_id: m.faults for m in members}
         topics = Topics(config.prefix)
         self._agents = [DeviceAgent(m, topics, config, self.stats) for m in members]
         self._plan = plan_links(members, config.connections)

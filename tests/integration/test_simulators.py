@@ -248,18 +248,14 @@ async def test_device_ignoring_commands_never_answers(
     )
     async with Fleet(config) as fleet:
         await fleet.wait_ready()
-        deaf, other = sorted(fleet.devices, key=lambda d: d != _deaf(fleet))
+        (deaf,) = [d for d, faults in fleet.faults.items() if faults.ignore_commands]
+        (other,) = set(fleet.devices) - {deaf}
         body = orjson.dumps({"id": "ignored", "params": {}})
         await watcher.client.publish(f"{prefix}/{deaf}/cmd/toggle", body, qos=1)
         answer = await command(watcher, other, "toggle", {}, "answered")
         assert answer["status"] == "ok"
     assert not [m for m in watcher.seen if m.topic.value == f"{prefix}/{deaf}/result"]
     assert fleet.stats.commands_ignored == 1
-
-
-def _deaf(fleet: Fleet) -> str:
-    (device,) = [a.device_id for a in fleet._agents if a.member.faults.ignore_commands]
-    return device
 
 
 async def test_clean_stop_publishes_offline(
