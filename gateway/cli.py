@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 from gateway import __version__
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, redact_url
 
 log = logging.getLogger("iotgw")
 
@@ -65,7 +66,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="HTTP port (http.port)")
     parser.add_argument("--prefix", help="native topic prefix (conventions.native.prefix)")
     parser.add_argument("--log-level", help="debug | info | warning | error (log.level)")
-    parser.add_argument("--log-format", choices=["text", "json"], help="log.format")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text: human-readable lines; json: one JSON object per line (log.format)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -107,9 +112,27 @@ def _run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     configure_logging(config.log.level, config.log.format)
-    log.info("iotgw %s, broker %s", __version__, config.broker.url)
-    run_until_signal(lambda stop: serve(config, stop))
+    log.info("iotgw %s, broker %s", __version__, redact_url(config.broker.url))
+    try:
+        run_until_signal(lambda stop: serve(config, stop))
+    except OSError as exc:
+        raise GatewayError(_listen_error(exc, config.http.host, config.http.port)) from None
     return 0
+
+
+_LISTEN_ERRORS = {
+    errno.EADDRINUSE: "the port is in use (choose another with --port or http.port)",
+    errno.EACCES: "permission denied (ports below 1024 need privileges)",
+    errno.EADDRNOTAVAIL: "no such address on this machine (--host or http.host)",
+}
+
+
+def _listen_error(exc: OSError, host: str, port: int) -> str:
+    """One line for an OSError out of the server, naming the address when it is a bind error."""
+    reason = _LISTEN_ERRORS.get(exc.errno or 0)
+    if reason is None:
+        return str(exc)
+    return f"cannot listen on {host}:{port}: {reason}"
 
 
 def _demo(args: argparse.Namespace) -> int:

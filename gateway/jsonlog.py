@@ -6,6 +6,8 @@ import logging
 
 import orjson
 
+from gateway.logs import CONTEXT_FIELDS
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -15,7 +17,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("session", "remote"):
+        for key in CONTEXT_FIELDS:  # the connection a line is about (logs.ConnectionLog)
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
@@ -35,6 +38,49 @@ class RateLimitedLog:
         self._logger.warning(message, *args)
 
 
+#: Record attributes that describe the connection a line is about (set by ConnectionLog).
+CONTEXT_FIELDS = ("session", "remote")
+
+
+class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger for one client connection: every record carries its `session` id and `remote`
+    address, which JSON lines write as fields and text lines append as `[session=… remote=…]`."""
+
+    def __init__(self, logger: logging.Logger, session: str, remote: str) -> None:
+        super().__init__(logger, {"session": session, "remote": remote})
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        # LoggerAdapter replaces a call's own `extra`; keep both (Python 3.13's merge_extra).
+        extra: Mapping[str, object] = self.extra or {}
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+class TextFormatter(logging.Formatter):
+    """`12:00:00 INFO    gateway.ws: message [session=c-… remote=…]`."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = " ".join(
+            f"{key}={getattr(record, key)}" for key in CONTEXT_FIELDS if hasattr(record, key)
+        )
+        return f"{line} [{context}]" if context else line
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password in it replaced, for logs (mqtt://user:***@host:1883)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Human-readable lines by default; JSON lines with fmt='json'."""
     handler = logging.StreamHandler()
@@ -43,9 +89,7 @@ def configure_logging(level: str, fmt: str) -> None:
 
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-        )
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -65,4 +109,5 @@ class AccessLogger(AbstractAccessLogger):
             target,
             response.status,
             time * 1000,
+            extra={"remote": request.remote},
         )

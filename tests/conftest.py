@@ -4,20 +4,28 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.broker_choice import BrokerChoiceError, own_broker_refusal, session_broker
 from tests.support.mosquitto import Mosquitto
 
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Mosquitto]:
-    """One real Mosquitto for the session; tests isolate themselves by topic prefix."""
-    server = Mosquitto().start()
-    yield server
-    server.cleanup()
+    """One real broker for the session (IOTGW_TEST_BROKER: local mosquitto by default, a running
+    host:port, or a docker container); tests isolate themselves by topic prefix."""
+    try:
+        with session_broker() as server:
+            # An ExternalBroker offers the same host, port and url that tests use.
+            yield server  # type: ignore[misc]
+    except BrokerChoiceError as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture
 def own_broker() -> Iterator[Mosquitto]:
-    """A broker this test alone may kill, freeze or restart."""
+    """A broker this test alone may kill, freeze or restart (a local mosquitto only)."""
+    refusal = own_broker_refusal()
+    if refusal is not None:
+        pytest.skip(refusal)
     server = Mosquitto().start()
     yield server
     server.cleanup()
