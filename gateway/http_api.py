@@ -13,6 +13,7 @@ from gateway.commands import BrokerUnavailable
 from gateway.errors import CommandError, ProtocolError
 from gateway.protocol import Command, parse_object
 
+
 def _dashboard_dir() -> Path:
     """Installed, the page is the gateway.dashboard package; in a checkout, ../dashboard."""
     here = Path(__file__).resolve().parent

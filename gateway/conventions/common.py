@@ -15,7 +15,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from gateway.errors import ConfigError, DecodeError
-from gateway.models import CommandResult, DeviceEvent, Rejected, Sample, Value
+from gateway.models import CommandResult, DeviceEvent, Rejected, Sample, StatusChange, Value
 from gateway.names import DEVICE_ID_MAX, is_device_id, is_metric_name, slugify
 
 MAX_STRING_VALUE = 256
@@ -93,6 +93,19 @@ def is_value(value: object) -> TypeGuard[Value]:
     if isinstance(value, float):
         return math.isfinite(value)
     return isinstance(value, str) and len(value) <= MAX_STRING_VALUE
+
+
+def online_status(device: str, payload: bytes) -> StatusChange:
+    """`online` / `offline` in any case (native status, Tasmota LWT); empty: the retained status
+    was cleared."""
+    text = payload.strip().lower()
+    if text == b"online":
+        return StatusChange(device, True)
+    if text == b"offline":
+        return StatusChange(device, False)
+    if not text:
+        return StatusChange(device, None)
+    raise DecodeError("bad_status", repr(payload[:40]))
 
 
 def parse_scalar(text: str) -> Value:

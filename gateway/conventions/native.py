@@ -19,6 +19,7 @@ from gateway.conventions.common import (
     flatten,
     is_finite_number,
     load_json,
+    online_status,
 )
 from gateway.errors import DecodeError
 from gateway.meta import parse_meta
@@ -29,7 +30,6 @@ from gateway.models import (
     MetaChange,
     Rejected,
     Sample,
-    StatusChange,
     Telemetry,
     Value,
 )
@@ -63,7 +63,7 @@ class NativeConvention:
         if leaf == "telemetry":
             return _telemetry(device, payload, received_at)
         if leaf == "status":
-            return [_status(device, payload)]
+            return [online_status(device, payload)]
         if leaf == "meta":
             return [MetaChange(device, parse_meta(load_json(payload)) if payload else None)]
         if leaf == "result":
@@ -97,17 +97,6 @@ def _telemetry(device: str, payload: bytes, received_at: float) -> list[DeviceEv
         raise DecodeError("empty_telemetry", device)
     events.append(Telemetry(device, samples))
     return events
-
-
-def _status(device: str, payload: bytes) -> StatusChange:
-    text = payload.strip().lower()
-    if text == b"online":
-        return StatusChange(device, True)
-    if text == b"offline":
-        return StatusChange(device, False)
-    if not text:
-        return StatusChange(device, None)
-    raise DecodeError("bad_status", repr(payload[:40]))
 
 
 def _result(device: str, payload: bytes) -> CommandResult:

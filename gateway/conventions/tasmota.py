@@ -26,6 +26,7 @@ from gateway.conventions.common import (
     is_publish_topic,
     load_json_object,
     load_text,
+    online_status,
     scoped_id,
 )
 from gateway.errors import CommandError, ConfigError, DecodeError
@@ -36,7 +37,6 @@ from gateway.models import (
     MetaChange,
     Rejected,
     Sample,
-    StatusChange,
     Telemetry,
     Value,
 )
@@ -172,7 +172,7 @@ class TasmotaConvention:
         self, device: TasmotaDevice, leaf: str, payload: bytes, received_at: float
     ) -> list[DeviceEvent]:
         if leaf == "LWT":
-            return [_lwt(device.id, payload)]
+            return [online_status(device.id, payload)]
         if leaf == "SENSOR":
             return self._sensor(device, load_json_object(payload, "SENSOR"), received_at)
         if leaf == "STATE":
@@ -301,17 +301,6 @@ def _echo_key(key: str) -> str:
     # POWER and POWER1 name the same relay; a one-relay device answers POWER1 with "POWER".
     key = key.upper()
     return "POWER1" if key == "POWER" else key
-
-
-def _lwt(device: str, payload: bytes) -> StatusChange:
-    text = payload.strip().lower()
-    if text == b"online":
-        return StatusChange(device, True)
-    if text == b"offline":
-        return StatusChange(device, False)
-    if not text:
-        return StatusChange(device, None)
-    raise DecodeError("bad_status", repr(payload[:40]))
 
 
 def _readings(body: dict[str, Any], received_at: float) -> tuple[list[DeviceEvent], list[Sample]]:
