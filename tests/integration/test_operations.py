@@ -5,15 +5,12 @@ the broker, the sockets and the signals."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +25,9 @@ from gateway.jsonlog import JsonFormatter
 from gateway.logs import ConnectionLog, TextFormatter, redact_url
 from tests.integration.conftest import AddDevice, StartGateway
 from tests.support import broker_choice
-from tests.support.gateway import WAIT_S, WsClient
+from tests.support.gateway import WsClient
 from tests.support.mosquitto import Mosquitto, free_port
+from tests.support.process import CliProcess, running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,76 +94,10 @@ async def test_metrics_after_a_short_real_run(
 # --- a real `iotgw run` process -----------------------------------------------------------------
 
 
-class GatewayProcess:
-    """`python -m gateway ARGS` with its stderr read line by line as it arrives."""
-
-    def __init__(self, *args: str) -> None:
-        self.args = args
-        self.lines: list[str] = []
-        self.stdout = b""
-        self._more = asyncio.Event()
-        self._process: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> GatewayProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IOTGW_")}
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", *self.args,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=ROOT, env=env,
-        )  # fmt: skip
-        self._reader = asyncio.create_task(self._read(), name="test.gateway-process.stderr")
-        return self
-
-    async def _read(self) -> None:
-        assert self._process is not None
-        assert self._process.stderr is not None
-        async for raw in self._process.stderr:
-            self.lines.append(raw.decode().rstrip("\n"))
-            self._more.set()
-        self._more.set()
-
-    async def line(self, predicate: Callable[[str], bool], within: float = WAIT_S) -> str:
-        """The first stderr line matching `predicate`, waiting for it to be written."""
-        seen = 0
-        async with asyncio.timeout(within):
-            while True:
-                for line in self.lines[seen:]:
-                    if predicate(line):
-                        return line
-                seen = len(self.lines)
-                assert self._reader is not None
-                if self._reader.done():
-                    raise AssertionError(f"process ended without that line: {self.lines}")
-                self._more.clear()
-                await self._more.wait()
-
-    async def stop(self) -> int:
-        """SIGTERM, then the exit code (stderr is read to its end)."""
-        assert self._process is not None
-        assert self._reader is not None
-        self._process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            assert self._process.stdout is not None
-            self.stdout = await self._process.stdout.read()
-            await self._reader
-            return await self._process.wait()
-
-    async def kill(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.kill()
-            await self._process.wait()
-        if self._reader is not None:
-            await self._reader
-
-
-@contextlib.asynccontextmanager
-async def gateway_process(*args: str) -> AsyncIterator[GatewayProcess]:
-    process = GatewayProcess(*args)
-    try:
-        yield await process.start()
-    finally:
-        await process.kill()
+def gateway_process(*args: str) -> contextlib.AbstractAsyncContextManager[CliProcess]:
+    """`python -m gateway ARGS` from the source tree, without the caller's IOTGW_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTGW_")}
+    return running(CliProcess([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=env))
 
 
 def _json_lines(lines: list[str]) -> list[dict[str, Any]]:

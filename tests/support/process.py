@@ -1,0 +1,92 @@
+"""A command-line process under test, its stderr read line by line as it is written.
+
+Readiness is by event: `line(predicate)` returns as soon as the process has written a matching
+line (the gateway logs where it serves and which broker it joined), never after a guessed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+
+from tests.support.gateway import WAIT_S
+
+
+class CliProcess:
+    """One child process; `lines` holds its stderr so far, `stdout` its output after `stop`."""
+
+    def __init__(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> None:
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.env = dict(env)
+        self.lines: list[str] = []
+        self.stdout = b""
+        self._more = asyncio.Event()
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> CliProcess:
+        self._process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.cwd,
+            env=self.env,
+        )
+        self._reader = asyncio.create_task(self._read(), name="test.cli-process.stderr")
+        return self
+
+    async def _read(self) -> None:
+        assert self._process is not None
+        assert self._process.stderr is not None
+        async for raw in self._process.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+            self._more.set()
+        self._more.set()
+
+    async def line(self, predicate: Callable[[str], bool], within: float = WAIT_S) -> str:
+        """The first stderr line matching `predicate`, waiting for it to be written."""
+        seen = 0
+        async with asyncio.timeout(within):
+            while True:
+                for line in self.lines[seen:]:
+                    if predicate(line):
+                        return line
+                seen = len(self.lines)
+                assert self._reader is not None
+                if self._reader.done():
+                    raise AssertionError(f"process ended without that line: {self.lines}")
+                self._more.clear()
+                await self._more.wait()
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send `sig` (SIGTERM), read the output to its end, and return the exit code."""
+        assert self._process is not None
+        assert self._process.stdout is not None
+        assert self._reader is not None
+        self._process.send_signal(sig)
+        async with asyncio.timeout(30):
+            self.stdout = await self._process.stdout.read()
+            await self._reader
+            return await self._process.wait()
+
+    async def kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+        if self._reader is not None:
+            await self._reader
+
+
+@contextlib.asynccontextmanager
+async def running(process: CliProcess) -> AsyncIterator[CliProcess]:
+    """Start `process`; kill it on the way out if the test did not stop it."""
+    try:
+        yield await process.start()
+    finally:
+        await process.kill()
