@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -89,6 +90,14 @@ async def test_metrics_after_a_short_real_run(
             assert set(sample.labels) <= ALLOWED_LABELS, sample
     for private in ("mx-thermo-1", "mx-meter-2", prefix, client.hello["session"]):
         assert private not in text
+
+    # The shipped Grafana dashboard queries only metrics that exist.
+    dashboard = (ROOT / "deploy" / "grafana-dashboard.json").read_text()
+    queried = set(re.findall(r"\b(iotgw_[a-z_]+)", dashboard))
+    assert len(queried) >= 15
+    names = {s for (s, _) in samples} | {f.name for f in families.values()}
+    for name in queried:
+        assert name in names or re.sub(r"_(total|bucket|count|sum)$", "", name) in names, name
 
 
 # --- a real `iotgw run` process -----------------------------------------------------------------
