@@ -1,28 +1,22 @@
 """A device on the wire: its telemetry loop and its answers to commands, over any publisher.
 
 The agent outlives connections: its model keeps its state across a drop, and the link that carries
-it starts `run` again after every reconnect.
+it starts `run` again after every reconnect. What goes on the wire is its speaker's business (one
+per convention, simulators.encoders); timing, faults and counting are the agent's, the same in all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Protocol
 
 from simulators.config import FleetConfig
-from simulators.devices import CommandRejected
+from simulators.encoders.base import BadCommand, Message, Request, Speaker, apply
 from simulators.faults import MALFORMED_KINDS, malformed_payload
 from simulators.roster import Member
 from simulators.stats import FleetStats
-from simulators.wire import (
-    BadCommand,
-    Topics,
-    meta_payload,
-    parse_command_payload,
-    result_payload,
-    telemetry_payload,
-)
 
 
 class Publisher(Protocol):
@@ -48,24 +42,25 @@ async def publish_from_leaf(
         raise asyncio.CancelledError
 
 
+async def publish_all(pub: Publisher, messages: list[Message]) -> None:
+    """Publish announcements, status or goodbyes in order, from a link's own task."""
+    for m in messages:
+        await pub.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+
+
 class DeviceAgent:
     """Publishes one device's readings at its rate and answers its commands."""
 
     def __init__(
-        self, member: Member, topics: Topics, config: FleetConfig, stats: FleetStats
+        self, member: Member, speaker: Speaker, config: FleetConfig, stats: FleetStats
     ) -> None:
         self.member = member
         self.model = member.model
         self.device_id = member.device_id
-        self._topics = topics
+        self.speaker = speaker
         self._config = config
         self._stats = stats
         self._rng = member.rng
-
-    async def announce(self, pub: Publisher) -> None:
-        """Publish the retained meta (QoS 1, so the gateway is sure to get it)."""
-        payload = meta_payload(self.model.meta())
-        await pub.publish(self._topics.meta(self.device_id), payload, qos=1, retain=True)
 
     async def run(self, pub: Publisher) -> None:
         """Publish readings forever at the device's rate, with jitter and its faults."""
@@ -94,38 +89,48 @@ class DeviceAgent:
         now = time.time()
         values = self.model.step(now)
         ts = now + self.member.faults.skew_s
+        messages = self.speaker.reading(values, ts)
         faults = self._config.faults
         if self.member.faults.malformed and self._rng.random() < faults.malformed_ratio:
+            # Garbage on the convention's own telemetry topic, where a careless firmware puts it.
             kind = self._rng.choice(MALFORMED_KINDS)
             payload = malformed_payload(kind, values, ts, self._rng, faults.oversize_bytes)
+            messages = [dataclasses.replace(messages[0], payload=payload)]
             self._stats.malformed += 1
-        else:
-            payload = telemetry_payload(values, ts)
-        await publish_from_leaf(
-            pub, self._topics.telemetry(self.device_id), payload, qos=self._config.qos
-        )
-        self._stats.messages += 1
-        self._stats.bytes += len(payload)
+        for m in messages:
+            await publish_from_leaf(pub, m.topic, m.payload, qos=self._config.qos, retain=m.retain)
+            self._stats.messages += 1
+            self._stats.bytes += len(m.payload)
 
-    async def answer(self, pub: Publisher, command: str, payload: bytes) -> None:
-        """Validate and apply one command, then publish the result after the configured delay."""
+    def take(self, pub: Publisher, topic: str, payload: bytes, tg: asyncio.TaskGroup) -> bool:
+        """Start answering a command message if it is this device's; False if it is not."""
+        try:
+            request = self.speaker.parse(topic, payload)
+        except BadCommand:
+            self._stats.commands_received += 1
+            self._stats.commands_unreadable += 1  # no readable id: nobody to answer
+            return True
+        if request is None:
+            return False
+        tg.create_task(
+            self.answer(pub, request), name=f"sim.device[{self.device_id}].answer[{topic[-40:]}]"
+        )
+        return True
+
+    async def answer(self, pub: Publisher, request: Request) -> None:
+        """Apply a request after the configured delay, then publish the convention's answer."""
         stats = self._stats
         stats.commands_received += 1
         if self.member.faults.ignore_commands:
             stats.commands_ignored += 1
             return
-        try:
-            command_id, params = parse_command_payload(payload)
-        except BadCommand:
-            stats.commands_unreadable += 1
-            return
         await asyncio.sleep(self._rng.uniform(*self._config.result_delay_s))
-        try:
-            result = self.model.handle(command, params)
-        except CommandRejected as exc:
-            body = result_payload(command_id, "error", error=str(exc))
+        outcomes = [apply(self.model, action) for action in request.actions]
+        if request.refused or not all(o.ok for o in outcomes):
             stats.commands_error += 1
         else:
-            body = result_payload(command_id, "ok", result)
             stats.commands_ok += 1
-        await publish_from_leaf(pub, self._topics.result(self.device_id), body, qos=1)
+        # The state right after the command: the echo of conventions that answer with state.
+        values = self.model.step(time.time())
+        for m in self.speaker.answer(request, outcomes, values):
+            await publish_from_leaf(pub, m.topic, m.payload, qos=m.qos, retain=m.retain)

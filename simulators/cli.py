@@ -12,6 +12,7 @@ from typing import Any
 from gateway.errors import ConfigError
 from simulators.config import DEFAULT_TYPES, FleetConfig, mixed_groups
 from simulators.devices import DEVICE_TYPES
+from simulators.encoders import ENCODERS
 from simulators.faults import FaultConfig, Share
 from simulators.fleet import Fleet
 from simulators.profile import load_profile
@@ -60,7 +61,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     by flags the user actually gave."""
     parser.add_argument("--broker", help="mqtt://[user:pass@]host[:port] or mqtts://… "
                         "(default mqtt://127.0.0.1:1883)")  # fmt: skip
-    parser.add_argument("--prefix", help="topic prefix (default iotgw)")
+    parser.add_argument("--convention", choices=tuple(ENCODERS), help="the convention the "
+                        "devices speak (default native); see docs/simulators.md")  # fmt: skip
+    parser.add_argument("--prefix", help="the convention's base topic (default: its own: iotgw, "
+                        "zigbee2mqtt, homeassistant, homie; none for tasmota)")  # fmt: skip
     parser.add_argument("--profile", metavar="FILE", help="fleet profile (TOML), see "
                         "simulators/fleet.example.toml")  # fmt: skip
     parser.add_argument("--devices", type=int, metavar="N", help="number of devices, spread over "
@@ -117,7 +121,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> FleetConfig:
     """Defaults, then the profile, then the flags given; raise ConfigError on a bad value."""
     settings: dict[str, Any] = load_profile(args.profile) if args.profile else {}
-    for key in ("broker", "prefix", "rate", "jitter", "seed", "connections", "qos", "stop_mode"):
+    keys = ("broker", "convention", "prefix", "rate", "jitter", "seed", "connections", "qos")
+    for key in (*keys, "stop_mode"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     if args.result_delay_ms is not None:
@@ -156,7 +161,8 @@ async def _main(config: FleetConfig, args: argparse.Namespace) -> int:
     fleet = Fleet(config, report_to=sys.stdout if live else None)
     if not args.quiet:
         print(
-            f"simulating {config.devices} devices on {config.broker} under {config.prefix}/ "
+            f"simulating {config.devices} {config.convention} devices on {config.broker}"
+            f"{f' under {config.base}/' if config.base else ''} "
             f"(seed {fleet.seed}); Ctrl-C stops",
             flush=True,
         )

@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 from gateway.errors import ConfigError
 from gateway.names import is_device_id
 from simulators.devices import DEVICE_TYPES
+from simulators.encoders import ENCODERS
 from simulators.faults import FaultConfig
 
 StopMode = Literal["offline", "will"]
@@ -90,7 +91,10 @@ class FleetConfig:
     """A fleet: which devices, how fast, on which broker, with which faults."""
 
     broker: str = "mqtt://127.0.0.1:1883"
-    prefix: str = "iotgw"
+    #: the convention the devices speak: native, zigbee2mqtt, tasmota, homeassistant or homie
+    convention: str = "native"
+    #: the convention's base topic; None: its default (iotgw, zigbee2mqtt, none for Tasmota, …)
+    prefix: str | None = None
     groups: tuple[DeviceGroup, ...] = field(default_factory=lambda: mixed_groups(10))
     rate: float = 1.0  # readings per second per device
     jitter: float = 0.2  # each interval is scaled by uniform(1 - jitter, 1 + jitter)
@@ -106,8 +110,14 @@ class FleetConfig:
 
     def __post_init__(self) -> None:
         Broker.parse(self.broker)
-        if not self.prefix or any(c in self.prefix for c in "+#\0") or self.prefix.endswith("/"):
-            raise ConfigError("prefix", f"{self.prefix!r} is not a usable topic prefix")
+        if self.convention not in ENCODERS:
+            known = ", ".join(ENCODERS)
+            raise ConfigError("convention", f"unknown {self.convention!r}; known: {known}")
+        prefix = self.prefix
+        if prefix is not None and (
+            not prefix or any(c in prefix for c in "+#\0") or prefix.strip("/") != prefix
+        ):
+            raise ConfigError("prefix", f"{prefix!r} is not a usable topic prefix")
         if self.rate < 0:
             raise ConfigError("rate", "must be ≥ 0")
         if not 0 <= self.jitter < 1:
@@ -121,6 +131,11 @@ class FleetConfig:
             raise ConfigError("stop_mode", "must be offline or will")
         if self.qos not in (0, 1):
             raise ConfigError("qos", "must be 0 or 1")
+
+    @property
+    def base(self) -> str:
+        """The base topic in use: `prefix`, or the convention's default."""
+        return self.prefix if self.prefix is not None else ENCODERS[self.convention].default_base
 
     @property
     def devices(self) -> int:

@@ -20,11 +20,12 @@ from typing import Self, TextIO
 from simulators.agent import DeviceAgent
 from simulators.config import FleetConfig
 from simulators.devices import DeviceModel
+from simulators.encoders import ENCODERS
+from simulators.encoders.base import Message
 from simulators.faults import DeviceFaults
 from simulators.link import Link
 from simulators.roster import build_roster, plan_links
 from simulators.stats import FleetStats, RateReporter
-from simulators.wire import Topics
 
 log = logging.getLogger(__name__)
 #: After this long without every device connected, say so: the broker URL is likely wrong.
@@ -44,8 +45,15 @@ class Fleet:
         self.devices: dict[str, DeviceModel] = {m.device_id: m.model for m in members}
         #: the faults each device was given (all False for a well-behaved device)
         self.faults: dict[str, DeviceFaults] = {m.device_id: m.faults for m in members}
-        topics = Topics(config.prefix)
-        self._agents = [DeviceAgent(m, topics, config, self.stats) for m in members]
+        encoder = ENCODERS[config.convention]
+        speakers = [encoder.speaker(m, config.base) for m in members]
+        self._agents = [
+            DeviceAgent(m, s, config, self.stats) for m, s in zip(members, speakers, strict=True)
+        ]
+        #: fleet-wide announcements (Zigbee2MQTT's bridge/devices), made by the first link
+        self._bridge: list[Message] = []
+        if encoder.bridge is not None:
+            self._bridge = encoder.bridge(speakers, config.base)
         self._plan = plan_links(members, config.connections)
         self._links: list[Link] = []
         self._by_device: dict[str, Link] = {}
@@ -74,6 +82,7 @@ class Fleet:
                 stats=self.stats,
                 client_id=f"iotgw-sim-{name}-{token}",
                 on_first_up=self._link_up,
+                bridge=self._bridge if i == 0 else None,
             )
             self._links.append(link)
         self._by_device = {device: link for link in self._links for device in link.agents}

@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import aiomqtt
 
-from simulators.agent import DeviceAgent
+from simulators.agent import DeviceAgent, publish_all
 from simulators.config import Broker, FleetConfig
+from simulators.encoders.base import Message
 from simulators.stats import FleetStats
-from simulators.wire import OFFLINE, ONLINE, Topics
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,14 @@ class Link:
         stats: FleetStats,
         client_id: str,
         on_first_up: Callable[[], None],
+        bridge: list[Message] | None = None,
     ) -> None:
         self.name = name
         self.agents = {agent.device_id: agent for agent in agents}
         self._config = config
         self._broker = Broker.parse(config.broker)
-        self._topics = Topics(config.prefix)
+        #: fleet-wide announcements this link makes on every connect (Zigbee2MQTT's bridge)
+        self._bridge = bridge or []
         self._stats = stats
         self._client_id = client_id
         self._on_first_up = on_first_up
@@ -103,8 +105,10 @@ class Link:
     def _client(self) -> aiomqtt.Client:
         will = None
         if self.has_will:
-            (device,) = self.agents
-            will = aiomqtt.Will(self._topics.status(device), OFFLINE, qos=1, retain=True)
+            (agent,) = self.agents.values()
+            last = agent.speaker.will()
+            if last is not None:
+                will = aiomqtt.Will(last.topic, last.payload, qos=last.qos, retain=last.retain)
         return aiomqtt.Client(
             self._broker.host,
             self._broker.port,
@@ -143,27 +147,30 @@ class Link:
                 self._stats.links_up -= 1
             # Reached only on a clean stop: the devices say goodbye themselves, and the
             # DISCONNECT that follows makes the broker discard the will (MQTT 3.1.1 §3.14.4).
-            for device in self.agents:
-                await client.publish(self._topics.status(device), OFFLINE, qos=1, retain=True)
+            for agent in self.agents.values():
+                await publish_all(client, agent.speaker.offline())
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         """Meta, then the command subscription, then `online`: ready before the gateway knows."""
         for agent in self.agents.values():
-            await agent.announce(client)
-        await client.subscribe([(self._topics.commands(device), 1) for device in self.agents])
-        for device in self.agents:
-            await client.publish(self._topics.status(device), ONLINE, qos=1, retain=True)
+            await publish_all(client, agent.speaker.announce())
+        await publish_all(client, self._bridge)
+        filters = [f for agent in self.agents.values() for f in agent.speaker.command_filters()]
+        if filters:
+            await client.subscribe([(f, 1) for f in filters])
+        for agent in self.agents.values():
+            await publish_all(client, agent.speaker.online())
 
     async def _receive(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
         async for message in client.messages:
-            parsed = self._topics.parse_command(message.topic.value)
-            agent = self.agents.get(parsed[0]) if parsed else None
-            if parsed is None or agent is None or not isinstance(message.payload, bytes):
+            if not isinstance(message.payload, bytes):
                 continue
-            tg.create_task(
-                agent.answer(client, parsed[1], message.payload),
-                name=f"sim.device[{agent.device_id}].answer[{parsed[1]}]",
-            )
+            topic = message.topic.value
+            # A linear search: commands are rare, and only the speaker knows its topic layout
+            # (Zigbee2MQTT names hold `/`, so no level can be taken for a device key).
+            for agent in self.agents.values():
+                if agent.take(client, topic, message.payload, tg):
+                    break
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         """Wait for stop() or drop(), then end the session the way each asks for."""

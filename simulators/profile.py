@@ -16,8 +16,8 @@ from gateway.errors import ConfigError
 from simulators.config import DeviceGroup
 from simulators.faults import FaultConfig, Share
 
-_TOP = {"broker", "prefix", "rate", "jitter", "seed", "connections", "qos", "stop_mode",
-        "result_delay_ms", "devices", "faults"}  # fmt: skip
+_TOP = {"broker", "convention", "prefix", "rate", "jitter", "seed", "connections", "qos",
+        "stop_mode", "result_delay_ms", "devices", "faults"}  # fmt: skip
 _GROUP = {"type", "count", "rate", "stem", "names"}
 _FAULTS = {f.name: f for f in dataclasses.fields(FaultConfig)}
 
@@ -86,7 +86,7 @@ def _group(raw: object, where: str) -> DeviceGroup:
 
 def _delay(value: object) -> tuple[float, float]:
     """`30` or `[20, 80]` milliseconds → (low, high) seconds."""
-    pair = value if isinstance(value, list) else [value, value]
+    pair: list[Any] = value if isinstance(value, list) else [value, value]
     if len(pair) != 2 or not all(isinstance(v, int | float) for v in pair):
         raise ConfigError("result_delay_ms", "must be a number or [low, high]")
     return float(pair[0]) / 1000.0, float(pair[1]) / 1000.0

@@ -32,19 +32,33 @@ class Member:
     faults: DeviceFaults
     rate: float
     rng: random.Random
+    #: `Living room/Thermostat`: the name as a Zigbee2MQTT user would give it, grouped by area
+    #: (spaces and `/` included, which is what makes real names messy); an explicit name as is
+    friendly_name: str = ""
 
     @property
     def device_id(self) -> str:
         return self.model.device_id
 
 
+def _area_and_label(kind: str, index: int) -> tuple[str, str]:
+    if kind == "tracker":
+        return "Fleet", f"{VEHICLES[index % len(VEHICLES)]} {index // len(VEHICLES) + 1}"
+    lap = index // len(PLACES)
+    label = LABELS.get(kind, kind) + (f" {lap + 1}" if lap else "")
+    return PLACES[index % len(PLACES)], label
+
+
 def display_name(kind: str, index: int) -> str:
     """`Kitchen thermostat`, `Van 3`: readable on a dashboard, stable for a given index."""
-    if kind == "tracker":
-        return f"{VEHICLES[index % len(VEHICLES)]} {index // len(VEHICLES) + 1}"
-    place = PLACES[index % len(PLACES)]
-    lap = index // len(PLACES)
-    return f"{place} {LABELS.get(kind, kind)}" + (f" {lap + 1}" if lap else "")
+    area, label = _area_and_label(kind, index)
+    return label if kind == "tracker" else f"{area} {label}"
+
+
+def friendly_name(kind: str, index: int) -> str:
+    """`Kitchen/Thermostat`, `Fleet/Van 3`: the same device named by area, Zigbee2MQTT style."""
+    area, label = _area_and_label(kind, index)
+    return f"{area}/{label[:1].upper()}{label[1:]}"
 
 
 def build_roster(config: FleetConfig, seed: int) -> list[Member]:
@@ -59,16 +73,15 @@ def build_roster(config: FleetConfig, seed: int) -> list[Member]:
         for i in range(group.count):
             numbers[stem] += 1
             device_id = f"{stem}-{numbers[stem]}"
-            name = (
-                group.names[i]
-                if i < len(group.names)
-                else display_name(group.type, per_type[group.type])
-            )
+            index = per_type[group.type]
+            named = i < len(group.names)
+            name = group.names[i] if named else display_name(group.type, index)
+            friendly = group.names[i] if named else friendly_name(group.type, index)
             per_type[group.type] += 1
             model = cls(device_id, random.Random(f"{seed}:{device_id}:model"), name)
             rate = config.rate if group.rate is None else group.rate
             rng = random.Random(f"{seed}:{device_id}:agent")
-            members.append(Member(model, faults[len(members)], rate, rng))
+            members.append(Member(model, faults[len(members)], rate, rng, friendly))
     return members
 
 

@@ -39,6 +39,8 @@ class DeviceModel(ABC):
     metrics: ClassVar[dict[str, str]]
     #: command → params spec in the meta JSON shape of docs/conventions.md
     commands: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    #: metrics a property-writing convention (Zigbee2MQTT, Home Assistant, Homie) may set
+    settable: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, device_id: str, rng: random.Random, name: str = "") -> None:
         self.device_id = device_id
@@ -89,6 +91,13 @@ class DeviceModel(ABC):
         except CommandError as exc:
             raise CommandRejected(exc.message) from None
         return handler(valid)
+
+    def write(self, metric: str, value: object) -> dict[str, Value]:
+        """Set one metric the way a property-writing convention asks, through its own command
+        (`set_<metric>` with one param named like the metric), so validation stays in one place."""
+        if metric not in self.settable:
+            raise CommandRejected(f"{metric!r:.80} is not settable")
+        return self.handle(f"set_{metric}", {metric: value})
 
 
 def relax(value: float, target: float, dt: float, tau: float) -> float:

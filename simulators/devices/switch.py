@@ -21,6 +21,7 @@ class SmartSwitch(DeviceModel):
         "turn_off": {},
         "toggle": {},
     }
+    settable: ClassVar[tuple[str, ...]] = ("on",)
 
     def __init__(self, device_id: str, rng: random.Random, name: str = "") -> None:
         super().__init__(device_id, rng, name)
@@ -34,6 +35,12 @@ class SmartSwitch(DeviceModel):
             "turn_off": lambda _: self._set(False),
             "toggle": lambda _: self._set(not self.on),
         }
+
+    def write(self, metric: str, value: object) -> dict[str, Value]:
+        """`on` is written as a boolean; it maps onto turn_on / turn_off."""
+        if metric != "on" or not isinstance(value, bool):
+            return super().write(metric, value)
+        return self.handle("turn_on" if value else "turn_off", {})
 
     def _set(self, on: bool) -> dict[str, Value]:
         self.on = on

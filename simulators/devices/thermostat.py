@@ -33,6 +33,7 @@ class Thermostat(DeviceModel):
         "set_target": {"target": {"type": "number", "min": TARGET_MIN, "max": TARGET_MAX}},
         "set_mode": {"mode": {"type": "string", "enum": list(MODES)}},
     }
+    settable: ClassVar[tuple[str, ...]] = ("target", "mode")
 
     def __init__(self, device_id: str, rng: random.Random, name: str = "") -> None:
         super().__init__(device_id, rng, name)
