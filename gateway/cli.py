@@ -35,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     try:
         from simulators import cli as simulators_cli
-    except ImportError:  # the simulators package is optional in a trimmed install
+    except ImportError as exc:  # the simulators package is optional in a trimmed install...
         simulators_cli = None
+        if not (isinstance(exc, ModuleNotFoundError) and exc.name == "simulators"):
+            # ...but a broken one (a module missing from the wheel) must say so when used.
+            _add_unavailable(commands, ("simulate", "demo"), f"{type(exc).__name__}: {exc}")
     if simulators_cli is not None:
         simulate = commands.add_parser("simulate", help="run a fleet of simulated devices")
         simulators_cli.configure_parser(simulate)
@@ -55,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "else the embedded amqtt)")  # fmt: skip
         demo.add_argument("--log-level", default="warning", help="debug | info | warning | error")
     return parser
+
+
+def _add_unavailable(commands: Any, names: tuple[str, ...], reason: str) -> None:
+    """Subcommands that cannot run in this installation: using one prints why and exits 1."""
+    for name in names:
+        sub = commands.add_parser(name, help=f"unavailable here ({reason})", add_help=False)
+        sub.set_defaults(unavailable=f"{name} is unavailable in this installation: {reason}")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +166,13 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "unavailable", None):  # whatever its arguments: say why it cannot run
+        print(f"iotgw: {args.unavailable}", file=sys.stderr)
+        return 1
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": _run,
         "check-config": _check_config,
