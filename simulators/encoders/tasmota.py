@@ -183,8 +183,9 @@ class TasmotaSpeaker(Speaker):
         sensor = Message(self.topic("tele", "SENSOR"), orjson.dumps(body))
         if "on" not in values:
             return [sensor]
+        # STATE before SENSOR, as the firmware does every TelePeriod.
         state = {**stamp, "POWER": on_off(values["on"])}
-        return [sensor, Message(self.topic("tele", "STATE"), orjson.dumps(state))]
+        return [Message(self.topic("tele", "STATE"), orjson.dumps(state)), sensor]
 
     def answer(
         self, request: Request, outcomes: list[Outcome], values: dict[str, Value]

@@ -9,13 +9,14 @@ from tests.unit.test_sim_conv_common import Loop, results
 
 
 def test_lwt_sensor_and_state_topics() -> None:
-    """LWT Online/Offline retained; SENSOR nests per chip; a plug also sends STATE with POWER."""
+    """LWT Offline is the retained will; a plug sends STATE with POWER, then SENSOR nested per
+    chip, as the firmware does every TelePeriod."""
     loop = Loop("tasmota")
     plug = loop.speakers["switch-1"]
     will = plug.will()
     assert will is not None
     assert (will.topic, will.payload, will.retain) == ("tele/switch-1/LWT", b"Offline", True)
-    sensor, state = plug.reading(plug.model.step(0.0), 0.0)
+    state, sensor = plug.reading(plug.model.step(0.0), 0.0)
     assert sensor.topic == "tele/switch-1/SENSOR"
     assert "Power" in orjson.loads(sensor.payload)["ENERGY"]
     assert state.topic == "tele/switch-1/STATE"
