@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
@@ -55,20 +56,21 @@ async def _close_sessions(app: web.Application) -> None:
 
 async def serve(config: Config, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
     """Run the gateway until `stop` is set, then shut down gracefully (clients get 1001)."""
+    tls = None
+    if config.http.tls_cert_file:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(config.http.tls_cert_file, config.http.tls_key_file)
+    # Bind first: a port in use is reported before the broker link starts and logs anything.
+    listener = socket.create_server((config.http.host, config.http.port))
     runner = web.AppRunner(
         create_app(config),
         handle_signals=False,
         shutdown_timeout=15,
         access_log_class=AccessLogger,
     )
-    await runner.setup()
     try:
-        tls = None
-        if config.http.tls_cert_file:
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.load_cert_chain(config.http.tls_cert_file, config.http.tls_key_file)
-        site = web.TCPSite(runner, config.http.host, config.http.port, ssl_context=tls)
-        await site.start()
+        await runner.setup()
+        await web.SockSite(runner, listener, ssl_context=tls).start()
         scheme = "https" if tls else "http"
         log.info(
             "serving %s://%s:%d/ (WebSocket at /ws)", scheme, config.http.host, config.http.port
@@ -78,3 +80,4 @@ async def serve(config: Config, stop: asyncio.Event, started: asyncio.Event | No
         await stop.wait()
     finally:
         await runner.cleanup()
+        listener.close()

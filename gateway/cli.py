@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
             # ...but a broken one (a module missing from the wheel) must say so when used.
             _add_unavailable(commands, ("simulate", "demo"), f"{type(exc).__name__}: {exc}")
     if simulators_cli is not None:
+        from simulators.encoders import ENCODERS
+
         simulate = commands.add_parser("simulate", help="run a fleet of simulated devices")
         simulators_cli.configure_parser(simulate)
         demo = commands.add_parser(
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         demo.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                           help="which local broker to run (default: mosquitto when installed, "
                           "else the embedded amqtt)")  # fmt: skip
+        demo.add_argument("--convention", choices=tuple(ENCODERS),
+                          default="native", help="the convention the fleet speaks, enabled in "
+                          "the gateway too (default native)")  # fmt: skip
         demo.add_argument("--log-level", default="warning", help="debug | info | warning | error")
     return parser
 
@@ -153,8 +158,9 @@ def _demo(args: argparse.Namespace) -> int:
         print("iotgw demo: --devices must be at least 1 and --rate above 0", file=sys.stderr)
         return 2
     options = DemoOptions(
-        args.host, args.port, args.devices, args.rate, args.broker_port, args.broker
-    )
+        args.host, args.port, args.devices, args.rate, args.broker_port, args.broker,
+        args.convention,
+    )  # fmt: skip
     run_until_signal(lambda stop: run_demo(options, stop))
     return 0
 

@@ -28,14 +28,22 @@ class DemoOptions:
     rate: float = 1.0  # readings per second per device
     broker_port: int = 0  # 0: a free port
     broker_kind: str = "auto"  # auto | mosquitto | amqtt
+    convention: str = "native"  # the convention the fleet speaks (simulators.encoders)
 
 
 async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
     from simulators.config import FleetConfig, mixed_groups
+    from simulators.encoders import ENCODERS
     from simulators.fleet import Fleet
 
     async with local_broker(options.broker_port, options.broker_kind) as broker:
         log.info("%s broker on %s", broker.kind, broker.url)
+        fleet_config = FleetConfig(
+            broker=broker.url,
+            convention=options.convention,
+            groups=mixed_groups(options.devices),
+            rate=options.rate,
+        )
         config = load_config(
             overrides={
                 "broker.url": broker.url,
@@ -43,11 +51,12 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
                 "http.port": options.port,
                 # A demo fleet is small and lively; show a silent device as stale quickly.
                 "registry.stale_after_s": 30.0,
+                # The fleet's convention enabled at its default base topic, as a user would in
+                # config.toml; native stays on as it does by default (its prefix is disjoint).
+                **ENCODERS[options.convention].gateway_settings(fleet_config.base),
             }
         )
-        fleet = Fleet(
-            FleetConfig(broker=broker.url, groups=mixed_groups(options.devices), rate=options.rate)
-        )
+        fleet = Fleet(fleet_config)
         gateway_stop = asyncio.Event()
         gateway_up = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
@@ -58,7 +67,8 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
             fleet_task = tasks.create_task(fleet.run(), name="demo.fleet")
             url = f"http://{options.host}:{options.port}/"
             print(
-                f"iotgw demo: dashboard at {url}  ({options.devices} simulated devices, "
+                f"iotgw demo: dashboard at {url}  ({options.devices} simulated "
+                f"{options.convention} devices, "
                 f"{broker.kind} broker on port {broker.port}; Ctrl-C to stop)",
                 flush=True,
             )

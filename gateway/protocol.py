@@ -33,6 +33,20 @@ class CloseCode(IntEnum):
     PROTOCOL_VIOLATION = 4501
 
 
+class CloseReason:
+    """Why the gateway closed a connection: the close frame's reason and a metric label, so a
+    fixed vocabulary (details such as which limit go in the error frame before the close)."""
+
+    SLOW_CONSUMER = "slow_consumer"
+    SEND_TIMEOUT = "send_timeout"
+    PROTOCOL_ERRORS = "protocol_errors"
+    REQUEST_BEFORE_AUTH = "request_before_auth"
+    BAD_TOKEN = "bad_token"
+    AUTH_TIMEOUT = "auth_timeout"
+    CONNECTION_LIMIT = "connection_limit"
+    SHUTDOWN = "shutdown"
+
+
 @dataclass(frozen=True, slots=True)
 class Resume:
     """Where a reconnecting client's previous stream left off."""

@@ -21,7 +21,7 @@ from gateway.hub import Hub
 from gateway.ingest import BrokerLink
 from gateway.limits import ConnectionCaps, TokenBucket
 from gateway.pipeline import Pipeline
-from gateway.protocol import CloseCode
+from gateway.protocol import CloseCode, CloseReason
 from gateway.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -95,4 +95,4 @@ class Runtime:
         """Ask every client to go away (1001: reconnect later)."""
         self.hub.flush()
         for session in list(self.hub.sessions):
-            session.evict(CloseCode.GOING_AWAY, "gateway shutting down")
+            session.evict(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)

@@ -10,7 +10,6 @@ than `slow_client_timeout_s`, or whose single send blocks past `send_timeout_s`,
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,9 +22,7 @@ from gateway.auth import Principal
 from gateway.config import WsConfig
 from gateway.matching import Selector
 from gateway.models import Reading
-from gateway.protocol import CloseCode, encode, readings_frame
-
-log = logging.getLogger(__name__)
+from gateway.protocol import CloseCode, CloseReason, encode, readings_frame
 
 
 class Socket(Protocol):
@@ -143,7 +140,7 @@ class Session:
         assert self._lagging_since is not None
         # A parked stream has no reader to wait for: it coalesces until resumed or expired.
         if not self.parked and now - self._lagging_since > self.config.slow_client_timeout_s:
-            self.evict(CloseCode.SLOW_CONSUMER, "slow consumer")
+            self.evict(CloseCode.SLOW_CONSUMER, CloseReason.SLOW_CONSUMER)
 
     def _merge(self, rows: list[Reading]) -> None:
         coalesced = self._coalesced
@@ -256,12 +253,9 @@ class Session:
                 await socket.send(payload)
         except TimeoutError:
             # The peer stopped reading: a graceful close would wait on that same peer.
-            log.info(
-                "session %s: send blocked for %.0fs, aborting", self.id, self.config.send_timeout_s
-            )
-            self._closing = (CloseCode.SLOW_CONSUMER, "send timeout")
+            self._closing = (CloseCode.SLOW_CONSUMER, CloseReason.SEND_TIMEOUT)
             if self.on_evict is not None:
-                self.on_evict("send timeout")
+                self.on_evict(CloseReason.SEND_TIMEOUT)
             socket.abort()
             raise ConnectionAbortedError("send timeout") from None
         self.stats.frames_sent += 1

@@ -17,11 +17,13 @@ from aiohttp import WSMsgType, web
 from gateway.commands import BrokerUnavailable, PreparedCommand
 from gateway.errors import CommandError, ProtocolError
 from gateway.limits import TokenBucket
+from gateway.logs import ConnectionLog
 from gateway.matching import Interest, Selector
 from gateway.protocol import (
     PROTOCOL_VERSION,
     Auth,
     CloseCode,
+    CloseReason,
     Command,
     History,
     Ping,
@@ -121,11 +123,13 @@ class Connection:
         self.socket = AiohttpSocket(ws, request)
         self._commands: set[asyncio.Task[None]] = set()
         self._errors_in_a_row = 0
+        # Every line about this connection carries its session id and remote address.
+        self.log = ConnectionLog(log, session.id, session.remote)
         session.on_evict = self._evicted
 
     def _evicted(self, reason: str) -> None:
         self.runtime.evictions[reason] += 1
-        log.info("session %s (%s): closing: %s", self.session.id, self.session.remote, reason)
+        self.log.info("closing: %s", reason)
 
     async def serve(self) -> None:
         runtime, session = self.runtime, self.session
@@ -138,7 +142,7 @@ class Connection:
                 runtime.config.auth.auth_timeout_s,
                 session.evict,
                 CloseCode.UNAUTHORIZED,
-                "no auth in time",
+                CloseReason.AUTH_TIMEOUT,
             )
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -190,7 +194,7 @@ class Connection:
                 self._fail(ProtocolError("bad_request", "send text frames"))
             elif message.type == WSMsgType.ERROR:
                 # aiohttp has already closed the connection (1009 for an oversize frame).
-                log.info("session %s: %s", self.session.id, message.data)
+                self.log.info("%s", message.data)
 
     def _on_frame(self, frame: str, tasks: asyncio.TaskGroup) -> None:
         try:
@@ -211,7 +215,7 @@ class Connection:
         self.session.offer(error_frame(exc.code, exc.message, exc.request_id))
         self._errors_in_a_row += 1
         if self._errors_in_a_row >= MAX_CONSECUTIVE_ERRORS:
-            self.session.evict(CloseCode.PROTOCOL_VIOLATION, "too many protocol errors")
+            self.session.evict(CloseCode.PROTOCOL_VIOLATION, CloseReason.PROTOCOL_ERRORS)
 
     def _dispatch(self, request: Request, tasks: asyncio.TaskGroup) -> None:
         session = self.session
@@ -223,7 +227,7 @@ class Connection:
             return
         if session.principal is None:
             refusal = error_frame("unauthorized", "authenticate first", request.id)
-            session.evict(CloseCode.UNAUTHORIZED, "request before auth", refusal)
+            session.evict(CloseCode.UNAUTHORIZED, CloseReason.REQUEST_BEFORE_AUTH, refusal)
             return
         match request:
             case Subscribe():
@@ -240,7 +244,7 @@ class Connection:
         principal = self.runtime.auth.authenticate(request.token)
         if principal is None:
             refusal = error_frame("unauthorized", "bad token", request.id)
-            session.evict(CloseCode.UNAUTHORIZED, "bad token", refusal)
+            session.evict(CloseCode.UNAUTHORIZED, CloseReason.BAD_TOKEN, refusal)
             return
         if not self.runtime.auth.required:
             session.offer(error_frame("bad_request", "authentication is not enabled", request.id))
@@ -249,7 +253,9 @@ class Connection:
         refusal = caps.admit(principal.name)
         if refusal is not None:
             session.evict(
-                CloseCode.TOO_MANY_REQUESTS, refusal, error_frame("too_many", refusal, request.id)
+                CloseCode.TOO_MANY_REQUESTS,
+                CloseReason.CONNECTION_LIMIT,
+                error_frame("too_many", refusal, request.id),
             )
             return
         caps.release(self.holder)

@@ -216,10 +216,6 @@ def test_connection_log_carries_session_and_remote_in_both_formats() -> None:
     assert text.endswith("closing: slow consumer [session=c-abc remote=192.0.2.7]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/ws.py does not log through gateway.logs.ConnectionLog yet (diff proposed)",
-)
 async def test_connection_log_lines_name_the_session_and_remote(
     start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -229,7 +225,7 @@ async def test_connection_log_lines_name_the_session_and_remote(
     with caplog.at_level(logging.INFO, logger="gateway.ws"):
         await client.send({"type": "subscribe", "id": 1, "devices": ["*"]})
         assert await client.closed() == 4500
-    [record] = [r for r in caplog.records if "request before auth" in r.getMessage()]
+    [record] = [r for r in caplog.records if "request_before_auth" in r.getMessage()]
     assert getattr(record, "session", None) == client.hello["session"]
     assert getattr(record, "remote", None) == "127.0.0.1"
 

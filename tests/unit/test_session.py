@@ -121,14 +121,14 @@ async def test_client_lagging_longer_than_slow_client_timeout_is_closed_with_400
     assert evicted == []
     clock.now = 1010.5
     session.offer_readings(*rows_of(("d", "t", 3.0, 3)))
-    assert evicted == ["slow consumer"]
+    assert evicted == ["slow_consumer"]
     assert session.closing
     assert session.queued_bytes == 0
     session.offer_frame({"type": "pong"})  # ignored once closing
     socket = FakeSocket()
     async with writing(session, socket) as writer:
         await asyncio.wait_for(writer, 5)
-    assert socket.closed_with == (4000, "slow consumer")
+    assert socket.closed_with == (4000, "slow_consumer")
     assert socket.frames.empty()
 
 
@@ -143,7 +143,7 @@ async def test_send_blocked_past_send_timeout_aborts_the_transport():
         await asyncio.wait_for(writer, 5)
     assert socket.aborted
     assert socket.closed_with is None
-    assert evicted == ["send timeout"]
+    assert evicted == ["send_timeout"]
     assert session.closing
 
 
