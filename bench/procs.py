@@ -125,7 +125,10 @@ class Child:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP_LOGS"):
+            print(f"bench: {self.name} log kept in {self.log_path}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def broker() -> tuple[Child, int]:
@@ -163,7 +166,8 @@ def target(
             env["IOTGW_" + key.upper().replace(".", "__")] = value
         argv = [exe, "-m", "bench.gcprobe", str(gc_probe)] if gc_probe else [exe, "-m"]
         argv += ["gateway", "run", "--broker", f"mqtt://127.0.0.1:{broker_port}"]
-        argv += ["--port", str(port), "--prefix", prefix, "--log-level", "warning"]
+        argv += ["--port", str(port), "--prefix", prefix]
+        argv += ["--log-level", settings.get("log.level", "warning")]
     elif kind == "naive":
         argv = [exe, "-m", "bench.baselines.naive_bridge", "--broker-port", str(broker_port)]
         argv += ["--port", str(port), "--prefix", prefix]

@@ -176,22 +176,33 @@ def slow_rows(records: list[Record]) -> list[str]:
 
 
 def connection_rows(records: list[Record]) -> list[str]:
-    """S4: connections still up at the end, and RSS per connection (connected - idle) / clients."""
-    rows = ["| target | deflate | clients | still connected | KiB per connection | target CPU |"]
-    rows.append("|---|---|---:|---:|---:|---:|")
-    groups: dict[tuple[str, bool], list[Record]] = defaultdict(list)
+    """S4: connections still up at the end; RSS per connection once subscribed (before any
+    telemetry), and after the devices' first readings."""
+    rows = [
+        "| target | deflate | heartbeat s | clients | still connected | KiB/conn subscribed "
+        "| KiB/conn after first readings | target CPU |"
+    ]
+    rows.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    groups: dict[tuple[str, bool, str], list[Record]] = defaultdict(list)
     for record in records:
-        groups[(record["target"], record["params"]["compress"])].append(record)
-    for (target, compress), group in sorted(groups.items()):
+        if "rss_subscribed_kib" not in record:
+            continue
+        heartbeat = record["params"]["settings"].get("ws.heartbeat_s", "20")
+        groups[(record["target"], record["params"]["compress"], heartbeat)].append(record)
+    for (target, compress, heartbeat), group in sorted(groups.items()):
         clients = group[0]["params"]["clients"]
-        per_conn = med(
-            group,
-            lambda r: (r["rss_connected_kib"] - r["rss_idle_kib"]) / r["params"]["clients"],
+        subscribed = med(
+            group, lambda r: (r["rss_subscribed_kib"] - r["rss_idle_kib"]) / r["params"]["clients"]
         )
+        after = med(
+            group, lambda r: (r["rss_connected_kib"] - r["rss_idle_kib"]) / r["params"]["clients"]
+        )
+        beat = heartbeat if target == "gateway" else "–"
         rows.append(
-            f"| {target} | {'on' if compress else 'off'} | {clients} "
-            f"| {fmt(med(group, lambda r: r['clients'].get('connected')), 0)} "
-            f"| {fmt(per_conn, 1)} | {fmt(med(group, lambda r: r['target_cpu_pct']), 0, '%')} |"
+            f"| {target} | {'on' if compress else 'off'} | {beat} "
+            f"| {clients} | {fmt(med(group, lambda r: r['clients'].get('connected')), 0)} "
+            f"| {fmt(subscribed, 1)} | {fmt(after, 1)} "
+            f"| {fmt(med(group, lambda r: r['target_cpu_pct']), 0, '%')} |"
         )
     return rows
 

@@ -55,6 +55,8 @@ class Run:
         self.options = options
         self.prefix = f"bench{os.getpid()}x{int(time.time() * 1000) % 100000}"
         self._gc_file = Path(f"/tmp/iotgw-bench-gc-{self.prefix}.json")
+        self._target_pid = 0
+        self.rss_subscribed = 0
 
     def execute(self) -> list[dict[str, Any]]:
         broker, broker_port = procs.broker()
@@ -118,6 +120,8 @@ class Run:
             )
             slow.append(workers.add(Worker("slow-subscribers", subscriber.run, config)))
         gather(subs + slow, "ready", READY_TIMEOUT_S + s.clients / 20)
+        # Memory per connection (S4) before any telemetry: sessions and subscriptions only.
+        self.rss_subscribed = procs.memory_kib(self._target_pid)["rss"]
         drivers: list[Worker] = []
         devices = device_ids(s.devices)
         if s.commands_per_s:
@@ -152,6 +156,7 @@ class Run:
     ) -> list[dict[str, Any]]:
         s = self.scenario
         rss_idle = procs.memory_kib(target.pid)["rss"]
+        self._target_pid = target.pid
         subs, slow, drivers = self._start_load(workers, broker_port, http_port)
         # Counting starts once every client has its warm-up readings (n = 0, 3 rows per device).
         per_client = s.narrow or s.devices
@@ -163,7 +168,12 @@ class Run:
         records = []
         for step, rate in enumerate(s.rates):
             record = self._step(subs, slow, drivers, broker, target, rate)
-            record.update(step=step, rss_idle_kib=rss_idle, rss_connected_kib=rss_connected)
+            record.update(
+                step=step,
+                rss_idle_kib=rss_idle,
+                rss_subscribed_kib=self.rss_subscribed,
+                rss_connected_kib=rss_connected,
+            )
             records.append(record)
             if self._saturated(record):
                 break
@@ -187,9 +197,7 @@ class Run:
         broadcast(drivers, "go", (start_at, rate_each, s.duration))
         sent = gather(drivers, "done", s.duration + 60)
         published = sum(d["sent"] for d in sent)
-        # Round robin over the devices: a client of `narrow` devices gets that share of them.
-        share = s.narrow / s.devices if s.narrow else 1.0
-        expected = round(published * share) * s.clients
+        expected = self._expected([d["sent"] for d in sent])
         drain = self._drain(subs, expected)
         cpu1 = procs.cpu_seconds(target.pid), procs.cpu_seconds(broker.pid), time.monotonic()
         machine1 = procs.system_cpu()
@@ -236,6 +244,24 @@ class Run:
             # CPU used by processes this run did not start (other people's work on the box).
             "others_cpu_pct": round(100 * max(0.0, machine_busy - ours) / window, 1),
         }
+
+    def _expected(self, sent: list[int]) -> int:
+        """Messages the healthy clients should receive, given what each publisher sent."""
+        s = self.scenario
+        if not s.narrow:
+            return sum(sent) * s.clients
+        # Each publisher goes round robin over its own slice of the devices.
+        devices = device_ids(s.devices)
+        per_device: dict[str, int] = {}
+        for i, count in enumerate(sent):
+            mine = devices[i :: len(sent)]
+            for k, device in enumerate(mine):
+                per_device[device] = count // len(mine) + (1 if k < count % len(mine) else 0)
+        total = 0
+        for index in range(s.clients):
+            config = subscriber.SubscriberConfig("", 0, narrow=s.narrow, device_count=s.devices)
+            total += sum(per_device.get(d, 0) for d in subscriber.devices_for(config, index))
+        return total
 
     def _header(self, rate: float) -> dict[str, Any]:
         s = self.scenario
