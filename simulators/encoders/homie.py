@@ -90,7 +90,8 @@ class HomieSpeaker(Speaker):
             self._retained("$state", "init"),
             self._retained("$homie", "4.0.0"),
             self._retained("$name", self.model.name),
-            self._retained("$extensions", ""),
+            # `$extensions` is left out: with none to list its payload would be empty, and an
+            # empty retained publish deletes the retained message (MQTT 3.1.1 §3.3.1.3).
             self._retained("$nodes", ",".join(nodes)),
         ]
         for node in nodes:
