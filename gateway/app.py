@@ -54,8 +54,18 @@ async def _close_sessions(app: web.Application) -> None:
     app[RUNTIME].close_sessions()
 
 
-async def serve(config: Config, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
-    """Run the gateway until `stop` is set, then shut down gracefully (clients get 1001)."""
+async def serve(
+    config: Config,
+    stop: asyncio.Event,
+    started: asyncio.Event | None = None,
+    *,
+    wait_for_broker: bool = False,
+) -> None:
+    """Run the gateway until `stop` is set, then shut down gracefully (clients get 1001).
+
+    `started` is set once HTTP is served and, with `wait_for_broker`, the broker link is up and
+    subscribed (so publishers started after it lose nothing that is not retained).
+    """
     tls = None
     if config.http.tls_cert_file:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -69,12 +79,15 @@ async def serve(config: Config, stop: asyncio.Event, started: asyncio.Event | No
         access_log_class=AccessLogger,
     )
     try:
+        app = runner.app
         await runner.setup()
         await web.SockSite(runner, listener, ssl_context=tls).start()
         scheme = "https" if tls else "http"
         log.info(
             "serving %s://%s:%d/ (WebSocket at /ws)", scheme, config.http.host, config.http.port
         )
+        if wait_for_broker:
+            await app[RUNTIME].linked.wait()
         if started is not None:
             started.set()
         await stop.wait()

@@ -61,7 +61,7 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
         gateway_up = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             gateway = tasks.create_task(
-                serve(config, gateway_stop, gateway_up), name="demo.gateway"
+                serve(config, gateway_stop, gateway_up, wait_for_broker=True), name="demo.gateway"
             )
             await _first(gateway_up.wait(), gateway)
             fleet_task = tasks.create_task(fleet.run(), name="demo.fleet")

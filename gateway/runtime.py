@@ -59,6 +59,7 @@ class Runtime:
         self.ready = asyncio.Event()
         self.broker_changed_at = time.time()
         self.loop_lag_s = 0.0
+        self.linked = asyncio.Event()  # set while the broker link is up
 
     @property
     def broker_state(self) -> str:
@@ -74,6 +75,10 @@ class Runtime:
         self.pipeline.handle(topic, payload)
 
     def _on_link_state(self, connected: bool) -> None:
+        if connected:
+            self.linked.set()
+        else:
+            self.linked.clear()
         self.broker_changed_at = time.time()
         self.hub.broadcast(
             {"type": "gateway", "broker": self.broker_state, "since": self.broker_changed_at}

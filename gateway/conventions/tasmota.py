@@ -308,10 +308,19 @@ def _readings(body: dict[str, Any], received_at: float) -> tuple[list[DeviceEven
     readings carry the receive time instead."""
     events: list[DeviceEvent] = []
     samples: list[Sample] = []
-    flatten(
-        {k: v for k, v in body.items() if k not in NOT_READINGS}, "", received_at, samples, events
-    )
+    readings = {k: _channels(v) for k, v in body.items() if k not in NOT_READINGS}
+    flatten(readings, "", received_at, samples, events)
     return events, samples
+
+
+def _channels(value: Any) -> Any:
+    """Multi-channel meters (Shelly 2.5, PZEM-016 …) report `"Power": [12, 0]`: one reading per
+    channel, numbered from 1 like Tasmota's own relays and channels (`ENERGY.Power.1`)."""
+    if isinstance(value, dict):
+        return {k: _channels(v) for k, v in value.items()}
+    if isinstance(value, list) and 0 < len(value) <= 8:
+        return {str(i): v for i, v in enumerate(value, 1)}
+    return value
 
 
 def _with_telemetry(
@@ -323,6 +332,8 @@ def _with_telemetry(
 def _unit(metric: str, body: dict[str, Any]) -> str | None:
     """The unit of a SENSOR metric, from Tasmota's fixed energy units and the *Unit keys."""
     sensor, _, quantity = metric.rpartition(".")
+    if quantity.isdigit():  # a channel of a multi-channel reading: the quantity's unit
+        sensor, _, quantity = sensor.rpartition(".")
     if sensor == "ENERGY":
         return ENERGY_UNITS.get(quantity)
     if quantity in ("Temperature", "DewPoint"):
