@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import getpass
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -20,6 +23,7 @@ from pathlib import Path
 from gateway.errors import GatewayError
 
 BROKER_START_TIMEOUT_S = 15.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
 
@@ -44,6 +48,9 @@ def mosquitto_config(port: int) -> str:
         # The default of 1000 silently truncates a large retained snapshot at QoS 1.
         "max_queued_messages 100000\n"
         "persistence false\n"
+        # Run as whoever started it: switching user (root -> mosquitto) would clear the
+        # parent-death signal that stops the broker with the demo (see _die_with_parent).
+        f"user {getpass.getuser()}\n"
     )
 
 
@@ -58,6 +65,14 @@ async def wait_for_port(port: int) -> None:
         writer.close()
         await writer.wait_closed()
         return
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when the demo process dies, since its
+    own session keeps it from the terminal's signals (a SIGKILLed demo would orphan it)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +106,11 @@ async def local_broker(port: int = 0, kind: str = "auto") -> AsyncIterator[Local
     # A session of its own: Ctrl-C in a terminal signals the whole foreground process group, and
     # the broker must outlive the devices' goodbyes and the gateway's shutdown; it is stopped last.
     process = await asyncio.create_subprocess_exec(
-        *argv, stdout=log_file, stderr=log_file, start_new_session=True
+        *argv,
+        stdout=log_file,
+        stderr=log_file,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     try:
         try:
