@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from gateway.config import WsConfig
-from gateway.matching import Interest, Selector
+from gateway.matching import Interest, InterestIndex, Selector
 from gateway.models import Reading
 from gateway.protocol import encode
 from gateway.registry import Device
@@ -37,6 +37,7 @@ class Hub:
         self._interests: dict[frozenset[Selector], Interest] = {}
         self._members: dict[Interest, set[Session]] = {}
         self._session_interest: dict[Session, Interest | None] = {}
+        self._index = InterestIndex()
         self._parked: dict[str, tuple[Session, asyncio.TimerHandle]] = {}
         self._batch: list[Reading] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -82,6 +83,7 @@ class Hub:
         if interest is None:
             interest = self._interests[key] = Interest(key)
             self._members[interest] = set()
+            self._index.add(interest)
         self._members[interest].add(session)
         self._session_interest[session] = interest
         return interest
@@ -96,6 +98,7 @@ class Hub:
             # Last holder gone: drop the interest and its caches.
             del self._members[interest]
             del self._interests[interest.selectors]
+            self._index.remove(interest)
 
     # --- parked streams (resume after reconnect) --------------------------------------------------
 
@@ -128,8 +131,7 @@ class Hub:
         return len(self._parked)
 
     def forget_device(self, device_id: str) -> None:
-        for interest in self._members:
-            interest.forget(device_id)
+        self._index.forget(device_id)
 
     # --- readings --------------------------------------------------------------------------------
 
@@ -171,36 +173,43 @@ class Hub:
         self._batch = []
         self._last_flush = asyncio.get_running_loop().time()
         self.stats.batches += 1
-        everything: bytes | None = None
-        for interest, members in self._members.items():
-            if interest.matches_all:
-                if everything is None:
-                    everything = orjson.dumps(batch)
-                    self.stats.encodings += 1
-                data, rows = everything, batch
-            else:
-                wants = interest.wants
-                rows = [r for r in batch if wants(r[0], r[1])]
-                if not rows:
+        members = self._members
+        if self._index.everything:
+            everything = orjson.dumps(batch)
+            self.stats.encodings += 1
+            for interest in self._index.everything:
+                for session in members[interest]:
+                    session.offer_readings(everything, batch)
+        if len(self._index.everything) == len(members):
+            return  # nobody filters: no need to look at single readings
+        chosen: dict[Interest, list[Reading]] = {}
+        for_device = self._index.for_device
+        for row in batch:
+            for interest in for_device(row[0]):
+                if interest.filters_metrics and not interest.wants(row[0], row[1]):
                     continue
-                data = orjson.dumps(rows)
-                self.stats.encodings += 1
-            for session in members:
+                rows = chosen.get(interest)
+                if rows is None:
+                    chosen[interest] = rows = []
+                rows.append(row)
+        for interest, rows in chosen.items():
+            data = orjson.dumps(rows)
+            self.stats.encodings += 1
+            for session in members[interest]:
                 session.offer_readings(data, rows)
 
     # --- events ----------------------------------------------------------------------------------
 
     def device_event(self, device: Device, event: str) -> None:
-        """Tell sessions that want `device` about a status or meta change (or its removal)."""
+        """Tell sessions that want `device` about a status or meta change."""
+        interests = [*self._index.everything, *self._index.for_device(device.id)]
+        if not interests:
+            return
         # Readings already batched happened before this event: send them first, keeping order.
         self.flush()
-        payload: bytes | None = None
-        for interest, members in self._members.items():
-            if not interest.wants_device(device.id):
-                continue
-            if payload is None:
-                payload = encode({"type": "device", "event": event, "device": device.summary()})
-            for session in members:
+        payload = encode({"type": "device", "event": event, "device": device.summary()})
+        for interest in interests:
+            for session in self._members[interest]:
                 session.offer(payload)
 
     def broadcast(self, frame: dict[str, object]) -> None:

@@ -56,54 +56,114 @@ def _canonical_or_none(items: Iterable[str] | None) -> tuple[str, ...] | None:
 
 @dataclass(eq=False, slots=True)
 class Interest:
-    """The union of a set of selectors, with memoised answers per device and per metric."""
+    """The union of a set of selectors. Answers are not memoised per device here: the hub's
+    InterestIndex asks once per (device, interest) and keeps only the matches."""
 
     selectors: frozenset[Selector]
-    _device_re: list[tuple[re.Pattern[str], re.Pattern[str] | None]] = field(init=False)
-    _devices: dict[str, tuple[bool, re.Pattern[str] | bool | None]] = field(init=False)
+    _rules: list[tuple[re.Pattern[str], re.Pattern[str] | None]] = field(init=False)
     _metrics: dict[tuple[str, str], bool] = field(init=False)
     matches_all: bool = field(init=False)
+    filters_metrics: bool = field(init=False)  # some selector names metrics
+    exact_devices: frozenset[str] | None = field(init=False)  # None: some pattern is a glob
 
     def __post_init__(self) -> None:
-        self._device_re = [
+        self._rules = [
             (s.device_regex(), None if s.metrics is None else compile_globs(s.metrics))
             for s in self.selectors
         ]
-        self._devices = {}
         self._metrics = {}
         self.matches_all = any(
             s.devices == ("*",) and s.metrics is None and s.scope is None for s in self.selectors
         )
+        self.filters_metrics = any(s.metrics is not None for s in self.selectors)
+        names = {d for s in self.selectors for d in s.devices}
+        self.exact_devices = None if any(_is_glob(d) for d in names) else frozenset(names)
 
     def wants_device(self, device: str) -> bool:
-        return self._device_entry(device)[0]
+        return any(d.fullmatch(device) is not None for d, _ in self._rules)
 
     def wants(self, device: str, metric: str) -> bool:
         """True if a reading of `metric` from `device` belongs to this interest."""
-        matched, metric_rule = self._device_entry(device)
-        if not matched or metric_rule is True:
-            return matched
+        if not self.filters_metrics:
+            return self.wants_device(device)
         key = (device, metric)
         answer = self._metrics.get(key)
         if answer is None:
             answer = any(
                 d.fullmatch(device) is not None and (m is None or m.fullmatch(metric) is not None)
-                for d, m in self._device_re
+                for d, m in self._rules
             )
+            # Bounded: asked only for devices this interest matches (see InterestIndex).
             self._metrics[key] = answer
         return answer
 
-    def _device_entry(self, device: str) -> tuple[bool, re.Pattern[str] | bool | None]:
-        entry = self._devices.get(device)
-        if entry is None:
-            rules = [m for d, m in self._device_re if d.fullmatch(device) is not None]
-            # True in the second slot: some matching selector takes every metric of this device.
-            entry = (bool(rules), any(m is None for m in rules) or None)
-            self._devices[device] = entry
-        return entry
-
     def forget(self, device: str) -> None:
-        """Drop cached answers for a device the registry no longer holds (keeps caches bounded)."""
-        self._devices.pop(device, None)
+        """Drop cached answers for a device the registry no longer holds."""
         for key in [k for k in self._metrics if k[0] == device]:
             del self._metrics[key]
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+class InterestIndex:
+    """Which interests want which device, kept incrementally.
+
+    A device's list is worked out once, when the device is first asked about, from the interests
+    that name it exactly plus those with globs; a new interest is checked against known devices
+    (only its named ones if it has no glob). So a burst of new devices costs O(devices * glob
+    interests), not O(devices * interests), and memory holds matches only. Interests that match
+    everything are kept apart: the hub serves them without asking per reading.
+    """
+
+    def __init__(self) -> None:
+        self._by_device: dict[str, list[Interest]] = {}
+        self._by_name: dict[str, set[Interest]] = {}
+        self._globbing: set[Interest] = set()
+        self.everything: set[Interest] = set()
+
+    def add(self, interest: Interest) -> None:
+        if interest.matches_all:
+            self.everything.add(interest)
+            return
+        if interest.exact_devices is None:
+            self._globbing.add(interest)
+            candidates = list(self._by_device)
+        else:
+            for name in interest.exact_devices:
+                self._by_name.setdefault(name, set()).add(interest)
+            candidates = list(interest.exact_devices)
+        for device in candidates:
+            matched = self._by_device.get(device)
+            if matched is not None and interest.wants_device(device):
+                matched.append(interest)
+
+    def remove(self, interest: Interest) -> None:
+        if interest.matches_all:
+            self.everything.discard(interest)
+            return
+        self._globbing.discard(interest)
+        for name in interest.exact_devices or ():
+            holders = self._by_name.get(name)
+            if holders is not None:
+                holders.discard(interest)
+                if not holders:
+                    del self._by_name[name]
+        for matched in self._by_device.values():
+            if interest in matched:
+                matched.remove(interest)
+
+    def for_device(self, device: str) -> list[Interest]:
+        """The interests (other than match-all ones) that want `device`."""
+        matched = self._by_device.get(device)
+        if matched is None:
+            candidates = self._globbing.union(self._by_name.get(device, ()))
+            matched = [i for i in candidates if i.wants_device(device)]
+            self._by_device[device] = matched
+        return matched
+
+    def forget(self, device: str) -> None:
+        if self._by_device.pop(device, None) is not None:
+            for interest in self._globbing.union(self._by_name.get(device, ())):
+                interest.forget(device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.matching import Interest, Selector, compile_globs
+from gateway.matching import Interest, InterestIndex, Selector, compile_globs
 
 
 def interest(*selectors: Selector) -> Interest:
@@ -114,6 +114,25 @@ def test_forget_drops_cached_entries_of_the_device():
     it.wants("d-1", "m")
     it.wants("d-2", "m")
     it.forget("d-1")
-    assert "d-1" not in it._devices
     assert all(key[0] != "d-1" for key in it._metrics)
-    assert "d-2" in it._devices
+    assert ("d-2", "m") in it._metrics
+
+
+def test_index_lists_the_interests_that_want_each_device():
+    """InterestIndex: exact and glob interests are found per device, match-all ones are kept
+    apart, and interests added or removed later update devices already known."""
+    exact = interest(Selector.of(["t-1", "t-2"]))
+    glob = interest(Selector.of(["t-*"], ["temp"]))
+    everything = interest(Selector.of(["*"]))
+    index = InterestIndex()
+    index.add(exact)
+    index.add(everything)
+    assert index.for_device("t-1") == [exact]
+    assert index.for_device("u-1") == []
+    index.add(glob)  # known devices learn about it
+    assert set(index.for_device("t-1")) == {exact, glob}
+    assert index.for_device("t-3") == [glob]
+    assert index.everything == {everything}
+    index.remove(exact)
+    assert index.for_device("t-1") == [glob]
+    assert index.for_device("t-2") == [glob]
