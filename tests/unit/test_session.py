@@ -165,3 +165,29 @@ def test_subscription_ids_are_sequential(count):
     assert [session.new_subscription_id() for _ in range(count)] == [
         f"s{i}" for i in range(1, count + 1)
     ]
+
+
+async def test_adopted_stream_replays_missed_frames_and_can_still_coalesce_them():
+    """A resumed stream re-sends the frames after the client's seq with their numbers, and when
+    the new connection falls behind, replayed frames coalesce with newer ones (nothing silent)."""
+    config = WsConfig(outbox_max_bytes=10_000)
+    old = Session("c-old", config)
+    sent = FakeSocket()
+    async with writing(old, sent):
+        for value in (1, 2, 3):
+            old.offer_readings(*rows_of(("d", "m", float(value), value)))
+        frames = await sent.take(3)
+    assert [f["seq"] for f in frames] == [1, 2, 3]
+
+    new = Session("c-new", config)
+    assert new.adopt(old, 1, encode({"type": "subscribed", "recovered": True}))
+    # Before the new writer runs, a burst past the budget makes it coalesce, replayed rows too.
+    big = [("d", "m", 4.0 + i, i) for i in range(2000)]
+    new.offer_readings(orjson.dumps(big), big)
+    socket = FakeSocket()
+    async with writing(new, socket):
+        reply, notice, readings = await socket.take(3)
+    assert reply["recovered"] is True
+    assert notice == {"type": "lagging", "dropped": 2001, "coalesced": 1}
+    assert readings["seq"] == 2  # numbering continues after the client's last seq
+    assert readings["data"] == [["d", "m", 2003.0, 1999]]
