@@ -95,6 +95,9 @@ class Runtime:
             self.loop_lag_s = max(0.0, loop.time() - started - interval)
             for device in self.registry.expire():
                 self.hub.device_event(device, "status")
+            now = time.monotonic()
+            for session in self.hub.sessions:
+                session.check_send(now)
 
     def close_sessions(self) -> None:
         """Ask every client to go away (1001: reconnect later)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from types import SimpleNamespace
 
 import orjson
@@ -132,14 +133,37 @@ async def test_client_lagging_longer_than_slow_client_timeout_is_closed_with_400
     assert socket.frames.empty()
 
 
+class StuckSocket(FakeSocket):
+    """A peer that never reads: send blocks until the transport is aborted, then fails the way
+    a real transport does."""
+
+    def __init__(self) -> None:
+        super().__init__(blocked=True)
+        self.sending = asyncio.Event()
+
+    async def send(self, payload: bytes) -> None:
+        self.sending.set()
+        await super().send(payload)
+        if self.aborted:
+            raise ConnectionResetError("transport aborted")
+
+    def abort(self) -> None:
+        super().abort()
+        self.release()
+
+
 async def test_send_blocked_past_send_timeout_aborts_the_transport():
-    """A send that blocks longer than send_timeout_s aborts the socket and ends the writer."""
+    """check_send (the janitor's once-a-second call) aborts a send blocked longer than
+    send_timeout_s and the writer ends; a send within the limit is left alone."""
     evicted: list[str] = []
-    session = Session("s", WsConfig(send_timeout_s=0.05))
+    session = Session("s", WsConfig(send_timeout_s=5.0))
     session.on_evict = evicted.append
-    socket = FakeSocket(blocked=True)
+    socket = StuckSocket()
     session.offer_frame({"type": "hello"})
     async with writing(session, socket) as writer:
+        await asyncio.wait_for(socket.sending.wait(), 5)
+        assert not session.check_send(time.monotonic())  # blocked, but not for long yet
+        assert session.check_send(time.monotonic() + 5.0)
         await asyncio.wait_for(writer, 5)
     assert socket.aborted
     assert socket.closed_with is None
