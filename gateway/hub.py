@@ -22,6 +22,9 @@ from gateway.protocol import encode
 from gateway.registry import Device
 from gateway.session import Session, SessionStats
 
+#: How much each connected client stretches the batch interval (see WsConfig).
+INTERVAL_PER_CLIENT_S = 0.0001
+
 
 @dataclass(slots=True)
 class HubStats:
@@ -42,7 +45,8 @@ class Hub:
         self._batch: list[Reading] = []
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = -math.inf  # the first reading never waits for an interval
-        self._interval = config.batch_interval_ms / 1000
+        self._interval_min = config.batch_interval_ms / 1000
+        self._interval_max = max(config.batch_interval_max_ms, config.batch_interval_ms) / 1000
         self.stats = HubStats()
 
     @property
@@ -150,13 +154,18 @@ class Hub:
 
     def _flush_when_due(self) -> None:
         loop = asyncio.get_running_loop()
-        due = self._last_flush + self._interval
+        due = self._last_flush + self._interval()
         if loop.time() >= due:
             self._flush_handle = None
             self.flush()
         else:
             # Under sustained load, flush at most once per interval so frames stay large.
             self._flush_handle = loop.call_at(due, self._flush_now)
+
+    def _interval(self) -> float:
+        """The batch interval for the current fan-out: each frame is paid for once per client."""
+        stretched = len(self) * INTERVAL_PER_CLIENT_S
+        return min(self._interval_max, max(self._interval_min, stretched))
 
     def _flush_now(self) -> None:
         self._flush_handle = None

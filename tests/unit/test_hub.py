@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 
 from gateway.config import RegistryConfig, WsConfig
 from gateway.hub import Hub
 from gateway.matching import Selector
 from gateway.registry import Registry
+from gateway.session import Session
 from tests.support.fakes import RecordingSession
 
 LONG_MS = 60_000.0  # a batch interval no test waits for
@@ -150,3 +152,15 @@ async def test_unsubscribed_session_stops_receiving_and_interest_is_dropped():
     assert len(hub) == 1
     hub.remove(session)
     assert len(hub) == 0
+
+
+@pytest.mark.parametrize(
+    ("clients", "interval_ms"), [(0, 5.0), (10, 5.0), (150, 15.0), (900, 20.0)]
+)
+def test_batch_interval_stretches_with_the_number_of_clients(clients, interval_ms):
+    """Under load the batch interval is ws.batch_interval_ms, stretched by 0.1 ms per client up
+    to ws.batch_interval_max_ms: every frame costs once per client."""
+    hub = Hub(WsConfig(batch_interval_ms=5.0, batch_interval_max_ms=20.0))
+    for i in range(clients):
+        hub.add(Session(f"s{i}", WsConfig()))
+    assert hub._interval() == pytest.approx(interval_ms / 1000)
