@@ -37,7 +37,7 @@ def test_smoke_scenario_writes_one_record_per_target(tmp_path: Path) -> None:
     """`bench run -s smoke` against both targets appends two complete records with deliveries."""
     results = tmp_path / "results.jsonl"
     argv = [sys.executable, "-m", "bench", "run", "-s", "smoke", "--runs", "1"]
-    argv += ["--duration", "2", "--results", str(results)]
+    argv += ["--duration", "1", "--results", str(results)]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=19)
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for line in results.read_text().splitlines()]
