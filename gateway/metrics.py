@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,18 +24,15 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         rt = self._runtime
-        messages = CounterMetricFamily(
-            "iotgw_mqtt_messages", "MQTT messages received", labels=["convention", "outcome"]
-        )
-        for (convention, outcome), n in rt.pipeline.stats.messages.items():
-            messages.add_metric([convention, outcome], n)
-        yield messages
-        errors = CounterMetricFamily(
-            "iotgw_decode_errors", "Messages or parts refused", labels=["convention", "reason"]
-        )
-        for (convention, reason), n in rt.pipeline.stats.decode_errors.items():
-            errors.add_metric([convention, reason], n)
-        yield errors
+        stats = rt.pipeline.stats
+        yield _counter(
+            "iotgw_mqtt_messages", "MQTT messages received", ["convention", "outcome"],
+            stats.messages,
+        )  # fmt: skip
+        yield _counter(
+            "iotgw_decode_errors", "Messages or parts refused", ["convention", "reason"],
+            stats.decode_errors,
+        )  # fmt: skip
         yield GaugeMetricFamily(
             "iotgw_broker_connected", "1 when linked to the broker", value=int(rt.link.connected)
         )
@@ -85,12 +83,7 @@ class GatewayCollector(Collector):
             "Dropped connections' streams kept for resuming",
             value=rt.hub.parked,
         )
-        refused = CounterMetricFamily(
-            "iotgw_ws_refused", "WebSocket upgrades refused", labels=["reason"]
-        )
-        for reason, n in rt.refused.items():
-            refused.add_metric([reason], n)
-        yield refused
+        yield _counter("iotgw_ws_refused", "WebSocket upgrades refused", ["reason"], rt.refused)
         yield GaugeMetricFamily(
             "iotgw_event_loop_lag_seconds",
             "How late the event loop ran the janitor's timer, last time",
@@ -101,17 +94,21 @@ class GatewayCollector(Collector):
             "Commands waiting for a device's answer",
             value=rt.router.pending,
         )
-        evicted = CounterMetricFamily(
-            "iotgw_ws_closed_by_gateway", "Clients closed by the gateway", labels=["reason"]
+        yield _counter(
+            "iotgw_ws_closed_by_gateway", "Clients closed by the gateway", ["reason"], rt.evictions
         )
-        for reason, n in rt.evictions.items():
-            evicted.add_metric([reason], n)
-        yield evicted
-        outcomes = CounterMetricFamily("iotgw_commands", "Command outcomes", labels=["status"])
-        for status, n in rt.router.stats.outcomes.items():
-            outcomes.add_metric([status], n)
-        yield outcomes
+        yield _counter("iotgw_commands", "Command outcomes", ["status"], rt.router.stats.outcomes)
         yield from rt.router.stats.rtt.collect()
+
+
+def _counter(
+    name: str, documentation: str, labels: list[str], counts: Counter[Any]
+) -> CounterMetricFamily:
+    """A labelled counter family from a Counter keyed by one label value or a tuple of them."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, n in counts.items():
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return family
 
 
 def metrics_handler(registry: CollectorRegistry):  # type: ignore[no-untyped-def]
