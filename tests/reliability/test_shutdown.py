@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pytest
 
 from tests.reliability.helpers import eventually, tolerant_client
 from tests.support.gateway import WsClient
@@ -165,3 +166,27 @@ async def test_sigterm_with_clients_exits_cleanly(
         with contextlib.suppress(ProcessLookupError):
             gateway.stop()
     figures(f"SIGTERM with {CLIENTS} clients: all 1001, exit 0 after {took:.2f}s, clean DISCONNECT")
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+async def test_shutdown_while_the_broker_goes_away(start_gateway, own_broker, figures, how):
+    """The broker going away just as the gateway shuts down (both stopped together, as a compose
+    down or a host shutdown does): the gateway still finishes its shutdown within a bound."""
+    gateway = await start_gateway(on=own_broker)  # no client left open: nothing delays the stop
+    getattr(own_broker, how)()  # SIGTERM or SIGKILL, and reaped, before the gateway hears of it
+    started = time.monotonic()
+    stopping = asyncio.create_task(gateway.stop(), name="test-gateway-stop")
+    done, _ = await asyncio.wait({stopping}, timeout=10)
+    took = time.monotonic() - started
+    if not done:
+        # Rescue, so that the failure does not hang the suite: cancel the link loop once more.
+        for task in asyncio.all_tasks():
+            if task.get_name() == "gateway.ingest":
+                task.cancel()
+        await asyncio.wait({stopping}, timeout=10)
+        pytest.fail(
+            "shutdown hung for 10 s: the broker link kept reconnecting after being cancelled"
+        )
+    await stopping
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("gateway.")]
+    figures(f"broker {how} + gateway stop: stopped in {took * 1000:.0f} ms")
