@@ -115,6 +115,11 @@ class Hub:
         handle = asyncio.get_running_loop().call_later(window_s, self._expire, session.id)
         self._parked[session.id] = (session, handle)
 
+    def parked_stream(self, session_id: str) -> Session | None:
+        """The parked stream with this id, left in place."""
+        entry = self._parked.get(session_id)
+        return entry[0] if entry is not None else None
+
     def unpark(self, session_id: str) -> Session | None:
         """Take a parked stream out of the hub for adoption by a new connection."""
         entry = self._parked.pop(session_id, None)

@@ -304,14 +304,15 @@ class Connection:
             return True
         if resume.epoch != self.runtime.epoch:
             return False  # the gateway restarted: nothing of the old stream survived
-        old = hub.unpark(resume.session)
-        if old is None:
-            return False
+        old = hub.parked_stream(resume.session)
+        if old is None or old.principal is None or old.principal.name != session.principal.name:
+            return False  # someone else's stream stays parked for its owner
         carried = next((k for k, v in old.subscriptions.items() if v == selector), None)
-        same_client = old.principal is not None and old.principal.name == session.principal.name
-        reply = encode(_resumed_reply(request.id, carried))
-        if carried is None or not same_client or not session.adopt(old, resume.seq, reply):
+        if carried is None:
             return False
+        hub.unpark(old.id)
+        if not session.adopt(old, resume.seq, encode(_resumed_reply(request.id, carried))):
+            return False  # frames after seq are gone: the owner gets a fresh snapshot instead
         hub.resubscribe(session)
         return True
 
