@@ -71,3 +71,33 @@ async def tolerant_client(host: str, port: int) -> AsyncIterator[aiomqtt.Client]
     finally:
         with contextlib.suppress(aiomqtt.MqttError):
             await client.__aexit__(None, None, None)
+
+
+def walk_stack(task: asyncio.Task) -> list[str]:
+    """Where a task is suspended, through coroutines and async generators alike."""
+    where, obj = [], task.get_coro()
+    while obj is not None and not isinstance(obj, asyncio.Future):
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "ag_frame", None)
+        if frame is not None:
+            where.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "ag_await", None)
+    return where
+
+
+async def stop_within(stopping: asyncio.Task, within: float) -> str | None:
+    """Wait for a gateway's stop; on a hang, say where its broker link is stuck and rescue it
+    (cancel the link again) so that the failing test does not hang the whole suite."""
+    done, _ = await asyncio.wait({stopping}, timeout=within)
+    if done:
+        stopping.result()
+        return None
+    stuck = [t for t in asyncio.all_tasks() if t.get_name().startswith("gateway.")]
+    report = "; ".join(
+        f"{t.get_name()} (cancelling={t.cancelling()}) at {' > '.join(walk_stack(t)[-3:])}"
+        for t in stuck
+    )
+    for task in stuck:
+        if task.get_name() == "gateway.ingest":
+            task.cancel()
+    await asyncio.wait({stopping}, timeout=within)
+    return report or "no gateway task left, yet the stop did not finish"
