@@ -40,8 +40,8 @@ from gateway.session import Session
 
 log = logging.getLogger(__name__)
 
-#: Protocol errors in a row after which the client is considered broken and closed (4501).
-MAX_CONSECUTIVE_ERRORS = 20
+#: Malformed frames in a row after which the client is considered broken and closed (4501).
+MAX_MALFORMED_IN_A_ROW = 20
 #: The connection-cap holder for connections that have not authenticated yet.
 UNAUTHENTICATED = "(unauthenticated)"
 
@@ -122,7 +122,7 @@ class Connection:
         self._command_rate = TokenBucket(commands.rate_per_client, commands.burst_per_client)
         self.socket = AiohttpSocket(ws, request)
         self._commands: set[asyncio.Task[None]] = set()
-        self._errors_in_a_row = 0
+        self._malformed_in_a_row = 0
         # Every line about this connection carries its session id and remote address.
         self.log = ConnectionLog(log, session.id, session.remote)
         session.on_evict = self._evicted
@@ -191,7 +191,7 @@ class Connection:
             if message.type == WSMsgType.TEXT:
                 self._on_frame(message.data, tasks)
             elif message.type == WSMsgType.BINARY:
-                self._fail(ProtocolError("bad_request", "send text frames"))
+                self._refuse(ProtocolError("bad_request", "send text frames"))
             elif message.type == WSMsgType.ERROR:
                 # aiohttp has already closed the connection (1009 for an oversize frame).
                 self.log.info("%s", message.data)
@@ -200,22 +200,23 @@ class Connection:
         try:
             request = parse_request(frame)
         except ProtocolError as exc:
-            self._fail(exc)
+            self._refuse(exc)
+            # Only frames that are not valid requests count towards 4501: a refusal of a valid
+            # one (a device that just went away, a rate limit) is not the client's fault.
+            self._malformed_in_a_row += 1
+            if self._malformed_in_a_row >= MAX_MALFORMED_IN_A_ROW:
+                self.session.evict(CloseCode.PROTOCOL_VIOLATION, CloseReason.PROTOCOL_ERRORS)
             return
+        self._malformed_in_a_row = 0
         try:
             self._dispatch(request, tasks)
         except ProtocolError as exc:
-            self._fail(exc)
+            self._refuse(exc)
         except CommandError as exc:
-            self._fail(ProtocolError(exc.code, exc.message, request.id))
-        else:
-            self._errors_in_a_row = 0
+            self._refuse(ProtocolError(exc.code, exc.message, request.id))
 
-    def _fail(self, exc: ProtocolError) -> None:
+    def _refuse(self, exc: ProtocolError) -> None:
         self.session.offer(error_frame(exc.code, exc.message, exc.request_id))
-        self._errors_in_a_row += 1
-        if self._errors_in_a_row >= MAX_CONSECUTIVE_ERRORS:
-            self.session.evict(CloseCode.PROTOCOL_VIOLATION, CloseReason.PROTOCOL_ERRORS)
 
     def _dispatch(self, request: Request, tasks: asyncio.TaskGroup) -> None:
         session = self.session
