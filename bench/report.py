@@ -182,10 +182,10 @@ def connection_rows(records: list[Record]) -> list[str]:
     """S4: connections still up at the end; RSS per connection once subscribed (before any
     telemetry), and after the devices' first readings."""
     rows = [
-        "| target | deflate | heartbeat s | clients | still connected | KiB/conn subscribed "
-        "| KiB/conn after first readings | target CPU |"
+        "| target | gateway commit | deflate | heartbeat s | clients | still connected "
+        "| KiB/conn subscribed | KiB/conn after first readings | target CPU |"
     ]
-    rows.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    rows.append("|---|---|---|---:|---:|---:|---:|---:|---:|")
     groups: dict[tuple[str, bool, str], list[Record]] = defaultdict(list)
     for record in records:
         if "rss_subscribed_kib" not in record:
@@ -193,8 +193,9 @@ def connection_rows(records: list[Record]) -> list[str]:
         heartbeat = record["params"]["settings"].get("ws.heartbeat_s", "20")
         if record["target"] != "gateway":
             heartbeat = "–"  # the naive bridge sends no pings
-        groups[(record["target"], record["params"]["compress"], heartbeat)].append(record)
-    for (target, compress, heartbeat), group in sorted(groups.items()):
+        key = (record["target"], record["git_commit"], record["params"]["compress"], heartbeat)
+        groups[key].append(record)
+    for (target, commit, compress, heartbeat), group in sorted(groups.items()):
         clients = group[0]["params"]["clients"]
         subscribed = med(
             group, lambda r: (r["rss_subscribed_kib"] - r["rss_idle_kib"]) / r["params"]["clients"]
@@ -203,7 +204,7 @@ def connection_rows(records: list[Record]) -> list[str]:
             group, lambda r: (r["rss_connected_kib"] - r["rss_idle_kib"]) / r["params"]["clients"]
         )
         rows.append(
-            f"| {target} | {'on' if compress else 'off'} | {heartbeat} "
+            f"| {target} | `{commit}` | {'on' if compress else 'off'} | {heartbeat} "
             f"| {clients} | {fmt(med(group, lambda r: r['clients'].get('connected')), 0)} "
             f"| {fmt(subscribed, 1)} | {fmt(after, 1)} "
             f"| {fmt(med(group, lambda r: r['target_cpu_pct']), 0, '%')} |"
