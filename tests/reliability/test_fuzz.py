@@ -110,6 +110,8 @@ RAW_JSON = st.sampled_from(
         b'{"\xff": 1}',
         b"[" * 1025 + b"]" * 1025,
         b'{"a":' * 1025 + b"1" + b"}" * 1025,
+        b'{"t":' + b"[" * 1025 + b"]" * 1025 + b"}",
+        b'{"a": {"b":' + b"[" * 1025 + b"]" * 1025 + b"}}",
         b'{"a":' * (MAX_DEPTH + 2) + b"1" + b"}" * (MAX_DEPTH + 2),
         b'{"t": "\\ud800"}',
         b'{"t": 1, "t": 2}',
@@ -262,6 +264,42 @@ def test_convention_decoders_raise_only_decode_errors(index: int) -> None:
                 check_event(convention, event)
 
     run()
+
+
+DEEP = [
+    b'{"t":' + b"[" * 1025 + b"]" * 1025 + b"}",
+    b'{"ts":' + b"[" * 1025 + b"]" * 1025 + b"}",
+    b'{"t": 1, "ts":' + b"[" * 1025 + b"]" * 1025 + b"}",
+    b'{"a": {"b":' + b"[" * 1025 + b"]" * 1025 + b"}}",
+    b"[" * 1025 + b"]" * 1025,
+    b'{"a":' * 1025 + b"1" + b"}" * 1025,
+]
+LEVELS = ["thermo-1", "bridge", "devices", "state", "sensor", "light", "$state", "config"]
+
+
+@pytest.mark.parametrize("index", range(5), ids=["native", "z2m", "tasmota", "homie", "ha"])
+def test_convention_decoders_survive_deep_nesting(index: int) -> None:
+    """Arrays and objects nested 1025 deep (orjson parses any depth of arrays) in every position
+    a convention reads, on every topic shape it subscribes to: DecodeError or events, nothing
+    else (a RecursionError here escapes paho's callback and wedges ingest for every device)."""
+    convention = all_conventions()[index]
+    for filt in convention.subscriptions():
+        for level in LEVELS:
+            topic = "/".join(
+                level if part == "+" else (f"{level}/set" if part == "#" else part)
+                for part in filt.split("/")
+            )
+            variants = {topic, topic.removesuffix("/set")}
+            for candidate in variants:
+                if not convention.owns(candidate):
+                    continue
+                for payload in DEEP:
+                    try:
+                        events = convention.decode(candidate, payload, 1764090000.0)
+                    except DecodeError:
+                        continue
+                    for event in events:
+                        check_event(convention, event)
 
 
 def check_event(convention: Any, event: Any) -> None:
