@@ -71,7 +71,9 @@ class Load:
                 async with tolerant_client(self.broker.host, self.broker.port) as client:
                     while True:
                         self.n += 1
-                        await client.publish(self.topic, orjson.dumps({"n": self.n}), qos=0)
+                        # A bounded wait: on a dead socket aiomqtt would wait its default 10 s.
+                        payload = orjson.dumps({"n": self.n})
+                        await client.publish(self.topic, payload, qos=0, timeout=1)
                         await asyncio.sleep(0.01)  # the load's own pace: 100 messages/s
             except (aiomqtt.MqttError, OSError):
                 await asyncio.sleep(0.1)  # broker down: the load retries at its own pace
