@@ -44,6 +44,7 @@ async def _run_runtime(app: web.Application) -> AsyncIterator[None]:
         ready.cancel()
         task.result()  # raises what stopped the runtime
     yield
+    runtime.stop()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

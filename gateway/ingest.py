@@ -63,6 +63,7 @@ class BrokerLink:
         self._on_state = on_state
         self._client: aiomqtt.Client | None = None
         self._added: asyncio.Queue[list[str]] = asyncio.Queue()
+        self._stopping = asyncio.Event()
         self.client_id = config.client_id or f"iotgw-{secrets.token_hex(4)}"
         # How long a connection must last for the next outage to back off from the start again.
         self.stable_after_s = max(STABLE_LINK_S, config.reconnect_max_s)
@@ -73,11 +74,16 @@ class BrokerLink:
     def connected(self) -> bool:
         return self._client is not None
 
+    def stop(self) -> None:
+        """Ask run() to end. Shutdown cancels it too; this flag is what makes it end even when
+        Python 3.11 swallows that cancellation inside aiomqtt (asyncio.wait_for, gh-86296)."""
+        self._stopping.set()
+
     async def run(self) -> None:
-        """Stay connected until cancelled."""
+        """Stay connected until cancelled or stopped."""
         attempt = 0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping.is_set():
             started, connects = loop.time(), self.stats.connects
             try:
                 await self._session()
@@ -95,8 +101,12 @@ class BrokerLink:
                 attempt, self._config.reconnect_min_s, self._config.reconnect_max_s
             )
             attempt += 1
+            if self._stopping.is_set():
+                return
             log.info("reconnecting to the broker in %.1fs", delay)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
 
     async def _session(self) -> None:
         """One connection, from connect to its loss."""
@@ -106,6 +116,8 @@ class BrokerLink:
             self._added = asyncio.Queue()
             topics = [(topic, self._config.qos) for topic in self._subscriptions]
             await client.subscribe(topics)
+            if self._stopping.is_set():
+                return  # stopped while subscribing (and the cancellation may have been lost)
             tasks.create_task(self._subscribe_added(client), name="gateway.ingest.subscriber")
             self.stats.connects += 1
             self._set_client(client)
@@ -117,10 +129,13 @@ class BrokerLink:
                 ", ".join(self._subscriptions),
             )
             try:
-                # Messages never reach this loop (see _direct_dispatch); it ends, raising, when
-                # the connection is lost.
-                async for _ in client.messages:
-                    pass
+                lost = tasks.create_task(_until_lost(client), name="gateway.ingest.watch")
+                stopping = tasks.create_task(self._stopping.wait(), name="gateway.ingest.stop")
+                await asyncio.wait([lost, stopping], return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if lost.done():
+                    lost.result()  # raises MqttError: the connection was lost
+                lost.cancel()  # stopped: leave, and let `async with` disconnect cleanly
             finally:
                 self.stats.disconnects += 1
                 self._set_client(None)
@@ -185,6 +200,13 @@ class BrokerLink:
         except aiomqtt.MqttError as exc:
             # Sent, but no PUBACK before the timeout or the link dropped meanwhile.
             raise PublishUnconfirmed(str(exc)) from None
+
+
+async def _until_lost(client: aiomqtt.Client) -> None:
+    """Return never; raise MqttError when the connection is lost. Messages do not come through
+    here (see _direct_dispatch): aiomqtt's iterator is only its way of reporting the loss."""
+    async for _ in client.messages:
+        pass
 
 
 def _retrieve_disconnect_reason(client: aiomqtt.Client) -> None:

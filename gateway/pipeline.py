@@ -75,6 +75,12 @@ class Pipeline:
         except DecodeError as exc:
             self._reject(name, exc.reason, topic, exc.detail)
             return
+        except Exception:
+            # A decoder bug tripped by some payload: counted and logged with its traceback, and
+            # ingest goes on (this runs inside paho's callback, which would only log it).
+            self.stats.decode_errors[(name, "decoder_error")] += 1
+            log.exception("%s: decoder error on %.120r", name, topic)
+            return
         self.stats.messages[(name, "ok")] += 1
         for event in events:
             if isinstance(event, Telemetry) and event.samples:

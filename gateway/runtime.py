@@ -99,6 +99,10 @@ class Runtime:
             for session in self.hub.sessions:
                 session.check_send(now)
 
+    def stop(self) -> None:
+        """Ask the long-lived tasks to end (the runtime task is then cancelled as well)."""
+        self.link.stop()
+
     def close_sessions(self) -> None:
         """Ask every client to go away (1001: reconnect later)."""
         self.hub.flush()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import reprlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -24,6 +25,18 @@ MAX_DEPTH = 8
 MAX_TOPIC_BYTES = 65535
 #: Devices a convention keeps state for; the registry has its own, usually lower, cap.
 MAX_DEVICES = 65536
+
+
+_SAMPLE = reprlib.Repr()
+_SAMPLE.maxlevel = 2
+_SAMPLE.maxstring = 40
+_SAMPLE.maxother = 40
+
+
+def sample(value: object) -> str:
+    """A short repr of untrusted JSON for log lines: a plain repr of 1,000 nested lists recurses
+    past Python's limit (RecursionError), and a large one floods the log."""
+    return _SAMPLE.repr(value)[:60]
 
 
 def load_json(payload: bytes) -> Any:
@@ -77,7 +90,7 @@ def flatten(
         elif is_value(value):
             samples.append((metric, ts, value))
         else:
-            rejected.append(Rejected("bad_value", f"{metric[:80]}={value!r:.40}"))
+            rejected.append(Rejected("bad_value", f"{metric[:80]}={sample(value)}"))
 
 
 def is_finite_number(value: object) -> TypeGuard[int | float]:

@@ -32,6 +32,7 @@ from gateway.conventions.common import (
     load_json,
     load_text,
     parse_scalar,
+    sample,
     scoped_id,
 )
 from gateway.errors import CommandError, DecodeError
@@ -342,7 +343,7 @@ class HomeAssistantConvention:
         if value is None:
             return None
         if not is_value(value):
-            events.append(Rejected("bad_value", f"{entity.metric}={value!r:.40}"))
+            events.append(Rejected("bad_value", f"{entity.metric}={sample(value)}"))
             return None
         return value
 
@@ -535,7 +536,7 @@ def _metric(device: HaDevice, entity: Entity, events: list[DeviceEvent]) -> str 
 def _template(source: object, where: str, events: list[DeviceEvent]) -> Template:
     if source is None:
         return Template(RAW)
-    text = source.strip() if isinstance(source, str) else repr(source)
+    text = source.strip() if isinstance(source, str) else sample(source)
     match = _TEMPLATE.fullmatch(text)
     if match is None:
         events.append(Rejected("unsupported_template", f"{where[:60]}: {text[:60]}"))
@@ -573,7 +574,7 @@ def _render(
     if node is None:
         return None
     if not is_value(node):
-        events.append(Rejected("bad_value", f"{template.source}: {node!r:.40}"))
+        events.append(Rejected("bad_value", f"{template.source}: {sample(node)}"))
         return None
     return node
 

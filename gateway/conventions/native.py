@@ -20,6 +20,7 @@ from gateway.conventions.common import (
     is_finite_number,
     load_json,
     online_status,
+    sample,
 )
 from gateway.errors import DecodeError
 from gateway.meta import parse_meta
@@ -87,7 +88,7 @@ def _telemetry(device: str, payload: bytes, received_at: float) -> list[DeviceEv
     if ts is None:
         ts = received_at
     elif not is_finite_number(ts):
-        events.append(Rejected("bad_ts", repr(ts)[:80]))
+        events.append(Rejected("bad_ts", sample(ts)))
         ts = received_at
     samples: list[Sample] = []
     flatten(body, "", float(ts), samples, events)
@@ -105,7 +106,7 @@ def _result(device: str, payload: bytes) -> CommandResult:
         raise DecodeError("bad_result", "result must be an object with a string id")
     status = body.get("status")
     if status not in ("ok", "error"):
-        raise DecodeError("bad_result", f"status must be ok or error, not {status!r:.40}")
+        raise DecodeError("bad_result", f"status must be ok or error, not {sample(status)}")
     error = body.get("error")
     return CommandResult(
         device=device,

@@ -28,6 +28,7 @@ from gateway.conventions.common import (
     is_value,
     load_json,
     load_json_object,
+    sample,
     scoped_id,
 )
 from gateway.errors import CommandError, DecodeError
@@ -189,7 +190,7 @@ class Zigbee2MqttConvention:
             return None
         name = entry.get("friendly_name")
         if not isinstance(name, str) or not name or name.startswith("bridge/"):
-            events.append(Rejected("bad_device", repr(name)[:80]))
+            events.append(Rejected("bad_device", sample(name)))
             return None
         definition = entry.get("definition")
         if not isinstance(definition, dict):
