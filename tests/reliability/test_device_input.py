@@ -86,12 +86,19 @@ HOSTILE = [
     ("1e400", "bad-1/telemetry", b'{"t": 1e400}', "invalid_json"),
     ("2^53+1", "bad-1/telemetry", b'{"t": 9007199254740993}', "bad_value"),
     ("-2^63", "bad-1/telemetry", b'{"t": -9223372036854775808}', "bad_value"),
-    ("1025-deep objects", "bad-1/telemetry", b'{"a":' * 1025 + b"1" + b"}" * 1025, "too_deep"),
+    # orjson before 3.10 parses objects of any depth (the gateway's own depth cap refuses them);
+    # newer orjson stops at 1,024 levels: either way the message is counted, never forwarded.
+    (
+        "1025-deep objects",
+        "bad-1/telemetry",
+        b'{"a":' * 1025 + b"1" + b"}" * 1025,
+        ("too_deep", "invalid_json"),
+    ),
     (
         "1025-deep array",
         "bad-1/telemetry",
         b'{"t":' + b"[" * 1025 + b"]" * 1025 + b"}",
-        "bad_value",
+        ("bad_value", "invalid_json"),  # the same orjson difference, for arrays
     ),
     ("9 deep", "bad-1/telemetry", b'{"a":' * 10 + b"1" + b"}" * 10, "too_deep"),
     ("array value", "bad-1/telemetry", b'{"t": [1, 2]}', "bad_value"),
@@ -133,17 +140,14 @@ async def test_hostile_device_input_is_counted_and_never_forwarded(
         await sentinel_seen(client, publisher, prefix, n)
         after = await scrape(gateway)
         if reason is not None:
-            delta = metric(after, "iotgw_decode_errors_total", reason=reason) - metric(
-                before, "iotgw_decode_errors_total", reason=reason
+            reasons = reason if isinstance(reason, tuple) else (reason,)
+            delta = sum(
+                metric(after, "iotgw_decode_errors_total", reason=r)
+                - metric(before, "iotgw_decode_errors_total", reason=r)
+                for r in reasons
             )
-            assert delta >= 1, f"{case}: not counted as {reason}"
+            assert delta >= 1, f"{case}: not counted as {' or '.join(reasons)}"
             counted[case] = reason
-        total_before = sum(
-            metric(before, "iotgw_decode_errors_total", reason=r)
-            for r in {h[3] for h in HOSTILE}
-            if r
-        )
-        assert total_before >= 0
     forwarded = [r for f in client.seen if f["type"] == "readings" for r in f["data"]]
     assert {r[0] for r in forwarded} == {"zz-sentinel"}, forwarded[:5]
     devices = {f["device"]["id"] for f in client.seen if f["type"] == "device"}
