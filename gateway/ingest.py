@@ -23,6 +23,7 @@ import aiomqtt
 
 from gateway.commands import BrokerUnavailable, PublishUnconfirmed
 from gateway.config import BrokerConfig
+from gateway.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 _jitter = random.Random()
@@ -64,6 +65,7 @@ class BrokerLink:
         self._client: aiomqtt.Client | None = None
         self._added: asyncio.Queue[list[str]] = asyncio.Queue()
         self._stopping = asyncio.Event()
+        self._warn = RateLimitedLog(log, interval=30.0)
         self.client_id = config.client_id or f"iotgw-{secrets.token_hex(4)}"
         # How long a connection must last for the next outage to back off from the start again.
         self.stable_after_s = max(STABLE_LINK_S, config.reconnect_max_s)
@@ -90,7 +92,10 @@ class BrokerLink:
             except* aiomqtt.MqttError as group:
                 self.stats.connect_failures += 1
                 reason = "; ".join(str(exc) for exc in group.exceptions)
-                log.warning("broker %s:%d: %s", self._config.host, self._config.port, reason)
+                # A flapping link would otherwise log a line per attempt.
+                self._warn.warning(
+                    reason, "broker %s:%d: %s", self._config.host, self._config.port, reason
+                )
             was_up = self.stats.connects != connects
             if was_up and loop.time() - started >= self.stable_after_s:
                 # The link held for a while: a new outage starts from the shortest delay. A link
