@@ -29,6 +29,9 @@ ENV_PREFIX = "IOTGW_"
 class BrokerConfig:
     url: str = "mqtt://127.0.0.1:1883"  # mqtt://host:port, or mqtts:// for TLS
     client_id: str = ""  # empty: "iotgw-" plus a random suffix
+    # Keep the MQTT session across reconnects and restarts (clean_session=false): the broker
+    # queues QoS 1 messages while the gateway is away. Needs a fixed client_id and qos = 1.
+    persistent_session: bool = False
     username: str = ""
     password: str = ""
     password_env: str = ""  # name of an environment variable holding the password
@@ -300,6 +303,10 @@ def validate(config: Config) -> None:
         raise ConfigError("broker.url", "port out of range") from None
     if broker.qos not in (0, 1, 2):
         raise ConfigError("broker.qos", "expected 0, 1 or 2")
+    if broker.persistent_session and not broker.client_id:
+        raise ConfigError("broker.client_id", "a persistent session needs a fixed client_id")
+    if broker.persistent_session and broker.qos == 0:
+        raise ConfigError("broker.qos", "a persistent session queues QoS 1 or 2 only")
     files = {
         f"broker.{k}": getattr(broker, k) for k in ("tls_ca_file", "tls_cert_file", "tls_key_file")
     }

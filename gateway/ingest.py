@@ -186,7 +186,9 @@ class BrokerLink:
             keepalive=config.keepalive_s,
             tls_context=tls_context,
             timeout=config.publish_timeout_s,
-            clean_session=True,
+            # A fresh client object per connection either way: paho's own queue never re-sends
+            # a command; with a persistent session it is the broker that keeps what we missed.
+            clean_session=not config.persistent_session,
             socket_options=[NO_DELAY],
             queue_type=_direct_dispatch(self._on_message),
         )
