@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.config import Config
 from gateway.http_api import add_routes
-from gateway.logs import AccessLogger
+from gateway.logs import AccessLogger, redact_access_log
 from gateway.metrics import add_metrics
 from gateway.runtime import Runtime
 from gateway.ws import websocket_handler
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(config: Config) -> web.Application:
+    redact_access_log()  # whichever access logger serves this app, tokens stay out of it
     app = web.Application()
     runtime = Runtime(config)
     app[RUNTIME] = runtime

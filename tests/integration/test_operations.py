@@ -355,3 +355,35 @@ def test_unusable_broker_choice_stops_the_session_with_its_reason() -> None:
     assert done.returncode == pytest.ExitCode.USAGE_ERROR
     assert "IOTGW_TEST_BROKER=docker" in done.stdout
     assert "Traceback" not in done.stdout
+
+
+async def test_default_access_log_redacts_query_tokens(
+    broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Served with aiohttp's own access logger (as `web.run_app(create_app(config))` does), a
+    `?token=` in the request line is still redacted."""
+    from aiohttp import web
+
+    from gateway.app import create_app
+    from gateway.config import load_config
+
+    config = load_config(
+        env={}, overrides={"broker.url": broker.url, "auth.tokens": [{"token": TOKEN}]}
+    )
+    runner = web.AppRunner(create_app(config))  # default access logger and format
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+            async with (
+                aiohttp.ClientSession() as http,
+                http.ws_connect(f"ws://127.0.0.1:{port}/ws?token={TOKEN}") as ws,
+            ):
+                await ws.receive(timeout=10)
+        lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    finally:
+        await runner.cleanup()
+    assert any("token=REDACTED" in line for line in lines), lines
+    assert not any(TOKEN in line for line in lines)
