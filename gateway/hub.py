@@ -139,9 +139,6 @@ class Hub:
     def parked(self) -> int:
         return len(self._parked)
 
-    def forget_device(self, device_id: str) -> None:
-        self._index.forget(device_id)
-
     # --- readings --------------------------------------------------------------------------------
 
     def add_readings(self, readings: list[Reading]) -> None:

@@ -15,7 +15,6 @@ import random
 import secrets
 import socket
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -69,7 +68,6 @@ class BrokerLink:
         self.client_id = config.client_id or f"iotgw-{secrets.token_hex(4)}"
         # How long a connection must last for the next outage to back off from the start again.
         self.stable_after_s = max(STABLE_LINK_S, config.reconnect_max_s)
-        self.connected_since: float | None = None
         self.stats = LinkStats()
 
     @property
@@ -161,7 +159,6 @@ class BrokerLink:
 
     def _set_client(self, client: aiomqtt.Client | None) -> None:
         self._client = client
-        self.connected_since = time.time() if client is not None else None
         self._on_state(client is not None)
 
     def _make_client(self) -> aiomqtt.Client:

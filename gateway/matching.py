@@ -98,7 +98,7 @@ class Interest:
         return answer
 
     def forget(self, device: str) -> None:
-        """Drop cached answers for a device the registry no longer holds."""
+        """Drop cached answers for a device (for when the registry can remove devices)."""
         for key in [k for k in self._metrics if k[0] == device]:
             del self._metrics[key]
 
@@ -162,8 +162,3 @@ class InterestIndex:
             matched = [i for i in candidates if i.wants_device(device)]
             self._by_device[device] = matched
         return matched
-
-    def forget(self, device: str) -> None:
-        if self._by_device.pop(device, None) is not None:
-            for interest in self._globbing.union(self._by_name.get(device, ())):
-                interest.forget(device)

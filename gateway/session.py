@@ -90,10 +90,6 @@ class Session:
         return self._outbox_bytes
 
     @property
-    def seq(self) -> int:
-        return self._seq
-
-    @property
     def closing(self) -> bool:
         """The gateway decided to close this session (eviction, shutdown, bad auth)."""
         return self._closing is not None
