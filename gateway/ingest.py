@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from gateway import mqtt_reader
 from gateway.commands import BrokerUnavailable, PublishUnconfirmed
 from gateway.config import BrokerConfig
 from gateway.logs import RateLimitedLog
@@ -174,7 +175,7 @@ class BrokerLink:
             tls_context = ssl.create_default_context(cafile=config.tls_ca_file or None)
             if config.tls_cert_file:
                 tls_context.load_cert_chain(config.tls_cert_file, config.tls_key_file or None)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             config.host,
             config.port,
             identifier=self.client_id,
@@ -187,8 +188,9 @@ class BrokerLink:
             # a command; with a persistent session it is the broker that keeps what we missed.
             clean_session=not config.persistent_session,
             socket_options=[NO_DELAY],
-            queue_type=_direct_dispatch(self._on_message),
         )
+        mqtt_reader.install(client, self._on_message)
+        return client
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1, returning after PUBACK (see commands.Publisher)."""
@@ -208,7 +210,7 @@ class BrokerLink:
 
 async def _until_lost(client: aiomqtt.Client) -> None:
     """Return never; raise MqttError when the connection is lost. Messages do not come through
-    here (see _direct_dispatch): aiomqtt's iterator is only its way of reporting the loss."""
+    here (see gateway.mqtt_reader): aiomqtt's iterator is only its way of reporting the loss."""
     async for _ in client.messages:
         pass
 
@@ -244,21 +246,3 @@ async def _connected(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_exit(client)
         yield client
-
-
-def _direct_dispatch(
-    handle: Callable[[str, bytes], None],
-) -> type[asyncio.Queue[aiomqtt.Message]]:
-    """A stand-in for aiomqtt's incoming queue that hands each message on at once.
-
-    aiomqtt calls `put_nowait` from paho's on_message, already on the event loop; its iterator
-    would then spend a task and an `asyncio.wait` per message to take it out again. Handing it to
-    the pipeline right here cut ingest CPU per message by 39% in the bench (docs/performance.md).
-    """
-
-    class DirectDispatch(asyncio.Queue[aiomqtt.Message]):
-        def put_nowait(self, item: aiomqtt.Message) -> None:
-            payload = item.payload
-            handle(item.topic.value, payload if isinstance(payload, bytes) else b"")
-
-    return DirectDispatch

@@ -1,0 +1,212 @@
+"""The broker link's read path: the broker's socket read a chunk at a time, PUBLISH packets
+handed straight to the pipeline, everything else to paho.
+
+Why it exists (docs/performance.md, "Ingest"): paho reads a packet a byte or two at a time
+(command, each length byte, then the body: three `recv()` calls), aiomqtt's reader callback
+handles one packet per readable event, and paho spends ~25 µs of Python on a QoS 0 PUBLISH
+(locks, a logging call, an MQTTMessage, topic-filter matching) — together most of ingest's cost.
+
+How it fits in: paho keeps owning the connection — connect, subscribe, publish, keepalive,
+QoS 2, acknowledgements, errors and disconnects. It reads through `PahoSocket`, which only ever
+gives it whole packets that this module decided paho should handle. The module's reader callback
+replaces aiomqtt's for the socket's fd (`install`). A PUBLISH at QoS 0 or 1 (MQTT 3.1.1, the
+protocol the link speaks) is decoded here — fixed header, topic, packet id, payload — and a QoS 1
+one is acknowledged after the pipeline has taken it, through paho's public `ack()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from paho.mqtt import client as paho_mqtt
+
+#: One readable event reads at most this much. 16 KiB is ~150 telemetry messages, a few
+#: milliseconds of work before the event loop runs anything else again.
+READ_CHUNK = 16 * 1024
+
+PUBLISH = 0x30
+_QOS_BITS = 0x06
+_ANY_PUBLISH = 0xF0
+_TRY_AGAIN = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+Handle = Callable[[str, bytes], None]
+
+
+class PahoSocket:
+    """The socket as paho sees it: reads come from `feed()`, everything else goes to the socket.
+
+    paho's `loop_read()` calls `recv()` until it raises BlockingIOError; fed one packet, it
+    handles exactly that packet. A read error or end of stream is fed the same way, so paho
+    reports the lost connection exactly as if it had read the socket itself.
+    """
+
+    __slots__ = ("_data", "_error", "_offset", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._offset = 0
+        self._error: BaseException | None = None
+
+    def feed(self, packet: bytes) -> None:
+        self._data, self._offset = packet, 0
+
+    def feed_error(self, error: BaseException | None) -> None:
+        """`None` is the end of the stream (`recv` returns b"")."""
+        self._error = error or EOFError()
+
+    def recv(self, size: int) -> bytes:
+        start = self._offset
+        if start < len(self._data):
+            self._offset = start + size
+            return self._data[start : start + size]
+        if self._error is not None:
+            if isinstance(self._error, EOFError):
+                return b""
+            raise self._error
+        raise BlockingIOError
+
+    def pending(self) -> int:
+        """aiomqtt's own reader callback loops while this is positive; it must see 0."""
+        return 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class PacketReader:
+    """Reads the broker's socket on readable events and routes each complete packet."""
+
+    def __init__(self, client: Any, sock: Any, handle: Handle) -> None:
+        self._client = client  # the aiomqtt.Client (its `_disconnected` is how errors surface)
+        self._paho = client._client
+        self._sock = sock
+        self._view = PahoSocket(sock)
+        self._handle = handle
+        self._rest = b""  # the start of a packet whose end has not arrived yet
+
+    @property
+    def paho_socket(self) -> PahoSocket:
+        return self._view
+
+    def on_readable(self) -> None:
+        try:
+            chunk = self._read()
+            if chunk is None:
+                return
+            data = self._rest + chunk if self._rest else chunk
+            self._rest = data[self._route(data) :]
+        except Exception as exc:
+            disconnected = self._client._disconnected
+            if not disconnected.done():
+                disconnected.set_exception(exc)
+
+    def _read(self) -> bytes | None:
+        sock = self._sock
+        try:
+            chunk = sock.recv(READ_CHUNK)
+            # TLS: records already decrypted into the SSL object do not make the fd readable.
+            while chunk and isinstance(sock, ssl.SSLSocket) and sock.pending():
+                chunk += sock.recv(READ_CHUNK)
+        except _TRY_AGAIN:
+            return None
+        except OSError as exc:
+            self._to_paho_error(exc)
+            return None
+        if not chunk:
+            self._to_paho_error(None)
+            return None
+        paho = self._paho
+        with paho._msgtime_mutex:  # paho's keepalive counts bytes it did not read itself
+            paho._last_bytes_received = paho_mqtt.time_func()
+        return chunk
+
+    def _route(self, data: bytes) -> int:
+        """Handle every complete packet in `data`; return where the incomplete rest starts."""
+        end = len(data)
+        position = 0
+        handle = self._handle
+        while position < end:
+            # Fixed header: the packet type and flags, then the remaining length, 1 to 4 bytes of
+            # 7 bits each, least significant first.
+            command = data[position]
+            length = 0
+            shift = 0
+            cursor = position + 1
+            while True:
+                if cursor >= end:
+                    return position
+                byte = data[cursor]
+                cursor += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    raise ConnectionError("malformed remaining length from the broker")
+            packet_end = cursor + length
+            if packet_end > end:
+                return position
+            qos = (command & _QOS_BITS) >> 1
+            if command & _ANY_PUBLISH == PUBLISH and qos < 2:
+                # Variable header: topic length (2 bytes) and topic, then at QoS 1 the packet id.
+                topic_end = cursor + 2 + (data[cursor] << 8 | data[cursor + 1])
+                payload_start = topic_end + 2 * qos
+                if payload_start > packet_end:
+                    raise ConnectionError("malformed PUBLISH from the broker")
+                handle(
+                    data[cursor + 2 : topic_end].decode("utf-8", "replace"),
+                    data[payload_start:packet_end],
+                )
+                if qos:
+                    self._paho.ack(data[topic_end] << 8 | data[topic_end + 1], 1)
+            elif not self._to_paho(data[position:packet_end]):
+                return end  # paho closed the connection: the rest is moot
+            position = packet_end
+        return position
+
+    def _to_paho(self, packet: bytes) -> bool:
+        self._view.feed(packet)
+        return self._paho.loop_read() == paho_mqtt.MQTT_ERR_SUCCESS
+
+    def _to_paho_error(self, error: BaseException | None) -> None:
+        self._view.feed_error(error)
+        self._paho.loop_read()
+
+
+def install(client: Any, handle: Handle) -> None:
+    """Route an aiomqtt client's incoming packets through a PacketReader (before it connects).
+
+    paho stores each new socket as `_sock` and then calls `on_socket_open` (paho 2.x,
+    `reconnect()`, in aiomqtt's executor thread). There the socket paho reads becomes a
+    PahoSocket, aiomqtt registers its reader callback and starts its housekeeping, and this
+    module's callback then replaces aiomqtt's for the fd (`call_soon_threadsafe` keeps the order).
+    Messages paho still delivers itself (QoS 2) come through `on_message`; with manual acks on,
+    every acknowledgement is sent after the pipeline has taken the message.
+    """
+    paho = client._client  # private: aiomqtt has no hook for any of this
+    loop = asyncio.get_running_loop()
+    register_with_aiomqtt = paho.on_socket_open
+
+    def on_socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
+        reader = PacketReader(client, sock, handle)
+        paho_client._sock = reader.paho_socket
+        if register_with_aiomqtt is not None:
+            register_with_aiomqtt(paho_client, userdata, sock)
+        loop.call_soon_threadsafe(loop.add_reader, sock.fileno(), reader.on_readable)
+
+    def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # brokers refuse such topics; never let one stop the reader
+            topic = message._topic.decode("utf-8", "replace")
+        handle(topic, message.payload)
+        if message.qos:
+            paho.ack(message.mid, message.qos)
+
+    paho.manual_ack_set(True)
+    paho.on_message = on_message
+    paho.on_socket_open = on_socket_open

@@ -1,0 +1,148 @@
+"""gateway.mqtt_reader: framing of the broker's byte stream, with paho replaced by a recorder.
+
+The reader must hand each PUBLISH (QoS 0/1) to the pipeline and every other packet to paho
+whole, wherever the socket's reads happen to split the stream.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from paho.mqtt import client as paho_mqtt
+
+from gateway.mqtt_reader import PacketReader, PahoSocket
+
+
+def remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish(topic: str, payload: bytes, qos: int = 0, mid: int = 0, retain: bool = False) -> bytes:
+    body = struct.pack("!H", len(topic)) + topic.encode() + (struct.pack("!H", mid) if qos else b"")
+    body += payload
+    return bytes([0x30 | qos << 1 | retain]) + remaining_length(len(body)) + body
+
+
+PINGRESP = b"\xd0\x00"
+SUBACK = b"\x90\x03\x00\x01\x01"
+
+
+class RecordingPaho:
+    """What PacketReader uses of paho: loop_read() reads the fed packet; ack() is recorded."""
+
+    def __init__(self) -> None:
+        self.sock: PahoSocket | None = None
+        self.packets: list[bytes] = []
+        self.acks: list[tuple[int, int]] = []
+
+    def loop_read(self) -> int:
+        assert self.sock is not None
+        packet = b""
+        while True:
+            try:
+                piece = self.sock.recv(1)
+            except BlockingIOError:
+                break
+            packet += piece
+        self.packets.append(packet)
+        return paho_mqtt.MQTT_ERR_SUCCESS
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.acks.append((mid, qos))
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self._client = RecordingPaho()
+
+
+def reader() -> tuple[PacketReader, RecordingPaho, list[tuple[str, bytes]]]:
+    handled: list[tuple[str, bytes]] = []
+    client = FakeClient()
+    packet_reader = PacketReader(client, sock=None, handle=lambda t, p: handled.append((t, p)))
+    client._client.sock = packet_reader.paho_socket
+    return packet_reader, client._client, handled
+
+
+STREAM = [
+    publish("p/a/telemetry", b'{"t": 1}'),
+    SUBACK,
+    publish("p/b/telemetry", b"x" * 200, qos=1, mid=513),  # two-byte remaining length
+    publish("p/c/meta", b"y" * 20000, retain=True),  # three-byte remaining length
+    PINGRESP,
+    publish("p/d/telemetry", b""),
+]
+
+
+def test_every_split_of_the_stream_gives_the_same_packets():
+    data = b"".join(STREAM)
+    whole_reader, whole_paho, whole_handled = reader()
+    assert whole_reader._route(data) == len(data)
+    assert whole_handled == [
+        ("p/a/telemetry", b'{"t": 1}'),
+        ("p/b/telemetry", b"x" * 200),
+        ("p/c/meta", b"y" * 20000),
+        ("p/d/telemetry", b""),
+    ]
+    assert whole_paho.packets == [SUBACK, PINGRESP]
+    assert whole_paho.acks == [(513, 1)]  # acknowledged after the pipeline took the message
+    boundaries = sorted({0, *range(40), *range(len(data) - 40, len(data) + 1), 250, 20000})
+    for cut in boundaries:
+        split_reader, split_paho, split_handled = reader()
+        rest = data[split_reader._route(data[:cut]) : cut]
+        tail = rest + data[cut:]
+        assert split_reader._route(tail) == len(tail), cut
+        assert (split_handled, split_paho.packets, split_paho.acks) == (
+            whole_handled,
+            whole_paho.packets,
+            whole_paho.acks,
+        ), cut
+
+
+def test_an_incomplete_packet_is_left_for_the_next_read():
+    packet_reader, _, handled = reader()
+    data = STREAM[0] + STREAM[2][:-1]
+    assert packet_reader._route(data) == len(STREAM[0])
+    assert handled == [("p/a/telemetry", b'{"t": 1}')]
+
+
+def test_qos_2_publishes_are_paho_s():
+    packet_reader, paho, handled = reader()
+    packet = publish("p/q/telemetry", b"{}", qos=2, mid=7)
+    packet_reader._route(packet)
+    assert (handled, paho.packets) == ([], [packet])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x30\x80\x80\x80\x80\x01",  # a fifth length byte
+        b"\x32\x03\x00\x01a",  # QoS 1 with no room for its packet id
+        b"\x30\x02\x00\x09",  # topic longer than the packet
+    ],
+)
+def test_malformed_packets_are_a_broken_connection(data):
+    packet_reader, _, handled = reader()
+    with pytest.raises(ConnectionError):
+        packet_reader._route(data)
+    assert handled == []
+
+
+def test_paho_socket_serves_the_fed_packet_then_says_try_later():
+    view = PahoSocket(sock=None)
+    view.feed(SUBACK)
+    assert [view.recv(1), view.recv(1), view.recv(3)] == [b"\x90", b"\x03", b"\x00\x01\x01"]
+    with pytest.raises(BlockingIOError):
+        view.recv(1)
+    assert view.pending() == 0
+    view.feed_error(None)
+    assert view.recv(1) == b""  # end of stream: paho reports the connection lost
+    view.feed_error(ConnectionResetError())
+    with pytest.raises(ConnectionResetError):
+        view.recv(1)
