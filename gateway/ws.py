@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import struct
 import time
 from typing import Any
 
@@ -57,6 +58,25 @@ class AiohttpSocket:
         # Text frames: browsers hand binary frames to scripts as Blobs.
         await self._ws.send_frame(payload, WSMsgType.TEXT)
 
+    def write_now(self, payload: bytes) -> bool:
+        """Write a text frame straight to the transport when everything written before has
+        already gone to the kernel (a peer that keeps up). aiohttp's own path is a coroutine, so
+        it needs the writer task; this one does not. Frames compressed with permessage-deflate
+        are aiohttp's to make, and so is everything on a connection that is closing. aiohttp
+        writes its control frames (pings, close) whole and synchronously too, so frames never
+        interleave."""
+        transport = self._request.transport
+        if (
+            self._ws.compress
+            or self._ws.closed
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+        ):
+            return False
+        transport.write(text_frame_header(len(payload)) + payload)
+        return True
+
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code=code, message=reason.encode())
 
@@ -64,6 +84,15 @@ class AiohttpSocket:
         # aiohttp's close() waits on the peer; a peer that never reads needs the transport cut.
         if self._request.transport is not None:
             self._request.transport.abort()
+
+
+def text_frame_header(length: int) -> bytes:
+    """The header of an unmasked, final text frame of `length` bytes (RFC 6455, section 5.2)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:

@@ -30,6 +30,13 @@ class FakeSocket:
         await self._gate.wait()
         self.frames.put_nowait(orjson.loads(payload))
 
+    def write_now(self, payload: bytes) -> bool:
+        """Like a transport with nothing buffered: takes the frame unless sends are blocked."""
+        if not self._gate.is_set():
+            return False
+        self.frames.put_nowait(orjson.loads(payload))
+        return True
+
     async def close(self, code: int, reason: str) -> None:
         self.closed_with = (code, reason)
         self.ended.set()

@@ -215,3 +215,26 @@ async def test_adopted_stream_replays_missed_frames_and_can_still_coalesce_them(
     assert notice == {"type": "lagging", "dropped": 2001, "coalesced": 1}
     assert readings["seq"] == 2  # numbering continues after the client's last seq
     assert readings["data"] == [["d", "m", 2003.0, 1999]]
+
+
+async def test_frames_written_at_once_never_overtake_queued_or_sending_ones():
+    """A frame goes straight to the socket only with nothing queued or being sent ahead of it:
+    offered while the socket is blocked, and right after it frees up, frames still leave in the
+    order they were offered; once all is sent, the next one is written at once."""
+    session, socket = Session("s", WsConfig()), FakeSocket(blocked=True)
+    async with writing(session, socket):
+        session.offer_readings(*rows_of(("d", "t", 1.0, 1)))  # queued: the socket cannot take it
+        session.offer_readings(*rows_of(("d", "t", 2.0, 2)))
+        socket.release()
+        session.offer_frame({"type": "pong", "id": 3})  # the send has not returned yet
+        frames = await socket.take(3)
+        session.offer_readings(*rows_of(("d", "t", 4.0, 4)))  # nothing ahead: written at once
+        assert socket.frames.qsize() == 1
+        frames += await socket.take(1)
+    assert [(f["type"], f.get("seq")) for f in frames] == [
+        ("readings", 1),
+        ("readings", 2),
+        ("pong", None),
+        ("readings", 3),
+    ]
+    assert session.stats.frames_sent == 4
