@@ -25,6 +25,10 @@ READY_TIMEOUT_S = 60.0
 DRAIN_MAX_S = 15.0
 DRAIN_QUIET_S = 1.5
 SETTLE_S = 0.5
+#: The slow clients' socket receive buffer. Loopback buffers otherwise grow to several MB on each
+#: side, which a client reading at 10% takes minutes to fill: the gateway's outbox, coalescing and
+#: eviction would never be reached within a run.
+SLOW_RECEIVE_BUFFER = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,7 @@ class Run:
                 1,
                 "slow",
                 s.slow_fraction * max(s.rates),
+                receive_buffer=SLOW_RECEIVE_BUFFER,
             )
             slow.append(workers.add(Worker("slow-subscribers", subscriber.run, config)))
         gather(subs + slow, "ready", READY_TIMEOUT_S + s.clients / 20)

@@ -100,10 +100,12 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "S7",
-            "slow neighbour: S2 plus 5 clients reading at 10% speed",
+            "slow neighbour: S2 plus 5 clients reading at 10% speed, 60 s",
             100,
             (1000.0,),
-            20.0,
+            # Long enough for the slow clients' backlog to pass the kernel's send buffer (up to
+            # 4 MB each) and the 1 MiB outbox, so coalescing and its notices are exercised.
+            60.0,
             100,
             slow_clients=5,
             full_every=10,

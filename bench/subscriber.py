@@ -15,6 +15,7 @@ that they consume `slow_rate` messages/s. Orchestrator pipe protocol:
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -22,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import AddrInfoType, SocketFactoryType
 
 from bench.control import listen
 from bench.stats import Histogram
@@ -42,6 +44,7 @@ class SubscriberConfig:
     narrow: int = 0  # > 0: subscribe to this many explicit devices (S4), else to "*"
     device_count: int = 0
     compress: bool = False
+    receive_buffer: int = 0  # > 0: SO_RCVBUF of every client socket, set before connecting
 
 
 @dataclass(slots=True)
@@ -228,7 +231,7 @@ async def _main(config: SubscriberConfig, conn: Connection) -> None:
         elif command == "stop":
             stopped.set()
 
-    connector = aiohttp.TCPConnector(limit=0)
+    connector = aiohttp.TCPConnector(limit=0, socket_factory=_socket_factory(config))
     async with aiohttp.ClientSession(connector=connector) as session:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
         async with asyncio.TaskGroup() as tasks:
@@ -242,6 +245,20 @@ async def _main(config: SubscriberConfig, conn: Connection) -> None:
             unlisten()
             for task in running:
                 task.cancel()
+
+
+def _socket_factory(config: SubscriberConfig) -> SocketFactoryType | None:
+    if not config.receive_buffer:
+        return None
+
+    def make(addr_info: AddrInfoType) -> socket.socket:
+        family, kind, proto, _, _ = addr_info
+        sock = socket.socket(family, kind, proto)
+        # Before connect(), so the TCP window is negotiated for it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, config.receive_buffer)
+        return sock
+
+    return make
 
 
 def run(config: SubscriberConfig, conn: Connection) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import struct
 import time
 from typing import Any
@@ -86,6 +87,13 @@ class AiohttpSocket:
             self._request.transport.abort()
 
 
+def limit_send_buffer(request: web.Request, size: int) -> None:
+    """Fix the kernel's send buffer for this connection (see ws.send_buffer_bytes)."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if size and sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
 def text_frame_header(length: int) -> bytes:
     """The header of an unmasked, final text frame of `length` bytes (RFC 6455, section 5.2)."""
     if length < 126:
@@ -126,6 +134,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         compress=config.compress,
     )
     connection = Connection(runtime, session, ws, request, holder)
+    limit_send_buffer(request, config.send_buffer_bytes)
     try:
         await ws.prepare(request)
         await connection.serve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import orjson
@@ -257,3 +258,22 @@ async def test_graceful_shutdown_closes_clients_with_1001(start_gateway):
     await stopping
     assert codes == [1001, 1001]
     assert all(c.ws.closed for c in clients)
+
+
+@pytest.mark.parametrize("size", [65536, 0])
+async def test_send_buffer_of_websocket_connections_follows_the_setting(start_gateway, size):
+    """ws.send_buffer_bytes fixes SO_SNDBUF (Linux reports twice the value set); 0 leaves the
+    kernel's default, autotuned buffer alone."""
+    gateway = await start_gateway({"ws.send_buffer_bytes": size})
+    client = await gateway.connect()
+    await client.request({"type": "ping"}, "pong")
+    handlers = [h for h in gateway.runner.server.connections if h.transport is not None]
+    sizes = {
+        h.transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        for h in handlers
+    }
+    if size:
+        assert sizes == {2 * size}
+    else:
+        assert sizes
+        assert 2 * 65536 not in sizes
