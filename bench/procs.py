@@ -12,6 +12,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from gateway.brokers import find_mosquitto, free_port, mosquitto_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,3 +187,27 @@ def target_ready(kind: str, port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+#: What the gateway itself says about clients that fell behind (its /metrics).
+_SLOW_CLIENT_COUNTERS = ("iotgw_readings_coalesced", "iotgw_ws_closed_by_gateway")
+
+
+def gateway_counters(port: int) -> dict[str, float]:
+    """The gateway's slow-client counters, e.g. {"iotgw_ws_closed_by_gateway{slow_consumer}": 5}.
+
+    A client reading at 10% sees its `lagging` notice or its close only after it has read
+    everything queued before it (minutes, for S7's clients); the gateway counts them when they
+    happen.
+    """
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    counters: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in _SLOW_CLIENT_COUNTERS:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                labels = ",".join(sample.labels.values())
+                counters[f"{family.name}{{{labels}}}" if labels else family.name] = sample.value
+    return counters

@@ -161,9 +161,9 @@ def step_detail(records: list[Record]) -> list[str]:
 def slow_rows(records: list[Record]) -> list[str]:
     rows = [
         "| target | healthy p99 ms | RSS connected → end MiB "
-        "| slow clients: lagging frames, close codes |"
+        "| slow clients: lagging frames, close codes | gateway: coalesced, closed (reason) |"
     ]
-    rows.append("|---|---:|---:|---|")
+    rows.append("|---|---:|---:|---|---|")
     for target, group in sorted(_by_target(records).items()):
         before = med(group, lambda r: r["rss_connected_kib"] / 1024)
         after = med(group, lambda r: r["target_rss_kib"]["rss"] / 1024)
@@ -171,9 +171,13 @@ def slow_rows(records: list[Record]) -> list[str]:
         codes = sorted(
             {c for r in group for c in (r["slow_clients"] or {}).get("closed_codes", [])}
         )
+        counters = group[-1].get("gateway_counters") or {}
+        said = ", ".join(
+            f"{k.removeprefix('iotgw_')} {v:,.0f}" for k, v in sorted(counters.items())
+        )
         rows.append(
             f"| {target} | {fmt(med(group, lat('p99')), 1)} | {fmt(before, 0)} → {fmt(after, 0)} "
-            f"| {fmt(lagging, 0)} lagging, closed {codes or 'none'} |"
+            f"| {fmt(lagging, 0)} lagging, closed {codes or 'none'} | {said or '–'} |"
         )
     return rows
 

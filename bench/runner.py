@@ -175,6 +175,9 @@ class Run:
             record = self._step(subs, slow, drivers, broker, target, rate)
             record.update(
                 step=step,
+                gateway_counters=(
+                    procs.gateway_counters(http_port) if self.target == "gateway" else None
+                ),
                 rss_idle_kib=rss_idle,
                 rss_subscribed_kib=self.rss_subscribed,
                 rss_connected_kib=rss_connected,
