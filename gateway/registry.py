@@ -8,12 +8,12 @@ a device whose clock is wrong (or a wall-clock jump) cannot make others look sta
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import RegistryConfig
+from gateway.history import HistoryRing
 from gateway.models import DeviceMeta, Reading, Sample, Status, Value
 
 
@@ -27,7 +27,7 @@ class Device:
     last_seen_mono: float = 0.0  # monotonic, for staleness
     meta: DeviceMeta | None = None
     values: dict[str, tuple[float, Value]] = field(default_factory=dict)
-    history: dict[str, deque[tuple[float, Value]]] = field(default_factory=dict)
+    history: dict[str, HistoryRing] = field(default_factory=dict)
 
     @property
     def status(self) -> Status:
@@ -104,8 +104,8 @@ class Registry:
                 if len(history) >= cap:
                     self.stats.metrics_refused += 1
                     continue
-                ring = history[metric] = deque(maxlen=self._config.history_length)
-            ring.append((ts, value))
+                ring = history[metric] = HistoryRing(self._config.history_length)
+            ring.append(ts, value)
             values[metric] = (ts, value)
             accepted.append((device_id, metric, ts, value))
         self.touch(device, now)
