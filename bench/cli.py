@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import procs, report
+from bench import coldstart, procs, report
 from bench.procs import REPO
 from bench.runner import Options, Run
 from bench.scenarios import SCENARIOS, Scenario
@@ -87,6 +87,8 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 
 def one_line(record: dict[str, Any]) -> str:
+    if "snapshot" in record:
+        return coldstart.one_line(record)
     lat = record["latency_ms"]
     commands = record.get("commands")
     if commands:

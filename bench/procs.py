@@ -152,10 +152,12 @@ def target(
     python: str | None = None,
     tree: Path | None = None,
     gc_probe: Path | None = None,
+    retained: bool = False,
 ) -> tuple[Child, int]:
     """The gateway or the naive bridge (not yet started), on a free HTTP port.
 
-    `tree`: run the gateway package of another checkout (A/B tests of a patch)."""
+    `tree`: run the gateway package of another checkout (A/B tests of a patch). `retained`: the
+    naive bridge also keeps meta and status and serves snapshots (S6; the gateway always does)."""
     port = free_port()
     exe = python or sys.executable
     env = dict(os.environ)
@@ -171,6 +173,7 @@ def target(
     elif kind == "naive":
         argv = [exe, "-m", "bench.baselines.naive_bridge", "--broker-port", str(broker_port)]
         argv += ["--port", str(port), "--prefix", prefix]
+        argv += ["--retained"] if retained else []
     else:
         raise ValueError(f"unknown target {kind!r}")
     return Child(kind, argv, env, (tree or REPO) if kind == "gateway" else REPO), port

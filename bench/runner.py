@@ -59,6 +59,10 @@ class Run:
         self.rss_subscribed = 0
 
     def execute(self) -> list[dict[str, Any]]:
+        if self.scenario.cold_start:
+            from bench.coldstart import ColdStart
+
+            return ColdStart(self).execute()
         broker, broker_port = procs.broker()
         target, http_port = procs.target(
             self.target,
