@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="gateway config override, e.g. ws.batch_interval_ms=2 (repeatable)",
     )
+    run.add_argument(
+        "--broker-conf",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help='extra mosquitto.conf line, e.g. "max_queued_messages 1000" (repeatable)',
+    )
     run.add_argument("--publisher", choices=["raw", "paho"], default="raw")
     run.add_argument("--gateway-python", help="interpreter for the gateway (e.g. a uvloop venv)")
     run.add_argument("--gateway-tree", type=Path, help="checkout whose gateway/ to run (A/B)")
@@ -128,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         args.gc_probe,
         args.profile,
         invocation,
+        tuple(args.broker_conf),
     )
     args.results.parent.mkdir(parents=True, exist_ok=True)
     print(f"invocation {invocation}: {scenario.name} — {scenario.description}", flush=True)

@@ -92,7 +92,7 @@ class ColdStart:
 
     def execute(self) -> list[dict[str, Any]]:
         devices = [f"d{i:05d}" for i in range(self.scenario.devices)]
-        broker, broker_port = procs.broker()
+        broker, broker_port = procs.broker(self.run.options.broker_conf)
         with broker:
             procs.wait_until(lambda: procs.port_open(broker_port), 15, "mosquitto")
             loaded = load_retained(broker_port, self.run.prefix, devices)

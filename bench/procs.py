@@ -131,15 +131,16 @@ class Child:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def broker() -> tuple[Child, int]:
-    """A fresh mosquitto on a free loopback port (not yet started)."""
+def broker(extra: tuple[str, ...] = ()) -> tuple[Child, int]:
+    """A fresh mosquitto on a free loopback port (not yet started); `extra` lines are appended
+    to the gateway's shipped config (a later line overrides an earlier one)."""
     binary = find_mosquitto()
     if binary is None:
         raise RuntimeError("mosquitto not found (apt-get install mosquitto)")
     port = free_port()
     child = Child("mosquitto", [binary, "-c", "CONFIG"])
     config = child.dir / "mosquitto.conf"
-    config.write_text(mosquitto_config(port))
+    config.write_text(mosquitto_config(port) + "".join(line + "\n" for line in extra))
     child.argv[-1] = str(config)
     return child, port
 
