@@ -35,6 +35,7 @@ def finish_profile(profiler: procs.Child) -> None:
 
     _finish(profiler)
 
+
 #: A meta like a real device's (name, three metrics with units, one command); ~200 bytes.
 META = (
     b'{"type":"bench","name":"Bench device %s","metrics":{"sent":{"unit":"s"},"n":{},'
@@ -135,11 +136,17 @@ class ColdStart:
         with target:
             started = time.time()
             cpu_broker0 = procs.cpu_seconds(broker.pid)
+            machine0, window0 = procs.system_cpu()[0], time.monotonic()
             client.send("go", (url, started, len(devices), SNAPSHOT_TIMEOUT_S))
             if self.run.options.profile_dir:
                 profiler = self.run._profiler(target, time.time())
             snapshot = self._watch(client, target, http_port, started, len(devices), marks)
             cpu_synced = procs.cpu_seconds(target.pid)
+            window = time.monotonic() - window0
+            # CPU used by processes this run did not start (the snapshot client's is left in:
+            # it only waits and decodes one frame).
+            others = procs.system_cpu()[0] - machine0 - cpu_synced
+            others -= procs.cpu_seconds(broker.pid) - cpu_broker0
             time.sleep(SETTLE_S)
             rss_synced = procs.memory_kib(target.pid)["rss"]
             telemetry = self._telemetry(client, broker_port, devices)
@@ -157,6 +164,7 @@ class ColdStart:
             "target_cpu_to_snapshot_s": round(cpu_synced, 3),
             "target_cpu_s": round(cpu_end, 3),
             "broker_cpu_s": round(procs.cpu_seconds(broker.pid) - cpu_broker0, 3),
+            "others_cpu_pct": round(100 * max(0.0, others) / window, 1),
             "rss_synced_kib": rss_synced,
             "target_rss_kib": memory,
             "telemetry": telemetry,
@@ -185,9 +193,9 @@ class ColdStart:
                 marks["http_s"] = now
             if marks["ready_s"] is None and _ready(self.target_kind, http_port):
                 marks["ready_s"] = now
-            if marks["devices_s"] is None and self.target_kind == "gateway":
-                if (_device_count(http_port) or 0) >= expected:
-                    marks["devices_s"] = now
+            counting = marks["devices_s"] is None and self.target_kind == "gateway"
+            if counting and (_device_count(http_port) or 0) >= expected:
+                marks["devices_s"] = now
         return {"complete": False, "error": "no snapshot result (target died or timed out)"}
 
     def _telemetry(self, client: Worker, broker_port: int, devices: list[str]) -> dict[str, Any]:
@@ -237,27 +245,35 @@ def _device_count(http_port: int) -> int | None:
     except OSError:
         return None
     return int(
-        sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("iotgw_devices{"))
+        sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("iotgw_devices{")
+        )
     )
 
 
 def _per_device(record: dict[str, Any], devices: int) -> dict[str, Any]:
     idle, synced = record["rss_idle_kib"], record["rss_synced_kib"]
     after = record["target_rss_kib"]["rss"]
+    if not devices:
+        return {"bytes_per_device": None, "bytes_per_device_with_telemetry": None}
     return {
-        "bytes_per_device": round(1024 * (synced - idle) / devices) if devices else None,
-        "bytes_per_device_with_telemetry": round(1024 * (after - idle) / devices) if devices else None,
+        "bytes_per_device": round(1024 * (synced - idle) / devices),
+        "bytes_per_device_with_telemetry": round(1024 * (after - idle) / devices),
     }
 
 
 def one_line(record: dict[str, Any]) -> str:
     snap = record["snapshot"]
     size = f"{snap['bytes'] / 1e6:.1f} MB" if "bytes" in snap else "-"
+    at = snap.get("at_s") if snap["complete"] else "never"
+    retries = len(snap.get("incomplete", []))
     return (
         f"{record['scenario']:>5} {record['target']:<8} retained {record['retained_counted']:,}/"
         f"{record['retained_published']:,} | ready {record['ready_s']} s, all devices "
-        f"{record['devices_s']} s, complete snapshot {snap.get('at_s') if snap['complete'] else 'never'}"
-        f" s ({size}, {len(snap.get('incomplete', []))} incomplete before) | cpu "
+        f"{record['devices_s']} s, complete snapshot "
+        f"{at} s ({size}, {retries} incomplete before) | cpu "
         f"{record['target_cpu_to_snapshot_s']} s | rss idle {record['rss_idle_kib'] // 1024} MiB, "
         f"{record['bytes_per_device']} B/device, {record['bytes_per_device_with_telemetry']} "
         f"B/device with telemetry | load {record['loadavg'][0]}"

@@ -89,7 +89,7 @@ class RawPublisher:
         self.sock.sendall(connect_packet(client_id))
         self._buffer = bytearray()
         self._parsed: list[tuple[int, bytes]] = []
-        kind, body = self.expect({0x20})
+        _kind, body = self.expect({0x20})
         if body[1:2] != b"\x00":
             raise ConnectionError(f"broker refused the connection: {body!r}")
 

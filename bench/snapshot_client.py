@@ -64,7 +64,9 @@ async def _snapshot(
     while True:
         request_id += 1
         sent_at = time.time()
-        await ws.send_str(orjson.dumps({"type": "subscribe", "id": request_id, "devices": ["*"]}).decode())
+        await ws.send_str(
+            orjson.dumps({"type": "subscribe", "id": request_id, "devices": ["*"]}).decode()
+        )
         subscription = None
         while True:
             message = await ws.receive()
@@ -88,7 +90,9 @@ async def _snapshot(
             return figures
         tries.incomplete.append(figures)
         if subscription is not None:  # the naive bridge has no subscriptions to end
-            await ws.send_str(orjson.dumps({"type": "unsubscribe", "subscription": subscription}).decode())
+            await ws.send_str(
+                orjson.dumps({"type": "unsubscribe", "subscription": subscription}).decode()
+            )
         await asyncio.sleep(RETRY_SNAPSHOT_S)  # asking again at once would only load the target
 
 
