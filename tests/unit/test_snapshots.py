@@ -88,3 +88,13 @@ async def test_release_skips_sessions_that_left_unsubscribed_or_are_closing():
     held.release(fleet("a-1"), hub)
     assert gone.offers == unsubscribed.offers == closing.offers == []
     assert len(kept.offers) == 1
+
+
+async def test_held_sessions_with_the_same_subscription_share_one_encoding():
+    """Released together, sessions asking for the same selector under the same subscription id
+    are offered the very same bytes."""
+    hub = Hub(WsConfig())
+    held = HeldSnapshots()
+    a, b = held_session(hub, held, "a"), held_session(hub, held, "b")
+    held.release(fleet("a-1"), hub)
+    assert a.offers[0][1] is b.offers[0][1]
