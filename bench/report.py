@@ -217,8 +217,9 @@ def cold_start_rows(records: list[Record]) -> list[str]:
     rows = [
         "| target | runs | devices | retained in broker | ready s | all devices s "
         "| complete snapshot s | snapshot MB | incomplete snapshots first | CPU s to snapshot "
-        "| RSS idle MiB | bytes/device | bytes/device after 1 reading each | others' CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| burst msg/s | RSS idle MiB | bytes/device | bytes/device after 1 reading each "
+        "| others' CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for target, group in sorted(_by_target(records).items()):
         done = [r for r in group if r["snapshot"].get("complete")]
@@ -231,12 +232,20 @@ def cold_start_rows(records: list[Record]) -> list[str]:
             f"| {fmt(med(done, lambda r: r['snapshot']['bytes'] / 1e6), 1)} "
             f"| {fmt(med(group, lambda r: len(r['snapshot'].get('incomplete', []))), 0)} "
             f"| {fmt(med(group, lambda r: r['target_cpu_to_snapshot_s']), 1)} "
+            f"| {fmt(med(done, _burst_rate), 0)} "
             f"| {fmt(med(group, lambda r: r['rss_idle_kib'] / 1024), 0)} "
             f"| {fmt(med(group, lambda r: r['bytes_per_device']), 0)} "
             f"| {fmt(med(group, lambda r: r['bytes_per_device_with_telemetry']), 0)} "
             f"| {fmt(med(group, lambda r: r.get('others_cpu_pct')), 0, '%')} |"
         )
     return rows
+
+
+def _burst_rate(record: Record) -> float | None:
+    """Retained messages taken in per second: from HTTP up (the link connects about then) to
+    the first complete snapshot."""
+    window = record["snapshot"]["at_s"] - (record["http_s"] or 0.0)
+    return record["retained_counted"] / window if window > 0 else None
 
 
 def machine_lines(records: list[Record]) -> list[str]:
