@@ -47,7 +47,7 @@ def mosquitto_config(port: int) -> str:
         "set_tcp_nodelay true\n"
         # The default of 1000 silently drops most of a large fleet's retained meta and status
         # when the gateway subscribes (bench S6: 11,449 of 50,000 metas arrived); the limit
-        # must hold 2 × devices plus whatever telemetry queues meanwhile.
+        # must hold twice the devices plus whatever telemetry queues meanwhile.
         "max_queued_messages 1000000\n"
         "persistence false\n"
         # Run as whoever started it: switching user (root -> mosquitto) would clear the
