@@ -63,7 +63,10 @@ def parse_meta(raw: object) -> DeviceMeta:
 
 def _shape(metrics: object, commands_raw: object) -> _Shape:
     global _shape_bytes
-    key = orjson.dumps([metrics, commands_raw], option=orjson.OPT_SORT_KEYS)
+    try:
+        key = orjson.dumps([metrics, commands_raw], option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not JSON (a convention's own dict with odd keys): parsed, not shared
+        return _Shape(metrics, commands_raw, *_parse_shape(metrics, commands_raw))
     shape = _shapes.get(key)
     if shape is None:
         units, commands = _parse_shape(metrics, commands_raw)

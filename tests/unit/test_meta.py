@@ -158,3 +158,9 @@ def test_shared_declarations_are_bounded_in_bytes(monkeypatch):
         parse_meta({"metrics": {f"m{i}": {"unit": "x"}}})
     assert meta._shape_bytes <= 2000
     assert sum(len(key) for key in meta._shapes) == meta._shape_bytes
+
+
+def test_declarations_that_are_not_json_are_parsed_without_sharing():
+    """A dict JSON cannot encode (a non-string key) is still parsed, just not shared."""
+    meta = parse_meta({"metrics": {"t": {"unit": "C", 1: "odd"}}})
+    assert meta.units == {"t": "C"}
