@@ -71,7 +71,8 @@ async def test_a_marker_that_never_returns_holds_readiness_until_the_sync_timeou
         return True  # consumed, as if an ACL had stopped it on the way
 
     monkeypatch.setattr(RetainedSync, "arrived", swallow)
-    gateway = await start_gateway({"broker.sync_timeout_s": 1.0})
+    # Not waiting for readiness, which is what this test is about (the fixture would).
+    gateway = await start_gateway({"broker.sync_timeout_s": 3.0}, wait_connected=False)
     async with asyncio.timeout(WAIT_S):
         await swallowed.wait()
     status, body = await gateway.get("/readyz")
