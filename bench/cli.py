@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import procs, report
+from bench import coldstart, procs, report
 from bench.procs import REPO
 from bench.runner import Options, Run
 from bench.scenarios import SCENARIOS, Scenario
@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="gateway config override, e.g. ws.batch_interval_ms=2 (repeatable)",
+    )
+    run.add_argument(
+        "--broker-conf",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help='extra mosquitto.conf line, e.g. "max_queued_messages 1000" (repeatable)',
     )
     run.add_argument("--publisher", choices=["raw", "paho"], default="raw")
     run.add_argument("--gateway-python", help="interpreter for the gateway (e.g. a uvloop venv)")
@@ -87,6 +94,8 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 
 def one_line(record: dict[str, Any]) -> str:
+    if "snapshot" in record:
+        return coldstart.one_line(record)
     lat = record["latency_ms"]
     commands = record.get("commands")
     if commands:
@@ -126,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         args.gc_probe,
         args.profile,
         invocation,
+        tuple(args.broker_conf),
     )
     args.results.parent.mkdir(parents=True, exist_ok=True)
     print(f"invocation {invocation}: {scenario.name} — {scenario.description}", flush=True)

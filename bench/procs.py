@@ -133,15 +133,16 @@ class Child:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def broker() -> tuple[Child, int]:
-    """A fresh mosquitto on a free loopback port (not yet started)."""
+def broker(extra: tuple[str, ...] = ()) -> tuple[Child, int]:
+    """A fresh mosquitto on a free loopback port (not yet started); `extra` lines are appended
+    to the gateway's shipped config (a later line overrides an earlier one)."""
     binary = find_mosquitto()
     if binary is None:
         raise RuntimeError("mosquitto not found (apt-get install mosquitto)")
     port = free_port()
     child = Child("mosquitto", [binary, "-c", "CONFIG"])
     config = child.dir / "mosquitto.conf"
-    config.write_text(mosquitto_config(port))
+    config.write_text(mosquitto_config(port) + "".join(line + "\n" for line in extra))
     child.argv[-1] = str(config)
     return child, port
 
@@ -154,10 +155,12 @@ def target(
     python: str | None = None,
     tree: Path | None = None,
     gc_probe: Path | None = None,
+    retained: bool = False,
 ) -> tuple[Child, int]:
     """The gateway or the naive bridge (not yet started), on a free HTTP port.
 
-    `tree`: run the gateway package of another checkout (A/B tests of a patch)."""
+    `tree`: run the gateway package of another checkout (A/B tests of a patch). `retained`: the
+    naive bridge also keeps meta and status and serves snapshots (S6; the gateway always does)."""
     port = free_port()
     exe = python or sys.executable
     env = dict(os.environ)
@@ -173,6 +176,7 @@ def target(
     elif kind == "naive":
         argv = [exe, "-m", "bench.baselines.naive_bridge", "--broker-port", str(broker_port)]
         argv += ["--port", str(port), "--prefix", prefix]
+        argv += ["--retained"] if retained else []
     else:
         raise ValueError(f"unknown target {kind!r}")
     return Child(kind, argv, env, (tree or REPO) if kind == "gateway" else REPO), port

@@ -216,6 +216,42 @@ def connection_rows(records: list[Record]) -> list[str]:
     return rows
 
 
+def cold_start_rows(records: list[Record]) -> list[str]:
+    """S6: time to ready, to holding every device, to a complete snapshot; memory per device."""
+    rows = [
+        "| target | runs | devices | retained in broker | ready s | all devices s "
+        "| complete snapshot s | snapshot MB | incomplete snapshots first | CPU s to snapshot "
+        "| burst msg/s | RSS idle MiB | bytes/device | bytes/device after 1 reading each "
+        "| others' CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for target, group in sorted(_by_target(records).items()):
+        done = [r for r in group if r["snapshot"].get("complete")]
+        rows.append(
+            f"| {target} | {len(group)} | {group[0]['params']['devices']:,} "
+            f"| {fmt(med(group, lambda r: r['retained_counted']), 0)} "
+            f"| {fmt(med(group, lambda r: r['ready_s']), 2)} "
+            f"| {fmt(med(group, lambda r: r['devices_s']), 2)} "
+            f"| {fmt(med(done, lambda r: r['snapshot']['at_s']), 2)} ({len(done)} of {len(group)}) "
+            f"| {fmt(med(done, lambda r: r['snapshot']['bytes'] / 1e6), 1)} "
+            f"| {fmt(med(group, lambda r: len(r['snapshot'].get('incomplete', []))), 0)} "
+            f"| {fmt(med(group, lambda r: r['target_cpu_to_snapshot_s']), 1)} "
+            f"| {fmt(med(done, _burst_rate), 0)} "
+            f"| {fmt(med(group, lambda r: r['rss_idle_kib'] / 1024), 0)} "
+            f"| {fmt(med(group, lambda r: r['bytes_per_device']), 0)} "
+            f"| {fmt(med(group, lambda r: r['bytes_per_device_with_telemetry']), 0)} "
+            f"| {fmt(med(group, lambda r: r.get('others_cpu_pct')), 0, '%')} |"
+        )
+    return rows
+
+
+def _burst_rate(record: Record) -> float | None:
+    """Retained messages taken in per second: from HTTP up (the link connects about then) to
+    the first complete snapshot."""
+    window = record["snapshot"]["at_s"] - (record["http_s"] or 0.0)
+    return record["retained_counted"] / window if window > 0 else None
+
+
 def machine_lines(records: list[Record]) -> list[str]:
     m = records[-1]["machine"]
     commits = ", ".join(sorted({"`" + r["git_commit"] + "`" for r in records}))
@@ -248,7 +284,7 @@ def render(records: list[Record]) -> str:
         return "No results yet: run `python -m bench run -s S1`."
     out = [*machine_lines([r for rs in chosen.values() for r in rs]), "", *STEADY_HEAD]
     for scenario in sorted(chosen):
-        if scenario not in ("S3", "S3i", "S4"):
+        if scenario not in ("S3", "S3i", "S4", "S6"):
             out += steady_rows(chosen[scenario])
     stepwise = [s for s in ("S3", "S3i") if s in chosen]
     if stepwise:
@@ -261,6 +297,9 @@ def render(records: list[Record]) -> str:
     s4 = [r for r in records if r.get("scenario") == "S4"]
     if s4:
         out += ["", "S4 connections (every S4 run):", "", *connection_rows(s4)]
+    if "S6" in chosen:
+        out += ["", "S6 cold start (medians; times from the target's start):", ""]
+        out += cold_start_rows(chosen["S6"])
     if "S7" in chosen:
         out += ["", "S7 slow neighbour:", "", *slow_rows(chosen["S7"])]
     invocations = ", ".join(f"{s} `{rs[0]['invocation']}`" for s, rs in sorted(chosen.items()))

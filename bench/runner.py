@@ -39,6 +39,7 @@ class Options:
     gc_probe: bool = False  # record the gateway's garbage-collector pauses
     profile_dir: Path | None = None  # attach py-spy to the target and write speedscope here
     invocation: str = ""
+    broker_conf: tuple[str, ...] = ()  # extra mosquitto.conf lines (e.g. its queue limits)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -63,7 +64,11 @@ class Run:
         self.rss_subscribed = 0
 
     def execute(self) -> list[dict[str, Any]]:
-        broker, broker_port = procs.broker()
+        if self.scenario.cold_start:
+            from bench.coldstart import ColdStart
+
+            return ColdStart(self).execute()
+        broker, broker_port = procs.broker(self.options.broker_conf)
         target, http_port = procs.target(
             self.target,
             broker_port,
@@ -295,6 +300,7 @@ class Run:
                 "publisher_mode": self.options.publisher_mode,
                 "gateway_python": self.options.gateway_python,
                 "gateway_tree": str(self.options.gateway_tree or ""),
+                "broker_conf": list(self.options.broker_conf),
             },
             "machine": machine.describe(),
             "loadavg": [round(x, 2) for x in os.getloadavg()],

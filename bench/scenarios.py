@@ -26,6 +26,7 @@ class Scenario:
     stop_p99_ms: float | None = None  # stepwise: stop after a step with a higher p99...
     stop_delivery: float | None = None  # ...or a lower delivery ratio
     settings: dict[str, str] = field(default_factory=dict)  # gateway config overrides
+    cold_start: bool = False  # S6: retained meta and status first, then the target starts
 
     def with_overrides(self, **changes: Any) -> Scenario:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -97,6 +98,15 @@ SCENARIOS: dict[str, Scenario] = {
             0,
             commands_per_s=100.0,
             command_clients=20,
+        ),
+        Scenario(
+            "S6",
+            "cold start: 50,000 devices' retained meta and status, then the target starts",
+            50000,
+            (0.0,),
+            20.0,  # only bounds a --profile recording
+            1,
+            cold_start=True,
         ),
         Scenario(
             "S7",

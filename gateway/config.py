@@ -43,6 +43,9 @@ class BrokerConfig:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     publish_timeout_s: float = 5.0  # waiting for the PUBACK of a command
+    # After each connect: how long to wait for the broker's retained messages (meta, status) to
+    # arrive before serving snapshots and answering /readyz anyway (docs/operations.md).
+    sync_timeout_s: float = 60.0
     max_payload_bytes: int = 65536  # larger messages are refused before parsing
 
     @property
@@ -327,6 +330,7 @@ def validate(config: Config) -> None:
     positive = {
         "broker.keepalive_s": broker.keepalive_s,
         "broker.max_payload_bytes": broker.max_payload_bytes,
+        "broker.sync_timeout_s": broker.sync_timeout_s,
         "http.port": config.http.port,
         "ws.batch_interval_ms": config.ws.batch_interval_ms,
         "ws.batch_interval_max_ms": config.ws.batch_interval_max_ms,

@@ -57,11 +57,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 once the broker link is up and its retained state has arrived (gateway/sync.py)."""
     runtime = _runtime(request)
-    state = runtime.broker_state
-    return _json(
-        {"broker": state, "since": runtime.broker_changed_at}, 200 if state == "connected" else 503
-    )
+    body = {
+        "broker": runtime.broker_state,
+        "since": runtime.broker_changed_at,
+        "synced": runtime.synced,
+        "devices": len(runtime.registry),
+    }
+    return _json(body, 200 if runtime.synced else 503)
 
 
 async def list_devices(request: web.Request) -> web.Response:

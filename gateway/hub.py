@@ -57,6 +57,10 @@ class Hub:
         """Connected sessions (parked streams are not connections)."""
         return len(self._session_interest) - len(self._parked)
 
+    def __contains__(self, session: Session) -> bool:
+        """Connected or parked, not yet removed."""
+        return session in self._session_interest
+
     # --- membership ------------------------------------------------------------------------------
 
     def add(self, session: Session) -> None:

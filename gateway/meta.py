@@ -7,6 +7,11 @@ rather than half-applied, and command names must pass the allow-list because the
 from __future__ import annotations
 
 import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from gateway.errors import CommandError, DecodeError
 from gateway.models import CommandSpec, DeviceMeta, ParamSpec, Value
@@ -16,12 +21,69 @@ _PARAM_TYPES = ("number", "integer", "boolean", "string")
 MAX_TEXT = 256
 
 
+#: Metrics and commands declared identically by many devices (a fleet of one model) are parsed
+#: and kept once: at 50,000 devices that is most of a device's memory (docs/performance.md, S6).
+#: Keyed by their canonical JSON; bounded in bytes, and simply emptied when full.
+_shapes: dict[bytes, _Shape] = {}
+_shape_bytes = 0
+MAX_SHAPE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    metrics: Any  # the declaration as JSON, owned here (shared by every DeviceMeta.raw using it)
+    commands_raw: Any
+    units: dict[str, str]
+    commands: dict[str, CommandSpec]
+
+
 def parse_meta(raw: object) -> DeviceMeta:
     """Build a DeviceMeta from the JSON a device published on its meta topic."""
     if not isinstance(raw, dict):
         raise DecodeError("bad_meta", "meta must be a JSON object")
+    shape = _shape(raw.get("metrics", {}), raw.get("commands", {}))
+    shared = dict(raw)  # the caller's dict stays the caller's (conventions may keep it)
+    if "metrics" in raw:
+        shared["metrics"] = shape.metrics
+    if "commands" in raw:
+        shared["commands"] = shape.commands_raw
+    kind = _text(raw.get("type"))
+    if kind and kind is raw["type"]:
+        # Few distinct types, one per device: keep one string each (interned strings are freed
+        # when no device uses them any more).
+        kind = shared["type"] = sys.intern(kind)
+    return DeviceMeta(
+        type=kind,
+        name=_text(raw.get("name")),
+        units=shape.units,
+        commands=shape.commands,
+        raw=shared,
+    )
+
+
+def _shape(metrics: object, commands_raw: object) -> _Shape:
+    global _shape_bytes
+    try:
+        key = orjson.dumps([metrics, commands_raw], option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not JSON (a convention's own dict with odd keys): parsed, not shared
+        return _Shape(metrics, commands_raw, *_parse_shape(metrics, commands_raw))
+    shape = _shapes.get(key)
+    if shape is None:
+        units, commands = _parse_shape(metrics, commands_raw)
+        # A deep copy owned here: a convention may still change the dicts it passed in.
+        shape = _Shape(*orjson.loads(orjson.dumps([metrics, commands_raw])), units, commands)
+        if _shape_bytes + len(key) > MAX_SHAPE_BYTES:
+            _shapes.clear()  # devices keep theirs; sharing starts over
+            _shape_bytes = 0
+        _shapes[key] = shape
+        _shape_bytes += len(key)
+    return shape
+
+
+def _parse_shape(
+    metrics: object, commands_raw: object
+) -> tuple[dict[str, str], dict[str, CommandSpec]]:
     units: dict[str, str] = {}
-    metrics = raw.get("metrics", {})
     if not isinstance(metrics, dict):
         raise DecodeError("bad_meta", "metrics must be an object")
     for metric, info in metrics.items():
@@ -30,17 +92,9 @@ def parse_meta(raw: object) -> DeviceMeta:
         unit = info.get("unit") if isinstance(info, dict) else None
         if isinstance(unit, str):
             units[metric] = unit[:32]
-    commands_raw = raw.get("commands", {})
     if not isinstance(commands_raw, dict):
         raise DecodeError("bad_meta", "commands must be an object")
-    commands = {name: _parse_command(name, spec) for name, spec in commands_raw.items()}
-    return DeviceMeta(
-        type=_text(raw.get("type")),
-        name=_text(raw.get("name")),
-        units=units,
-        commands=commands,
-        raw=raw,
-    )
+    return units, {name: _parse_command(name, spec) for name, spec in commands_raw.items()}
 
 
 def _text(value: object) -> str:

@@ -109,7 +109,8 @@ class Pipeline:
                     self._hub.device_event(device, "status")
             case MetaChange(device=device_id, meta=meta):
                 device = self._device(convention, device_id)
-                if device is not None:
+                # A reconnect brings every retained meta again: only a change is news to clients.
+                if device is not None and device.meta != meta:
                     device.meta = meta
                     self._hub.device_event(device, "meta")
             case CommandResult():

@@ -1,12 +1,15 @@
 """The gateway's long-lived state and tasks, owned by one TaskGroup inside one task.
 
 Construction does no I/O; `run()` starts the broker link and the janitor and sets `ready` once
-they are running. A bug in either ends the TaskGroup, and with it the process, loudly.
+they are running (HTTP is served from then on). Ready for traffic is more: the broker link is up
+and its retained state has arrived (`synced`, what /readyz reports; gateway/sync.py). A bug in a
+task ends the TaskGroup, and with it the process, loudly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -14,7 +17,7 @@ from collections import Counter
 
 from gateway import __version__
 from gateway.auth import Authenticator
-from gateway.commands import CommandRouter
+from gateway.commands import BrokerUnavailable, CommandRouter, PublishUnconfirmed
 from gateway.config import Config
 from gateway.conventions import build_conventions
 from gateway.hub import Hub
@@ -23,6 +26,8 @@ from gateway.limits import ConnectionCaps, TokenBucket
 from gateway.pipeline import Pipeline
 from gateway.protocol import CloseCode, CloseReason
 from gateway.registry import Registry
+from gateway.snapshots import HeldSnapshots
+from gateway.sync import RetainedSync
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,12 @@ class Runtime:
         conventions = build_conventions(config.conventions)
         subscriptions = [topic for c in conventions for topic in c.subscriptions()]
         self.link = BrokerLink(config.broker, subscriptions, self._on_message, self._on_link_state)
+        self.sync = RetainedSync(self.link.client_id)
+        self.link.add_subscriptions([self.sync.topic])
+        self.held_snapshots = HeldSnapshots()
+        self._sync_task: asyncio.Task[None] | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._startup_hold_over = False
         self.router = CommandRouter(
             self.registry, {c.name: c for c in conventions}, self.link, config.commands
         )
@@ -65,24 +76,83 @@ class Runtime:
     def broker_state(self) -> str:
         return "connected" if self.link.connected else "disconnected"
 
+    @property
+    def synced(self) -> bool:
+        """Connected, and this connection's retained state has arrived: ready for traffic."""
+        return self.link.connected and self.sync.complete.is_set()
+
+    @property
+    def holding_snapshots(self) -> bool:
+        """New subscriptions wait for their snapshot: the cold start's retained state has not
+        arrived yet (once any connection's has, the registry is as complete as it gets). Bounded
+        by broker.sync_timeout_s, also when the broker cannot be reached at all."""
+        return not self.sync.first.is_set() and not self._startup_hold_over
+
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
             tasks.create_task(self.link.run(), name="gateway.ingest")
             tasks.create_task(self._janitor(), name="gateway.janitor")
+            tasks.create_task(self._end_startup_hold(), name="gateway.sync.startup")
             self.ready.set()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.sync.topic and self.sync.arrived(payload):
+            return
         self.pipeline.handle(topic, payload)
 
     def _on_link_state(self, connected: bool) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            self._sync_task = None
         if connected:
             self.linked.set()
+            if self._tasks is not None:
+                marker = self.sync.begin()
+                self._sync_task = self._tasks.create_task(self._sync(marker), name="gateway.sync")
         else:
             self.linked.clear()
+            self.sync.lost()
         self.broker_changed_at = time.time()
         self.hub.broadcast(
             {"type": "gateway", "broker": self.broker_state, "since": self.broker_changed_at}
         )
+
+    async def _sync(self, marker: bytes) -> None:
+        """Publish this connection's marker and wait for it to come back (gateway/sync.py)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await self.link.publish(self.sync.topic, marker)
+        except BrokerUnavailable:
+            return  # the link dropped before it was sent; the next connection starts over
+        except PublishUnconfirmed:
+            pass  # its PUBACK may be queued behind the burst; the marker itself still counts
+        timeout = max(0.0, self.config.broker.sync_timeout_s - (loop.time() - started))
+        if await self.sync.wait(timeout):
+            log.info(
+                "retained state received in %.1fs: %d devices",
+                loop.time() - started,
+                len(self.registry),
+            )
+        else:
+            log.warning(
+                "the retained-state marker on %s did not come back within %.0fs; serving what "
+                "arrived (is the topic allowed by the broker's ACL? see docs/operations.md)",
+                self.sync.topic,
+                self.config.broker.sync_timeout_s,
+            )
+        self.held_snapshots.release(self.registry, self.hub)
+
+    async def _end_startup_hold(self) -> None:
+        """A broker unreachable at start (or a link that keeps dropping) would hold snapshots
+        forever: after broker.sync_timeout_s, serve what there is and stop holding."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.broker.sync_timeout_s):
+                await self.sync.first.wait()
+                return
+        self._startup_hold_over = True
+        self.held_snapshots.release(self.registry, self.hub)
 
     async def _janitor(self) -> None:
         """Mark silent devices stale. Timers here run on the monotonic clock, never device time."""

@@ -16,11 +16,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from gateway import snapshots
 from gateway.commands import BrokerUnavailable, PreparedCommand
 from gateway.errors import CommandError, ProtocolError
 from gateway.limits import TokenBucket
 from gateway.logs import ConnectionLog
-from gateway.matching import Interest, Selector
+from gateway.matching import Selector
 from gateway.protocol import (
     PROTOCOL_VERSION,
     Auth,
@@ -312,24 +313,18 @@ class Connection:
             raise ProtocolError("too_many", "subscription limit reached", request.id)
         subscription = session.new_subscription_id()
         session.subscriptions[subscription] = selector
-        self.runtime.hub.resubscribe(session)
-        # Snapshot before live: both are queued in order on the one outbox.
         reply: dict[str, Any] = {"type": "subscribed", "id": request.id}
         reply["subscription"] = subscription
         if request.resume is not None:
             reply["recovered"] = False
         session.offer_frame(reply)
-        interest = Interest(frozenset([selector]))
-        devices = []
-        for device in self.runtime.registry.matching(interest.wants_device):
-            entry = device.snapshot()
-            entry["values"] = {
-                metric: point
-                for metric, point in entry["values"].items()
-                if interest.wants(device.id, metric)
-            }
-            devices.append(entry)
-        session.offer_frame({"type": "snapshot", "subscription": subscription, "devices": devices})
+        # Snapshot before live: both are queued in order on the one outbox (gateway/snapshots.py;
+        # during a cold start's retained burst, both wait until it is over).
+        runtime = self.runtime
+        if runtime.holding_snapshots:
+            runtime.held_snapshots.hold(session, subscription)
+        else:
+            snapshots.subscribe(runtime.registry, runtime.hub, session, subscription)
 
     def _resume(self, request: Subscribe, selector: Selector) -> bool:
         """Continue the client's previous stream if it is still parked and complete; True if so."""
@@ -341,8 +336,10 @@ class Connection:
             # A second subscribe of an already resumed stream: its subscription carried over.
             session.offer_frame(_resumed_reply(request.id, existing))
             return True
-        if resume.epoch != self.runtime.epoch:
-            return False  # the gateway restarted: nothing of the old stream survived
+        if resume.epoch != self.runtime.epoch or self.runtime.holding_snapshots:
+            # The gateway restarted: nothing of the old stream survived. Or it is still taking in
+            # the retained state, and the old stream may not have had its snapshot yet.
+            return False
         old = hub.parked_stream(resume.session)
         if old is None or old.principal is None or old.principal.name != session.principal.name:
             return False  # someone else's stream stays parked for its owner

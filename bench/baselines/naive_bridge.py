@@ -2,8 +2,10 @@
 
 What a first version usually looks like: every MQTT message becomes one readings frame that is
 awaited on each client in turn, so one slow client stalls everyone. Commands are passed through so
-the command scenario has a baseline too. Usage: python -m bench.baselines.naive_bridge
---broker-port 1883 --port 8081 --prefix iotgw
+the command scenario has a baseline too. With --retained (S6, cold start) it also keeps every
+device's latest meta (json.loads) and status in a dict and sends them all as a snapshot on
+subscribe. Usage: python -m bench.baselines.naive_bridge --broker-port 1883 --port 8081
+--prefix iotgw [--retained]
 """
 
 import argparse
@@ -17,6 +19,7 @@ import aiomqtt
 from aiohttp import WSMsgType, web
 
 CLIENTS = web.AppKey("clients", set)
+DEVICES: dict[str, dict] = {}  # --retained: device -> {"id", "status", "meta"}
 MQTT = web.AppKey("mqtt", aiomqtt.Client)
 PENDING: dict[str, asyncio.Future] = {}
 TASKS: set[asyncio.Task] = set()
@@ -32,6 +35,9 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         if req.get("type") == "subscribe":
             request.app[CLIENTS].add(ws)
             await ws.send_str(json.dumps({"type": "subscribed", "id": req["id"]}))
+            if ARGS.retained:
+                snapshot = {"type": "snapshot", "devices": list(DEVICES.values())}
+                await ws.send_str(json.dumps(snapshot))
         elif req.get("type") == "command":
             task = asyncio.create_task(command(request.app[MQTT], ws, req))
             TASKS.add(task)
@@ -64,10 +70,16 @@ async def bridge(app: web.Application, subscribed: asyncio.Event) -> None:
     nodelay = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     async with aiomqtt.Client("127.0.0.1", ARGS.broker_port, socket_options=[nodelay]) as client:
         app[MQTT] = client
-        await client.subscribe([(f"{ARGS.prefix}/+/telemetry", 1), (f"{ARGS.prefix}/+/result", 1)])
+        leaves = ["telemetry", "result"] + (["status", "meta"] if ARGS.retained else [])
+        await client.subscribe([(f"{ARGS.prefix}/+/{leaf}", 1) for leaf in leaves])
         subscribed.set()
         async for message in client.messages:
             device, leaf = message.topic.value.split("/")[1:3]
+            if leaf in ("status", "meta"):
+                entry = DEVICES.setdefault(device, {"id": device, "status": None, "meta": None})
+                text = message.payload.decode()
+                entry[leaf] = json.loads(text) if leaf == "meta" else text
+                continue
             body = json.loads(message.payload)
             if leaf == "result":
                 PENDING.pop(body["id"]).set_result(body)
@@ -100,6 +112,7 @@ if __name__ == "__main__":
     for flag in ("--broker-port", "--port"):
         parser.add_argument(flag, type=int, required=True)
     parser.add_argument("--prefix", default="iotgw")
+    parser.add_argument("--retained", action="store_true", help="keep meta/status, snapshot them")
     ARGS = parser.parse_args()
     app = web.Application()
     app[CLIENTS] = set()

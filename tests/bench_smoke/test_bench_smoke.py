@@ -46,3 +46,21 @@ def test_smoke_scenario_writes_one_record_per_target(tmp_path: Path) -> None:
         assert record.keys() >= FIELDS
         assert record["delivered"] > 0
         assert {"p50", "p90", "p99", "max"} <= record["latency_ms"].keys()
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto")
+def test_cold_start_scenario_serves_a_complete_snapshot(tmp_path: Path) -> None:
+    """`bench run -s S6 --devices 200 --target gateway`: the broker holds all 400 retained
+    messages, the gateway says ready and serves a complete snapshot (no speed asserted)."""
+    results = tmp_path / "results.jsonl"
+    argv = [sys.executable, "-m", "bench", "run", "-s", "S6", "--runs", "1", "--devices", "200"]
+    argv += ["--target", "gateway", "--results", str(results)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=35)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [record] = [json.loads(line) for line in results.read_text().splitlines()]
+    assert record["retained_counted"] == record["retained_published"] == 400
+    assert record["snapshot"]["complete"], record["snapshot"]
+    assert record["snapshot"]["devices"] == 200
+    assert record["telemetry"]["rows"] == 600
+    assert record["ready_s"] is not None

@@ -58,6 +58,7 @@ async def start_gateway(broker: Mosquitto, prefix: str) -> AsyncIterator[StartGa
                 # Also keeps teardown from cancelling the link mid-connect, which leaves paho's
                 # socket for the garbage collector to trip over in some later test.
                 await (await gateway.connected_client()).close()
+                await gateway.synced()  # ready: /readyz 200, snapshots not held
             return gateway
 
         yield start

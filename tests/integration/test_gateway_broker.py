@@ -40,6 +40,7 @@ async def test_broker_restart_is_announced_and_readings_resume(start_gateway, ow
     own_broker.start()
     up = await client.expect(lambda f: f["type"] == "gateway")
     assert up["broker"] == "connected"
+    await gateway.synced()  # the marker comes back just after "connected"
     assert (await gateway.get("/readyz"))[0] == 200
     async with publisher_on(own_broker) as device:
         await device.publish(f"{prefix}/dev-1/telemetry", b'{"n": 2, "ts": 2}', qos=1)

@@ -114,6 +114,7 @@ async def test_broker_kill9_under_load(start_gateway, own_broker, prefix, figure
         for client in clients:
             await client.expect(is_broker("connected"))
         back = time.monotonic() - restarted
+        await gateway.synced()  # the marker comes back just after "connected"
         assert (await gateway.get("/readyz"))[0] == 200
         mark = load.n
         for client in clients:
@@ -164,6 +165,7 @@ async def test_broker_frozen_is_detected_and_recovered(
     thawed = time.monotonic()
     await client.expect(is_broker("connected"), within=15)
     back = time.monotonic() - thawed
+    await gateway.synced()  # the marker comes back just after "connected"
     assert (await gateway.get("/readyz"))[0] == 200
     async with tolerant_client(own_broker.host, own_broker.port) as device:
         await device.publish(f"{prefix}/dev-1/telemetry", b'{"n": 1, "ts": 1}', qos=1)
@@ -201,6 +203,7 @@ async def test_broker_absent_at_start(start_gateway, own_broker, prefix, figures
     started = time.monotonic()
     await client.expect(is_broker("connected"), within=high + 10)
     took = time.monotonic() - started
+    await gateway.synced()  # the marker comes back just after "connected"
     assert (await gateway.get("/readyz"))[0] == 200
     await client.request({"type": "subscribe", "devices": ["*"]}, "subscribed")
     async with tolerant_client(own_broker.host, own_broker.port) as device:
@@ -259,6 +262,7 @@ async def test_stolen_client_id_backs_off(start_gateway, own_broker, prefix, fig
     assert not runtime_task().done()
     # Frames from the theft are still queued on the client, so wait on the link itself.
     await eventually(lambda: link.connected, high + 10, "the link back after the thief left")
+    await gateway.synced()  # the marker comes back just after "connected"
     assert (await gateway.get("/readyz"))[0] == 200
     await client.expect(is_broker("connected"))
     assert connects <= max_attempts(window, low, high), (
@@ -294,6 +298,7 @@ async def test_link_reset_storm_leaks_nothing(
     await eventually(
         lambda: link.connected and link.stats.connects > connects_at_reset, 15, "link back up"
     )
+    await gateway.synced()  # the marker comes back just after "connected"
     assert (await gateway.get("/readyz"))[0] == 200
     assert (await client.expect(lambda f: f["type"] == "gateway"))["broker"] == "disconnected"
     reconnects = link.stats.connects - connects_before

@@ -30,7 +30,7 @@ CONTAINER_CONFIG = """\
 listener 1883
 allow_anonymous true
 set_tcp_nodelay true
-max_queued_messages 100000
+max_queued_messages 1000000
 persistence false
 """
 CONTAINER_IMAGE = "eclipse-mosquitto:2"

@@ -67,6 +67,12 @@ class GatewayUnderTest:
             await client.expect(lambda f: f["type"] == "gateway" and f["broker"] == "connected")
         return client
 
+    async def synced(self, within: float = WAIT_S) -> None:
+        """Wait until the link's retained state has arrived (the marker is back): /readyz is 200
+        from then on while the link stays up. The `connected` frame comes just before it."""
+        async with asyncio.timeout(within):
+            await self.runtime.sync.complete.wait()
+
     async def stop(self) -> None:
         """Shut the app down the way `iotgw run` does on SIGTERM (on_shutdown, then cleanup)."""
         if not self.stopped:

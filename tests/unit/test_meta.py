@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -125,3 +126,41 @@ def test_bounds_on_a_string_param_do_not_crash_validation():
     acceptance, never in a TypeError escaping to the connection."""
     raw = {"commands": {"say": {"params": {"text": {"type": "string", "min": 1}}}}}
     assert _outcome(raw, {"text": "hi"}) in ({"text": "hi"}, "bad_meta", "bad_params")
+
+
+def test_devices_declaring_the_same_metrics_and_commands_share_one_parsed_copy():
+    """Two devices with the same declarations (in any key order) share units, commands and the
+    declaration JSON itself; their own fields (name) stay their own, and the dicts passed in are
+    left as they were."""
+    first = {**META, "name": "one"}
+    second = copy.deepcopy(
+        {"name": "two", "commands": META["commands"], "metrics": META["metrics"]}
+    )
+    second["type"] = "thermostat"
+    a, b = parse_meta(first), parse_meta(second)
+    assert a.units is b.units
+    assert a.commands is b.commands
+    assert a.raw["metrics"] is b.raw["metrics"]
+    assert (a.name, b.name) == ("one", "two")
+    assert a.raw == first
+    assert b.raw == second
+    assert first["metrics"] is META["metrics"]  # the caller's dict was not rewritten
+    second["metrics"]["humidity"]["unit"] = "%"  # a caller changing its dict later...
+    assert a.raw["metrics"]["humidity"] == {}  # ...does not reach the shared copy
+
+
+def test_shared_declarations_are_bounded_in_bytes(monkeypatch):
+    """The cache of declarations stays under MAX_SHAPE_BYTES however many distinct ones come."""
+    import gateway.meta as meta
+
+    monkeypatch.setattr(meta, "MAX_SHAPE_BYTES", 2000)
+    for i in range(200):
+        parse_meta({"metrics": {f"m{i}": {"unit": "x"}}})
+    assert meta._shape_bytes <= 2000
+    assert sum(len(key) for key in meta._shapes) == meta._shape_bytes
+
+
+def test_declarations_that_are_not_json_are_parsed_without_sharing():
+    """A dict JSON cannot encode (a non-string key) is still parsed, just not shared."""
+    meta = parse_meta({"metrics": {"t": {"unit": "C", 1: "odd"}}})
+    assert meta.units == {"t": "C"}
