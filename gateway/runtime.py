@@ -128,6 +128,12 @@ class Runtime:
             return  # the link dropped before it was sent; the next connection starts over
         except PublishUnconfirmed:
             pass  # its PUBACK may be queued behind the burst; the marker itself still counts
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Shutdown cancelled us just as the PUBACK came in, and Python 3.11's wait_for
+            # (inside aiomqtt) returned the result instead (gh-86296): waiting on for the marker
+            # would hold shutdown for sync_timeout_s.
+            raise asyncio.CancelledError
         timeout = max(0.0, self.config.broker.sync_timeout_s - (loop.time() - started))
         if await self.sync.wait(timeout):
             log.info(
