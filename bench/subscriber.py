@@ -28,6 +28,7 @@ from bench.stats import Histogram
 
 CONNECT_CONCURRENCY = 50
 CONNECT_TIMEOUT_S = 120.0
+STALL_TICK_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,24 @@ class Latencies:
 
     def reset(self) -> None:
         self.latency, self.ingest = Histogram(), Histogram()
+
+
+class StallWatch:
+    """The longest time this process's event loop did not get round to its timers.
+
+    aiohttp clients answer a PING only from inside `receive()`: a stall longer than half the
+    gateway's heartbeat closes every connection of the process, so a run records it.
+    """
+
+    def __init__(self) -> None:
+        self.max_s = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(STALL_TICK_S)
+            self.max_s = max(self.max_s, loop.time() - before - STALL_TICK_S)
 
 
 @dataclass(slots=True)
@@ -188,7 +207,9 @@ class Client:
         return state.msgs if state.full else state.rows // self.config.readings_per_msg
 
 
-def summarize(clients: list[Client], latencies: Latencies, cpu_s: float) -> dict[str, Any]:
+def summarize(
+    clients: list[Client], latencies: Latencies, stall_s: float, cpu_s: float
+) -> dict[str, Any]:
     states = [c.state for c in clients]
     delivered = [c.delivered() for c in clients]
     return {
@@ -209,6 +230,7 @@ def summarize(clients: list[Client], latencies: Latencies, cpu_s: float) -> dict
         "lagging_frames": sum(s.lagging for s in states),
         "latency": latencies.latency.to_json(),
         "ingest_latency": latencies.ingest.to_json(),
+        "loop_stall_max_ms": round(stall_s * 1000, 1),
         "cpu_s": round(cpu_s, 3),
     }
 
@@ -221,6 +243,7 @@ async def _main(config: SubscriberConfig, conn: Connection) -> None:
         for i in range(config.clients)
     ]
     stopped = asyncio.Event()
+    stalls = StallWatch()
     cpu0 = time.process_time()
 
     def on_command(command: str, args: Any) -> None:
@@ -236,8 +259,10 @@ async def _main(config: SubscriberConfig, conn: Connection) -> None:
                 )
             )
         elif command == "collect":
-            conn.send(("result", summarize(clients, latencies, time.process_time() - cpu0)))
+            result = summarize(clients, latencies, stalls.max_s, time.process_time() - cpu0)
+            conn.send(("result", result))
             latencies.reset()
+            stalls.max_s = 0.0
             for client in clients:
                 client.state.reset()
             cpu0 = time.process_time()
@@ -249,6 +274,7 @@ async def _main(config: SubscriberConfig, conn: Connection) -> None:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
         async with asyncio.TaskGroup() as tasks:
             running = [tasks.create_task(c.run(session, gate)) for c in clients]
+            running.append(tasks.create_task(stalls.run()))
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await all_settled.wait()
             unlisten = listen(conn, on_command)
