@@ -69,6 +69,8 @@ class Runtime:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.link.run(), name="gateway.ingest")
             tasks.create_task(self._janitor(), name="gateway.janitor")
+            if self.config.ws.heartbeat_s > 0:
+                tasks.create_task(self._heartbeats(), name="gateway.heartbeats")
             self.ready.set()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -98,6 +100,20 @@ class Runtime:
             now = time.monotonic()
             for session in self.hub.sessions:
                 session.check_send(now)
+
+    async def _heartbeats(self) -> None:
+        """Ping silent connections and cut those that do not answer (Session.check_alive).
+
+        One sweep for every connection instead of aiohttp's two timers per connection; sweeping
+        four times per interval, a silent peer is pinged 1 to 1.25 heartbeats after it was last
+        heard and cut 0.5 to 0.75 heartbeats after an unanswered ping.
+        """
+        interval = self.config.ws.heartbeat_s / 4
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for session in self.hub.sessions:
+                session.check_alive(now)
 
     def stop(self) -> None:
         """Ask the long-lived tasks to end (the runtime task is then cancelled as well)."""
