@@ -147,7 +147,7 @@ class Connection:
         commands = runtime.config.commands
         self._command_rate = TokenBucket(commands.rate_per_client, commands.burst_per_client)
         self.socket = AiohttpSocket(ws, request)
-        self._commands: set[asyncio.Task[None]] = set()
+        self._commands: set[asyncio.Task[None]] | None = None  # while commands are in flight
         self._malformed_in_a_row = 0
         # Every line about this connection carries its session id and remote address.
         self.log = ConnectionLog(log, session.id, session.remote)
@@ -175,7 +175,7 @@ class Connection:
             await self._read_loop()
         finally:
             session.detach()
-            for task in list(self._commands):
+            for task in list(self._commands or ()):
                 task.cancel()
             if auth_deadline is not None:
                 auth_deadline.cancel()
@@ -397,11 +397,14 @@ class Connection:
             self._run_command(request.id, prepared),
             name=f"session[{session.id}].command[{prepared.command_id}]",
         )
+        if self._commands is None:
+            self._commands = set()
         self._commands.add(task)
         task.add_done_callback(self._command_done)
 
     def _command_done(self, task: asyncio.Task[None]) -> None:
-        self._commands.discard(task)
+        if self._commands is not None:
+            self._commands.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             # A bug, not a command outcome: say so and end the connection, loudly.
             self.log.error("command task failed", exc_info=exc)
