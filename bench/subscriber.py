@@ -42,7 +42,7 @@ class SubscriberConfig:
     readings_per_msg: int = 3
     narrow: int = 0  # > 0: subscribe to this many explicit devices (S4), else to "*"
     device_count: int = 0
-    compress: bool = False
+    compress: int = 0  # server_max_window_bits the clients offer (0: no permessage-deflate)
 
 
 @dataclass(slots=True)
@@ -128,7 +128,7 @@ class Client:
         try:
             async with gate:
                 ws = await session.ws_connect(
-                    self.config.url, max_msg_size=0, compress=15 if self.config.compress else 0
+                    self.config.url, max_msg_size=0, compress=self.config.compress
                 )
                 await self._subscribe(ws)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
