@@ -35,7 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--subscriber-procs", type=int, help="subscriber processes")
     run.add_argument("--full-every", type=int, help="every n-th client checks every row")
     run.add_argument("--commands-per-s", type=float)
-    run.add_argument("--compress", action="store_true", default=None, help="permessage-deflate")
+    run.add_argument(
+        "--compress",
+        type=int,
+        nargs="?",
+        const=15,
+        metavar="BITS",
+        help="clients offer permessage-deflate with this server window (9-15, default 15); "
+        "turns ws.compress on",
+    )
     run.add_argument(
         "--set",
         action="append",
@@ -77,6 +85,8 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     for item in args.set:
         key, _, value = item.partition("=")
         settings[key.strip()] = value.strip()
+    if args.compress:
+        settings.setdefault("ws.compress", "true")
     rates = tuple(float(r) for r in args.rates.split(",")) if args.rates else None
     return scenario.with_overrides(
         duration=args.duration,

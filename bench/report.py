@@ -184,23 +184,26 @@ def slow_rows(records: list[Record]) -> list[str]:
 
 def connection_rows(records: list[Record]) -> list[str]:
     """S4: connections still up at the end; RSS per connection once subscribed (before any
-    telemetry), and after the devices' first readings."""
+    telemetry), and after the devices' first readings; the clients' longest event-loop stall
+    (a client stalled past half the heartbeat cannot answer its pings)."""
     rows = [
         "| target | gateway commit | deflate | heartbeat s | clients | still connected "
-        "| KiB/conn subscribed | KiB/conn after first readings | target CPU |"
+        "| KiB/conn subscribed | KiB/conn after first readings | target CPU | client stall ms |"
     ]
-    rows.append("|---|---|---|---:|---:|---:|---:|---:|---:|")
-    groups: dict[tuple[str, bool, str], list[Record]] = defaultdict(list)
+    rows.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    groups: dict[tuple[str, str, int, str, int], list[Record]] = defaultdict(list)
     for record in records:
-        if "rss_subscribed_kib" not in record:
+        if "rss_subscribed_kib" not in record or record.get("label"):
             continue
         heartbeat = record["params"]["settings"].get("ws.heartbeat_s", "20")
         if record["target"] != "gateway":
             heartbeat = "–"  # the naive bridge sends no pings
-        key = (record["target"], record["git_commit"], record["params"]["compress"], heartbeat)
+        offered = int(record["params"]["compress"])
+        compress = 15 if offered == 1 else offered  # older runs stored true for 15 bits
+        params = record["params"]
+        key = (record["target"], record["git_commit"], compress, heartbeat, params["clients"])
         groups[key].append(record)
-    for (target, commit, compress, heartbeat), group in sorted(groups.items()):
-        clients = group[0]["params"]["clients"]
+    for (target, commit, compress, heartbeat, clients), group in sorted(groups.items()):
         subscribed = med(
             group, lambda r: (r["rss_subscribed_kib"] - r["rss_idle_kib"]) / r["params"]["clients"]
         )
@@ -208,10 +211,12 @@ def connection_rows(records: list[Record]) -> list[str]:
             group, lambda r: (r["rss_connected_kib"] - r["rss_idle_kib"]) / r["params"]["clients"]
         )
         rows.append(
-            f"| {target} | `{commit}` | {'on' if compress else 'off'} | {heartbeat} "
-            f"| {clients} | {fmt(med(group, lambda r: r['clients'].get('connected')), 0)} "
+            f"| {target} | `{commit}` | {f'{compress} bits' if compress else 'off'} "
+            f"| {heartbeat} | {clients} "
+            f"| {fmt(med(group, lambda r: r['clients'].get('connected')), 0)} "
             f"| {fmt(subscribed, 1)} | {fmt(after, 1)} "
-            f"| {fmt(med(group, lambda r: r['target_cpu_pct']), 0, '%')} |"
+            f"| {fmt(med(group, lambda r: r['target_cpu_pct']), 0, '%')} "
+            f"| {fmt(med(group, lambda r: r['clients'].get('loop_stall_max_ms')), 0)} |"
         )
     return rows
 

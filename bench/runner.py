@@ -356,6 +356,8 @@ def merge_groups(results: list[dict[str, Any]]) -> dict[str, Any]:
         for key, value in result.items():
             if key == "delivered_min_client":
                 total[key] = min(total.get(key, value), value)
+            elif key == "loop_stall_max_ms":
+                total[key] = max(total.get(key, value), value)
             elif isinstance(value, int | float):
                 total[key] = total.get(key, 0) + value
             elif isinstance(value, list):

@@ -18,7 +18,7 @@ class Scenario:
     slow_fraction: float = 0.1
     full_every: int = 1  # every n-th client decodes every row (gaps, latency); others count
     narrow: int = 0  # > 0: each client subscribes to this many devices instead of "*" (S4)
-    compress: bool = False  # clients offer permessage-deflate
+    compress: int = 0  # > 0: clients offer permessage-deflate with this server window (bits)
     commands_per_s: float = 0.0  # S5
     command_clients: int = 0
     publishers: int = 1  # processes

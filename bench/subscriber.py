@@ -30,6 +30,7 @@ from bench.stats import Histogram
 
 CONNECT_CONCURRENCY = 50
 CONNECT_TIMEOUT_S = 120.0
+STALL_TICK_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +44,42 @@ class SubscriberConfig:
     readings_per_msg: int = 3
     narrow: int = 0  # > 0: subscribe to this many explicit devices (S4), else to "*"
     device_count: int = 0
-    compress: bool = False
+    compress: int = 0  # server_max_window_bits the clients offer (0: no permessage-deflate)
     receive_buffer: int = 0  # > 0: SO_RCVBUF of every client socket, set before connecting
+
+
+@dataclass(slots=True)
+class Latencies:
+    """The latency histograms of one subscriber process, shared by all its full clients.
+
+    One pair per client cost 1.6 MB each and a merge walking 2 x 100,000 bins at every collect:
+    with S4's 2,000 clients per process that blocked the event loop for ~20 s, so no client
+    answered the gateway's pings and the gateway's heartbeat closed every connection.
+    """
+
+    latency: Histogram = field(default_factory=Histogram)
+    ingest: Histogram = field(default_factory=Histogram)
+
+    def reset(self) -> None:
+        self.latency, self.ingest = Histogram(), Histogram()
+
+
+class StallWatch:
+    """The longest time this process's event loop did not get round to its timers.
+
+    aiohttp clients answer a PING only from inside `receive()`: a stall longer than half the
+    gateway's heartbeat closes every connection of the process, so a run records it.
+    """
+
+    def __init__(self) -> None:
+        self.max_s = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(STALL_TICK_S)
+            self.max_s = max(self.max_s, loop.time() - before - STALL_TICK_S)
 
 
 @dataclass(slots=True)
@@ -62,14 +97,10 @@ class ClientState:
     closed: int | None = None
     last_seq: int = 0
     last_n: dict[str, int] = field(default_factory=dict)
-    latency: Histogram | None = None
-    ingest: Histogram | None = None
 
     def reset(self) -> None:
         self.frames = self.rows = self.msgs = self.gaps = self.reordered = 0
         self.seq_errors = self.lagging = 0
-        if self.full:
-            self.latency, self.ingest = Histogram(), Histogram()
 
 
 def devices_for(config: SubscriberConfig, index: int) -> list[str]:
@@ -82,19 +113,25 @@ def devices_for(config: SubscriberConfig, index: int) -> list[str]:
 class Client:
     settled = 0  # clients connected or failed, across the process
 
-    def __init__(self, config: SubscriberConfig, index: int, all_settled: asyncio.Event) -> None:
+    def __init__(
+        self,
+        config: SubscriberConfig,
+        index: int,
+        all_settled: asyncio.Event,
+        latencies: Latencies,
+    ) -> None:
         self.config = config
         self._all_settled = all_settled
         self.index = index
         self.state = ClientState(full=index % config.full_every == 0)
-        self.state.reset()
+        self.latencies = latencies
 
     async def run(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore) -> None:
         state = self.state
         try:
             async with gate:
                 ws = await session.ws_connect(
-                    self.config.url, max_msg_size=0, compress=15 if self.config.compress else 0
+                    self.config.url, max_msg_size=0, compress=self.config.compress
                 )
                 await self._subscribe(ws)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
@@ -149,9 +186,7 @@ class Client:
 
     def _check_rows(self, rows: list[list[Any]]) -> None:
         state = self.state
-        latency, ingest = state.latency, state.ingest
-        assert latency is not None
-        assert ingest is not None
+        latency, ingest = self.latencies.latency, self.latencies.ingest
         last_n = state.last_n
         now = time.time()
         for device, metric, ts, value in rows:
@@ -175,14 +210,11 @@ class Client:
         return state.msgs if state.full else state.rows // self.config.readings_per_msg
 
 
-def summarize(clients: list[Client], cpu_s: float) -> dict[str, Any]:
+def summarize(
+    clients: list[Client], latencies: Latencies, stall_s: float, cpu_s: float
+) -> dict[str, Any]:
     states = [c.state for c in clients]
     delivered = [c.delivered() for c in clients]
-    latency, ingest = Histogram(), Histogram()
-    for state in states:
-        if state.latency is not None and state.ingest is not None:
-            latency.merge(state.latency)
-            ingest.merge(state.ingest)
     return {
         "clients": len(clients),
         "connected": sum(s.ready and s.closed is None for s in states),
@@ -199,16 +231,22 @@ def summarize(clients: list[Client], cpu_s: float) -> dict[str, Any]:
         "reordered": sum(s.reordered for s in states),
         "seq_errors": sum(s.seq_errors for s in states),
         "lagging_frames": sum(s.lagging for s in states),
-        "latency": latency.to_json(),
-        "ingest_latency": ingest.to_json(),
+        "latency": latencies.latency.to_json(),
+        "ingest_latency": latencies.ingest.to_json(),
+        "loop_stall_max_ms": round(stall_s * 1000, 1),
         "cpu_s": round(cpu_s, 3),
     }
 
 
 async def _main(config: SubscriberConfig, conn: Connection) -> None:
     all_settled = asyncio.Event()
-    clients = [Client(config, config.first_index + i, all_settled) for i in range(config.clients)]
+    latencies = Latencies()
+    clients = [
+        Client(config, config.first_index + i, all_settled, latencies)
+        for i in range(config.clients)
+    ]
     stopped = asyncio.Event()
+    stalls = StallWatch()
     cpu0 = time.process_time()
 
     def on_command(command: str, args: Any) -> None:
@@ -224,7 +262,10 @@ async def _main(config: SubscriberConfig, conn: Connection) -> None:
                 )
             )
         elif command == "collect":
-            conn.send(("result", summarize(clients, time.process_time() - cpu0)))
+            result = summarize(clients, latencies, stalls.max_s, time.process_time() - cpu0)
+            conn.send(("result", result))
+            latencies.reset()
+            stalls.max_s = 0.0
             for client in clients:
                 client.state.reset()
             cpu0 = time.process_time()
@@ -236,6 +277,7 @@ async def _main(config: SubscriberConfig, conn: Connection) -> None:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
         async with asyncio.TaskGroup() as tasks:
             running = [tasks.create_task(c.run(session, gate)) for c in clients]
+            running.append(tasks.create_task(stalls.run()))
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await all_settled.wait()
             unlisten = listen(conn, on_command)

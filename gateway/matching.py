@@ -60,17 +60,16 @@ class Interest:
     InterestIndex asks once per (device, interest) and keeps only the matches."""
 
     selectors: frozenset[Selector]
-    _rules: list[tuple[re.Pattern[str], re.Pattern[str] | None]] = field(init=False)
+    # Compiled when first needed: an interest of exact device names is usually answered by the
+    # index's name lookup alone, and every connection with its own subscriptions has one (S4).
+    _rules: list[tuple[re.Pattern[str], re.Pattern[str] | None]] | None = field(init=False)
     _metrics: dict[tuple[str, str], bool] = field(init=False)
     matches_all: bool = field(init=False)
     filters_metrics: bool = field(init=False)  # some selector names metrics
     exact_devices: frozenset[str] | None = field(init=False)  # None: some pattern is a glob
 
     def __post_init__(self) -> None:
-        self._rules = [
-            (s.device_regex(), None if s.metrics is None else compile_globs(s.metrics))
-            for s in self.selectors
-        ]
+        self._rules = None
         self._metrics = {}
         self.matches_all = any(
             s.devices == ("*",) and s.metrics is None and s.scope is None for s in self.selectors
@@ -79,8 +78,16 @@ class Interest:
         names = {d for s in self.selectors for d in s.devices}
         self.exact_devices = None if any(_is_glob(d) for d in names) else frozenset(names)
 
+    def rules(self) -> list[tuple[re.Pattern[str], re.Pattern[str] | None]]:
+        if self._rules is None:
+            self._rules = [
+                (s.device_regex(), None if s.metrics is None else compile_globs(s.metrics))
+                for s in self.selectors
+            ]
+        return self._rules
+
     def wants_device(self, device: str) -> bool:
-        return any(d.fullmatch(device) is not None for d, _ in self._rules)
+        return any(d.fullmatch(device) is not None for d, _ in self.rules())
 
     def wants(self, device: str, metric: str) -> bool:
         """True if a reading of `metric` from `device` belongs to this interest."""
@@ -91,7 +98,7 @@ class Interest:
         if answer is None:
             answer = any(
                 d.fullmatch(device) is not None and (m is None or m.fullmatch(metric) is not None)
-                for d, m in self._rules
+                for d, m in self.rules()
             )
             # Bounded: asked only for devices this interest matches (see InterestIndex).
             self._metrics[key] = answer

@@ -45,6 +45,7 @@ class CloseReason:
     AUTH_TIMEOUT = "auth_timeout"
     CONNECTION_LIMIT = "connection_limit"
     SHUTDOWN = "shutdown"
+    NO_PONG = "no_pong"  # a heartbeat went unanswered: the transport is cut (the peer sees 1006)
 
 
 @dataclass(frozen=True, slots=True)

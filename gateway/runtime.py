@@ -32,6 +32,7 @@ from gateway.sync import RetainedSync
 log = logging.getLogger(__name__)
 
 JANITOR_INTERVAL_S = 1.0
+HEARTBEAT_SWEEPS = 20  # per heartbeat interval (see Runtime._heartbeats)
 
 
 class Runtime:
@@ -94,6 +95,8 @@ class Runtime:
             tasks.create_task(self.link.run(), name="gateway.ingest")
             tasks.create_task(self._janitor(), name="gateway.janitor")
             tasks.create_task(self._end_startup_hold(), name="gateway.sync.startup")
+            if self.config.ws.heartbeat_s > 0:
+                tasks.create_task(self._heartbeats(), name="gateway.heartbeats")
             self.ready.set()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -174,6 +177,23 @@ class Runtime:
             now = time.monotonic()
             for session in self.hub.sessions:
                 session.check_send(now)
+
+    async def _heartbeats(self) -> None:
+        """Ping silent connections and cut those that do not answer (Session.check_alive).
+
+        One sweep over every connection instead of aiohttp's two timers per connection. Sweeping
+        often keeps each connection's ping near its own due time, so connections that arrived
+        over a few seconds are not all pinged (and their pongs all read) in one burst: with 4
+        sweeps per interval, 10,000 clients saw p99 latency of 750 ms (S4). A silent peer is
+        pinged 1 to 1.05 heartbeats after it was last heard and cut 0.5 to 0.55 heartbeats
+        after an unanswered ping; a sweep checks ~10,000 sessions in about 3 ms.
+        """
+        interval = self.config.ws.heartbeat_s / HEARTBEAT_SWEEPS
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for session in self.hub.sessions:
+                session.check_alive(now)
 
     def stop(self) -> None:
         """Ask the long-lived tasks to end (the runtime task is then cancelled as well)."""

@@ -7,6 +7,10 @@ peer blocks only its own writer. Past the byte budget, queued readings are coale
 latest value per (device, metric) and the client is told how many were dropped; a client that
 stays behind longer than `slow_client_timeout_s`, or whose single send blocks past
 `send_timeout_s`, is evicted.
+
+Memory per idle connection is what limits how many clients one gateway holds (S4 in
+docs/performance.md), so an idle session owns no task and no buffers: the writer task exists only
+while something is queued, and the outbox and resume buffer are created when first needed.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +42,7 @@ class Socket(Protocol):
 
     async def close(self, code: int, reason: str) -> None: ...
     def abort(self) -> None: ...
+    def ping(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -74,7 +79,7 @@ class Session:
     commands_in_flight: int = 0
     stats: SessionStats = field(default_factory=SessionStats)
     on_evict: Callable[[str], None] | None = None
-    _outbox: deque[bytes | _Readings] = field(default_factory=deque)
+    _outbox: deque[bytes | _Readings] | None = None  # None while empty
     _outbox_bytes: int = 0
     _coalesced: dict[tuple[str, str], Reading] | None = None
     _dropped: int = 0
@@ -83,14 +88,16 @@ class Session:
     # Readings frames already sent, kept for a reconnecting client to resume from (bounded).
     # Only (int, bytes) tuples: the garbage collector does not track them, so a full buffer on
     # every connection adds nothing to gen-2 collections (the bench saw 50-140 ms pauses before).
-    _sent: deque[tuple[int, bytes]] = field(default_factory=deque)
+    _sent: deque[tuple[int, bytes]] | None = None  # created by the first readings frame sent
     _sent_bytes: int = 0
     parked: bool = False  # the connection is gone; frames queue up for a resume
     _next_subscription: int = 0
-    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _closing: tuple[int, str] | None = None
-    _socket: Socket | None = None  # while the writer runs
+    _socket: Socket | None = None  # while connected
+    _writer: asyncio.Task[None] | None = None  # only while there is something to send
     _send_started: float | None = None  # monotonic time the current send began
+    _heard: float = 0.0  # monotonic time the peer last sent anything (heartbeat)
+    _ping_sent: float | None = None  # monotonic time of the unanswered ping, if any
 
     @property
     def queued_bytes(self) -> int:
@@ -113,9 +120,7 @@ class Session:
             return
         if self._write_now(payload):
             return
-        self._outbox.append(payload)
-        self._outbox_bytes += len(payload)
-        self._wakeup.set()
+        self._queue(payload, len(payload))
 
     def offer_frame(self, frame: dict[str, object]) -> None:
         self.offer(encode(frame))
@@ -132,22 +137,20 @@ class Session:
                 self._seq += 1
                 self._remember(self._seq, data)
                 return
-            self._outbox.append(_Readings(data, rows))
-            self._outbox_bytes += len(data)
-            self._wakeup.set()
+            self._queue(_Readings(data, rows), len(data))
             return
         self._coalesce(rows)
 
     def _write_now(self, payload: bytes) -> bool:
         """Send `payload` at once if nothing is queued or being sent ahead of it and the socket
-        can take it without waiting. Most frames to a client that keeps up go this way: waking
-        its writer task for each one cost about a fifth of the fan-out CPU (docs/performance.md).
+        can take it without waiting. Most frames to a client that keeps up go this way: a writer
+        task woken for each one cost about a third of the fan-out CPU (docs/performance.md).
         """
         socket = self._socket
         if (
             socket is None
             or self._outbox
-            or self._send_started is not None
+            or self._writer is not None
             or self.parked
             or not socket.write_now(payload)
         ):
@@ -156,6 +159,13 @@ class Session:
         self.stats.bytes_sent += len(payload)
         return True
 
+    def _queue(self, item: bytes | _Readings, size: int) -> None:
+        if self._outbox is None:
+            self._outbox = deque()
+        self._outbox.append(item)
+        self._outbox_bytes += size
+        self._start_writer()
+
     def _coalesce(self, rows: list[Reading]) -> None:
         now = time.monotonic()
         if self._coalesced is None:
@@ -163,15 +173,15 @@ class Session:
             self._lagging_since = now
             # Fold every readings frame still queued into the coalesced map, keeping control frames.
             kept: deque[bytes | _Readings] = deque()
-            for item in self._outbox:
+            for item in self._outbox or ():
                 if isinstance(item, _Readings):
                     self._outbox_bytes -= len(item.data)
                     self._merge(item.readings())
                 else:
                     kept.append(item)
-            self._outbox = kept
+            self._outbox = kept or None
         self._merge(rows)
-        self._wakeup.set()
+        self._start_writer()
         assert self._lagging_since is not None
         # A parked stream has no reader to wait for: it coalesces until resumed or expired.
         if not self.parked and now - self._lagging_since > self.config.slow_client_timeout_s:
@@ -190,38 +200,59 @@ class Session:
         `last_words` (an error frame saying why) goes out just before the close."""
         if self._closing is None:
             self._closing = (code, reason)
-            self._outbox.clear()
-            if last_words is not None:
-                self._outbox.append(last_words)
+            self._outbox = deque([last_words]) if last_words is not None else None
             self._outbox_bytes = len(last_words or b"")
             self._coalesced = None
-            self._wakeup.set()
+            self._start_writer()
             if self.on_evict is not None:
                 self.on_evict(reason)
 
     # --- the writer ------------------------------------------------------------------------------
 
-    async def run_writer(self, socket: Socket) -> None:
-        """Send queued frames until the session is closed; the only code that writes to `socket`."""
+    def attach(self, socket: Socket, now: float) -> None:
+        """The connection is up: send what is queued (and whatever comes) on `socket`."""
         self._socket = socket
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while True:
-                if self._closing is not None:
-                    await self._close(socket, self._outbox)
-                    return
+        self._heard = now
+        self._start_writer()
+
+    def detach(self) -> None:
+        """The connection is gone: stop writing (frames still queue, for a resume)."""
+        self._socket = None
+        if self._writer is not None:
+            self._writer.cancel()
+            self._writer = None
+
+    def _start_writer(self) -> None:
+        if self._writer is None and self._socket is not None:
+            self._writer = asyncio.get_running_loop().create_task(self._write(self._socket))
+
+    async def _write(self, socket: Socket) -> None:
+        """Send until the outbox is empty, then end; the only code that writes to `socket`.
+
+        The next offer starts a new writer. Ending with the connection (close, a lost peer or a
+        bug here) cuts the transport so that the reader ends too.
+        """
+        try:
+            while self._closing is None:
                 payload = self._next_payload()
                 if payload is None:
-                    break
-                try:
-                    await self._send(socket, payload)
-                except ConnectionError:
-                    return  # the peer is gone; the reader sees it too and ends the connection
+                    return
+                await self._send(socket, payload)
+            await self._close(socket, self._outbox or ())
+        except ConnectionError:
+            socket.abort()  # the peer is gone; the reader may still be waiting on it
+        except Exception:
+            socket.abort()
+            raise
+        finally:
+            if self._writer is asyncio.current_task():
+                self._writer = None
 
     def _next_payload(self) -> bytes | None:
         if self._outbox:
             item = self._outbox.popleft()
+            if not self._outbox:
+                self._outbox = None  # an idle session keeps no deque
             if isinstance(item, bytes):
                 self._outbox_bytes -= len(item)
                 return item
@@ -234,6 +265,8 @@ class Session:
         return None
 
     def _remember(self, seq: int, data: bytes) -> None:
+        if self._sent is None:
+            self._sent = deque()
         self._sent.append((seq, data))
         self._sent_bytes += len(data)
         while self._sent_bytes > self.config.resume_buffer_bytes:
@@ -249,6 +282,8 @@ class Session:
         self._dropped = 0
         self._lagging_since = None
         frame = _Readings(orjson.dumps(rows), rows)
+        if self._outbox is None:
+            self._outbox = deque()
         self._outbox.appendleft(frame)
         self._outbox_bytes += len(frame.data)
         return notice
@@ -264,23 +299,24 @@ class Session:
         """
         if self._seq or self.subscriptions or not 0 <= last_seq <= old._seq:
             return False
-        missed = [item for item in old._sent if item[0] > last_seq]
+        old_sent = old._sent or ()
+        missed = [item for item in old_sent if item[0] > last_seq]
         if len(missed) != old._seq - last_seq:
             return False  # some of the frames after last_seq already left the resume buffer
         replay: deque[bytes | _Readings] = deque([reply])
         replay.extend(_Readings(data, None) for _, data in missed)
-        replay.extend(old._outbox)
-        replay.extend(self._outbox)  # replies already queued on this connection go last
+        replay.extend(old._outbox or ())
+        replay.extend(self._outbox or ())  # replies already queued on this connection go last
         self._outbox = replay
         self._outbox_bytes = sum(len(i) if isinstance(i, bytes) else len(i.data) for i in replay)
         self._seq = last_seq
-        self._sent = deque(item for item in old._sent if item[0] <= last_seq)
+        self._sent = deque(item for item in old_sent if item[0] <= last_seq)
         self._sent_bytes = sum(len(data) for _, data in self._sent)
         self._coalesced, self._dropped = old._coalesced, old._dropped
         self._lagging_since = old._lagging_since
         self.subscriptions = old.subscriptions
         self._next_subscription = old._next_subscription
-        self._wakeup.set()
+        self._start_writer()
         return True
 
     async def _send(self, socket: Socket, payload: bytes) -> None:
@@ -308,7 +344,38 @@ class Session:
         self._socket.abort()
         return True
 
-    async def _close(self, socket: Socket, last_words: deque[bytes | _Readings]) -> None:
+    # --- heartbeat -------------------------------------------------------------------------------
+
+    def heard(self, now: float) -> None:
+        """The peer sent something (any frame answers a ping)."""
+        self._heard = now
+        self._ping_sent = None
+
+    def check_alive(self, now: float) -> bool:
+        """Ping a peer silent for `heartbeat_s`; cut one that left a ping unanswered for half
+        that. True if cut. Called for every session by one periodic sweep (Runtime), which costs
+        far less memory than aiohttp's own heartbeat: two timers per connection (~2.4 KiB).
+
+        The cut connection is not evicted: its stream is parked for a resume, as for any
+        connection the network dropped.
+        """
+        socket, heartbeat = self._socket, self.config.heartbeat_s
+        if socket is None or self._closing is not None or heartbeat <= 0:
+            return False
+        if self._ping_sent is None:
+            if now - self._heard >= heartbeat:
+                self._ping_sent = now
+                socket.ping()
+            return False
+        if now - self._ping_sent < heartbeat / 2:
+            return False
+        self._ping_sent = None
+        if self.on_evict is not None:
+            self.on_evict(CloseReason.NO_PONG)
+        socket.abort()
+        return True
+
+    async def _close(self, socket: Socket, last_words: Iterable[bytes | _Readings]) -> None:
         assert self._closing is not None
         code, reason = self._closing
         try:
@@ -320,4 +387,4 @@ class Session:
         except TimeoutError:
             socket.abort()
         except ConnectionError:
-            pass  # the peer left first; nothing more to say
+            socket.abort()  # the peer left first; nothing more to say

@@ -1,7 +1,9 @@
 """GET /ws: the origin and token checks, then one connection's reader loop and request handlers.
 
-Each connection runs a TaskGroup holding its session's writer and its in-flight commands; when the
-reader loop ends, everything the connection started ends with it.
+A connection's session writes on demand (gateway/session.py) and its in-flight commands are tasks
+of their own; when the reader loop ends, everything the connection started ends with it.
+Heartbeats are the runtime's one sweep over all sessions (Session.check_alive), not aiohttp's
+two timers per connection, so the reader answers pings and notes every frame it hears.
 """
 
 from __future__ import annotations
@@ -47,10 +49,14 @@ log = logging.getLogger(__name__)
 MAX_MALFORMED_IN_A_ROW = 20
 #: The connection-cap holder for connections that have not authenticated yet.
 UNAUTHENTICATED = "(unauthenticated)"
+#: A server's PING frame with no payload (RFC 6455 5.5.2: FIN + opcode 0x9, length 0).
+PING_FRAME = b"\x89\x00"
 
 
 class AiohttpSocket:
     """The Socket a Session writes to, over aiohttp's WebSocketResponse."""
+
+    __slots__ = ("_request", "_ws")
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self._ws = ws
@@ -86,6 +92,14 @@ class AiohttpSocket:
         # aiohttp's close() waits on the peer; a peer that never reads needs the transport cut.
         if self._request.transport is not None:
             self._request.transport.abort()
+
+    def ping(self) -> None:
+        # Written straight to the transport, ahead of anything the writer waits to send (as
+        # aiohttp's own heartbeat does): every frame aiohttp writes is one synchronous write, so
+        # this cannot land inside another frame. Control frames are never compressed.
+        transport = self._request.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(PING_FRAME)
 
 
 def limit_send_buffer(request: web.Request, size: int) -> None:
@@ -130,7 +144,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         runtime.refused["connection_cap"] += 1
         raise web.HTTPServiceUnavailable(text=refusal, headers={"Retry-After": "5"})
     ws = web.WebSocketResponse(
-        heartbeat=config.heartbeat_s,
+        autoping=False,  # the reader answers pings and sees pongs (see Session.check_alive)
         max_msg_size=config.max_message_bytes,
         compress=config.compress,
     )
@@ -145,6 +159,18 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
 
 class Connection:
+    __slots__ = (
+        "_command_rate",
+        "_commands",
+        "_malformed_in_a_row",
+        "holder",
+        "log",
+        "runtime",
+        "session",
+        "socket",
+        "ws",
+    )
+
     def __init__(
         self,
         runtime: Runtime,
@@ -160,7 +186,7 @@ class Connection:
         commands = runtime.config.commands
         self._command_rate = TokenBucket(commands.rate_per_client, commands.burst_per_client)
         self.socket = AiohttpSocket(ws, request)
-        self._commands: set[asyncio.Task[None]] = set()
+        self._commands: set[asyncio.Task[None]] | None = None  # while commands are in flight
         self._malformed_in_a_row = 0
         # Every line about this connection carries its session id and remote address.
         self.log = ConnectionLog(log, session.id, session.remote)
@@ -175,6 +201,7 @@ class Connection:
         runtime.hub.add(session)
         session.offer_frame(self._hello())
         loop = asyncio.get_running_loop()
+        session.attach(self.socket, time.monotonic())
         auth_deadline = None
         if session.principal is None:
             auth_deadline = loop.call_later(
@@ -184,18 +211,11 @@ class Connection:
                 CloseReason.AUTH_TIMEOUT,
             )
         try:
-            async with asyncio.TaskGroup() as tasks:
-                writer = tasks.create_task(
-                    session.run_writer(self.socket), name=f"session[{session.id}].writer"
-                )
-                writer.add_done_callback(lambda _: self.ws.closed or self.socket.abort())
-                try:
-                    await self._read_loop(tasks)
-                finally:
-                    writer.cancel()
-                    for task in self._commands:
-                        task.cancel()
+            await self._read_loop()
         finally:
+            session.detach()
+            for task in list(self._commands or ()):
+                task.cancel()
             if auth_deadline is not None:
                 auth_deadline.cancel()
             if session.subscriptions and not session.closing:
@@ -225,17 +245,21 @@ class Connection:
             },
         }
 
-    async def _read_loop(self, tasks: asyncio.TaskGroup) -> None:
+    async def _read_loop(self) -> None:
+        session = self.session
         async for message in self.ws:
+            session.heard(time.monotonic())
             if message.type == WSMsgType.TEXT:
-                self._on_frame(message.data, tasks)
+                self._on_frame(message.data)
+            elif message.type == WSMsgType.PING:
+                await self.ws.pong(message.data)
             elif message.type == WSMsgType.BINARY:
                 self._refuse(ProtocolError("bad_request", "send text frames"))
             elif message.type == WSMsgType.ERROR:
                 # aiohttp has already closed the connection (1009 for an oversize frame).
                 self.log.info("%s", message.data)
 
-    def _on_frame(self, frame: str, tasks: asyncio.TaskGroup) -> None:
+    def _on_frame(self, frame: str) -> None:
         try:
             request = parse_request(frame)
         except ProtocolError as exc:
@@ -248,7 +272,7 @@ class Connection:
             return
         self._malformed_in_a_row = 0
         try:
-            self._dispatch(request, tasks)
+            self._dispatch(request)
         except ProtocolError as exc:
             self._refuse(exc)
         except CommandError as exc:
@@ -257,7 +281,7 @@ class Connection:
     def _refuse(self, exc: ProtocolError) -> None:
         self.session.offer(error_frame(exc.code, exc.message, exc.request_id))
 
-    def _dispatch(self, request: Request, tasks: asyncio.TaskGroup) -> None:
+    def _dispatch(self, request: Request) -> None:
         session = self.session
         if isinstance(request, Ping):
             session.offer_frame({"type": "pong", "id": request.id})
@@ -277,7 +301,7 @@ class Connection:
             case History():
                 self._history(request)
             case Command():
-                self._command(request, tasks)
+                self._command(request)
 
     def _auth(self, request: Auth) -> None:
         session = self.session
@@ -391,7 +415,7 @@ class Connection:
             }
         )
 
-    def _command(self, request: Command, tasks: asyncio.TaskGroup) -> None:
+    def _command(self, request: Command) -> None:
         session = self.session
         self._device_for(request.device, request.id, command=True)
         limit = self.runtime.config.commands.max_in_flight_per_client
@@ -404,12 +428,22 @@ class Connection:
         )
         # Counted now, not when the task starts: a burst of frames is read before any task runs.
         session.commands_in_flight += 1
-        task = tasks.create_task(
+        task = asyncio.create_task(
             self._run_command(request.id, prepared),
             name=f"session[{session.id}].command[{prepared.command_id}]",
         )
+        if self._commands is None:
+            self._commands = set()
         self._commands.add(task)
-        task.add_done_callback(self._commands.discard)
+        task.add_done_callback(self._command_done)
+
+    def _command_done(self, task: asyncio.Task[None]) -> None:
+        if self._commands is not None:
+            self._commands.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # A bug, not a command outcome: say so and end the connection, loudly.
+            self.log.error("command task failed", exc_info=exc)
+            self.socket.abort()
 
     async def _run_command(self, request_id: Any, command: PreparedCommand) -> None:
         session = self.session

@@ -18,6 +18,7 @@ class FakeSocket:
         self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.closed_with: tuple[int, str] | None = None
         self.aborted = False
+        self.pings = 0
         self.ended = asyncio.Event()
         self._gate = asyncio.Event()
         if not blocked:
@@ -44,6 +45,9 @@ class FakeSocket:
     def abort(self) -> None:
         self.aborted = True
         self.ended.set()
+
+    def ping(self) -> None:
+        self.pings += 1
 
     async def take(self, count: int, within: float = 5.0) -> list[dict[str, Any]]:
         """The next `count` frames sent, waiting at most `within` seconds in all."""

@@ -24,14 +24,12 @@ def rows_of(*values: tuple[str, str, float, object]) -> tuple[bytes, list]:
 
 @contextlib.asynccontextmanager
 async def writing(session: Session, socket: FakeSocket):
-    """Run the session's writer for the duration of the block."""
-    task = asyncio.create_task(session.run_writer(socket))
+    """Attach the session to `socket` for the duration of the block."""
+    session.attach(socket, time.monotonic())
     try:
-        yield task
+        yield socket.ended
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        session.detach()
 
 
 async def test_outbox_keeps_order_of_control_frames_and_readings():
@@ -128,7 +126,7 @@ async def test_client_lagging_longer_than_slow_client_timeout_is_closed_with_400
     session.offer_frame({"type": "pong"})  # ignored once closing
     socket = FakeSocket()
     async with writing(session, socket) as writer:
-        await asyncio.wait_for(writer, 5)
+        await asyncio.wait_for(writer.wait(), 5)
     assert socket.closed_with == (4000, "slow_consumer")
     assert socket.frames.empty()
 
@@ -164,7 +162,7 @@ async def test_send_blocked_past_send_timeout_aborts_the_transport():
         await asyncio.wait_for(socket.sending.wait(), 5)
         assert not session.check_send(time.monotonic())  # blocked, but not for long yet
         assert session.check_send(time.monotonic() + 5.0)
-        await asyncio.wait_for(writer, 5)
+        await asyncio.wait_for(writer.wait(), 5)
     assert socket.aborted
     assert socket.closed_with is None
     assert evicted == ["send_timeout"]
@@ -177,7 +175,7 @@ async def test_evict_closes_after_nothing_else_is_sent():
     session.offer_frame({"type": "a"})
     session.evict(1001, "gateway shutting down")
     async with writing(session, socket) as writer:
-        await asyncio.wait_for(writer, 5)
+        await asyncio.wait_for(writer.wait(), 5)
     assert socket.closed_with == (1001, "gateway shutting down")
     assert socket.frames.empty()
 
@@ -238,3 +236,36 @@ async def test_frames_written_at_once_never_overtake_queued_or_sending_ones():
         ("readings", 3),
     ]
     assert session.stats.frames_sent == 4
+
+
+def test_heartbeat_pings_a_silent_peer_and_cuts_it_when_no_answer_comes():
+    """check_alive: ping after heartbeat_s of silence, cut after heartbeat_s / 2 unanswered;
+    anything heard in between answers the ping. The cut is not an eviction (no close frame)."""
+    evicted: list[str] = []
+    session, socket = Session("s", WsConfig(heartbeat_s=10.0)), FakeSocket()
+    session.on_evict = evicted.append
+    session._socket, session._heard = socket, 100.0  # attached at t=100, without a writer
+    assert not session.check_alive(109.9)
+    assert socket.pings == 0
+    assert not session.check_alive(110.0)
+    assert socket.pings == 1
+    session.heard(112.0)  # the pong (or any frame)
+    assert not session.check_alive(121.0)
+    assert socket.pings == 1
+    assert not session.check_alive(122.0)
+    assert socket.pings == 2
+    assert not session.check_alive(126.9)
+    assert not socket.aborted
+    assert session.check_alive(127.0)
+    assert socket.aborted
+    assert evicted == ["no_pong"]
+    assert not session.closing
+
+
+def test_heartbeat_leaves_detached_and_closing_sessions_alone():
+    session, socket = Session("s", WsConfig(heartbeat_s=10.0)), FakeSocket()
+    assert not session.check_alive(1e9)  # parked: no socket
+    session._socket = socket
+    session._closing = (1001, "shutdown")
+    assert not session.check_alive(1e9)
+    assert socket.pings == 0
