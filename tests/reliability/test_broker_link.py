@@ -99,6 +99,8 @@ async def test_broker_kill9_under_load(start_gateway, own_broker, prefix, figure
     try:
         for client in clients:
             await client.readings(3)
+        # The test's own keep-alive HTTP connection (a server task) is in the baseline too.
+        assert (await gateway.get("/healthz"))[0] == 200
         baseline, _ = await settled_counts()
         killed = time.monotonic()
         own_broker.kill()
