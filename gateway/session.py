@@ -8,7 +8,8 @@ than `slow_client_timeout_s`, or whose single send blocks past `send_timeout_s`,
 
 Memory per idle connection is what limits how many clients one gateway holds (S4 in
 docs/performance.md), so an idle session owns no task and no buffers: the writer task exists only
-while something is queued, and the outbox and resume buffer are created when first needed.
+while there is something to send (or was in the last second), and the outbox and resume buffer are
+created when first needed.
 """
 
 from __future__ import annotations
