@@ -177,6 +177,7 @@ class Runtime:
             now = time.monotonic()
             for session in self.hub.sessions:
                 session.check_send(now)
+                session.retire_writer(now)
 
     async def _heartbeats(self) -> None:
         """Ping silent connections and cut those that do not answer (Session.check_alive).

@@ -269,3 +269,24 @@ def test_heartbeat_leaves_detached_and_closing_sessions_alone():
     session._closing = (1001, "shutdown")
     assert not session.check_alive(1e9)
     assert socket.pings == 0
+
+
+async def test_writer_lingers_while_busy_and_ends_when_retired_idle():
+    """The writer waits for more after the outbox empties (no new task per frame); retired after
+    WRITER_LINGER_S idle, it ends, and the next offer starts a new one."""
+    session, socket = Session("s", WsConfig()), FakeSocket()
+    async with writing(session, socket):
+        session.offer_frame({"type": "a"})
+        await socket.take(1)
+        writer = session._writer
+        assert writer is not None
+        session.offer_frame({"type": "b"})
+        await socket.take(1)
+        assert session._writer is writer  # the same task, woken
+        session.retire_writer(time.monotonic())  # idle, but not for long yet
+        assert session._writer is writer
+        session.retire_writer(time.monotonic() + gateway.session.WRITER_LINGER_S)
+        await asyncio.wait_for(writer, 5)
+        assert session._writer is None
+        session.offer_frame({"type": "c"})
+        assert [f["type"] for f in await socket.take(1)] == ["c"]
