@@ -148,15 +148,18 @@ class Session:
         self._coalesce(rows)
 
     def _write_now(self, payload: bytes) -> bool:
-        """Send `payload` at once if nothing is queued or being sent ahead of it and the socket
-        can take it without waiting. Most frames to a client that keeps up go this way: a writer
-        task woken for each one cost about a third of the fan-out CPU (docs/performance.md).
+        """Send `payload` at once if nothing is queued, coalesced or being sent ahead of it and
+        the socket can take it without waiting. Most frames to a client that keeps up go this
+        way: a writer task woken for each one cost about a third of the fan-out CPU
+        (docs/performance.md). A writer waiting idle for more is no obstacle: `offer_*` only runs
+        while the writer is suspended, in a send (`_send_started` set) or idle (nothing queued).
         """
         socket = self._socket
         if (
             socket is None
             or self._outbox
-            or self._writer is not None
+            or self._coalesced is not None
+            or self._send_started is not None
             or self.parked
             or not socket.write_now(payload)
         ):

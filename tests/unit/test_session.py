@@ -272,17 +272,19 @@ def test_heartbeat_leaves_detached_and_closing_sessions_alone():
 
 
 async def test_writer_lingers_while_busy_and_ends_when_retired_idle():
-    """The writer waits for more after the outbox empties (no new task per frame); retired after
-    WRITER_LINGER_S idle, it ends, and the next offer starts a new one."""
-    session, socket = Session("s", WsConfig()), FakeSocket()
+    """A writer started for a frame the socket could not take waits for more once the outbox is
+    empty (no new task per frame) and lets frames that can go at once go around it; retired after
+    WRITER_LINGER_S idle, it ends, and frames keep going out without one."""
+    session, socket = Session("s", WsConfig()), FakeSocket(blocked=True)
     async with writing(session, socket):
-        session.offer_frame({"type": "a"})
-        await socket.take(1)
+        session.offer_frame({"type": "a"})  # the socket cannot take it: queued for a writer
         writer = session._writer
         assert writer is not None
-        session.offer_frame({"type": "b"})
+        socket.release()
         await socket.take(1)
-        assert session._writer is writer  # the same task, woken
+        session.offer_frame({"type": "b"})  # written at once while the writer idles
+        await socket.take(1)
+        assert session._writer is writer  # still the same task, waiting
         session.retire_writer(time.monotonic())  # idle, but not for long yet
         assert session._writer is writer
         session.retire_writer(time.monotonic() + gateway.session.WRITER_LINGER_S)
@@ -290,3 +292,4 @@ async def test_writer_lingers_while_busy_and_ends_when_retired_idle():
         assert session._writer is None
         session.offer_frame({"type": "c"})
         assert [f["type"] for f in await socket.take(1)] == ["c"]
+        assert session._writer is None
