@@ -67,6 +67,10 @@ class SessionStats:
     bytes_sent: int = 0
     readings_dropped: int = 0
 
+    def sent(self, payload: bytes) -> None:
+        self.frames_sent += 1
+        self.bytes_sent += len(payload)
+
     def add(self, other: SessionStats) -> None:
         self.frames_sent += other.frames_sent
         self.bytes_sent += other.bytes_sent
@@ -164,8 +168,7 @@ class Session:
             or not socket.write_now(payload)
         ):
             return False
-        self.stats.frames_sent += 1
-        self.stats.bytes_sent += len(payload)
+        self.stats.sent(payload)
         return True
 
     def _queue(self, item: bytes | _Readings, size: int) -> None:
@@ -359,8 +362,7 @@ class Session:
         self._send_started = time.monotonic()
         await socket.send(payload)
         self._send_started = None
-        self.stats.frames_sent += 1
-        self.stats.bytes_sent += len(payload)
+        self.stats.sent(payload)
 
     def check_send(self, now: float) -> bool:
         """Abort the connection if one send has been blocked past `send_timeout_s`; True if so.

@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-
-import aiomqtt
-
-from tests.support.devices import mqtt_client
-
-
-@contextlib.asynccontextmanager
-async def publisher_on(server):
-    """An MQTT publisher whose exit tolerates its broker having been killed meanwhile."""
-    client = mqtt_client(server.host, server.port)
-    await client.__aenter__()
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.__aexit__(None, None, None)
+from tests.support.devices import tolerant_client
 
 
 async def test_broker_restart_is_announced_and_readings_resume(start_gateway, own_broker, prefix):
@@ -27,7 +11,7 @@ async def test_broker_restart_is_announced_and_readings_resume(start_gateway, ow
     gateway = await start_gateway(on=own_broker)
     client = await gateway.connected_client()
     await client.request({"type": "subscribe", "devices": ["*"]}, "subscribed")
-    async with publisher_on(own_broker) as device:
+    async with tolerant_client(own_broker.host, own_broker.port) as device:
         await device.publish(f"{prefix}/dev-1/telemetry", b'{"n": 1, "ts": 1}', qos=1)
         assert await client.readings(1) == [["dev-1", "n", 1.0, 1]]
         own_broker.kill()
@@ -42,7 +26,7 @@ async def test_broker_restart_is_announced_and_readings_resume(start_gateway, ow
     assert up["broker"] == "connected"
     await gateway.synced()  # the marker comes back just after "connected"
     assert (await gateway.get("/readyz"))[0] == 200
-    async with publisher_on(own_broker) as device:
+    async with tolerant_client(own_broker.host, own_broker.port) as device:
         await device.publish(f"{prefix}/dev-1/telemetry", b'{"n": 2, "ts": 2}', qos=1)
         assert await client.readings(1) == [["dev-1", "n", 2.0, 2]]
     assert gateway.runtime.link.stats.connects == 2
@@ -61,7 +45,7 @@ async def test_broker_down_at_start_then_up(start_gateway, own_broker, prefix):
     up = await client.expect(lambda f: f["type"] == "gateway")
     assert up["broker"] == "connected"
     await client.request({"type": "subscribe", "devices": ["*"]}, "subscribed")
-    async with publisher_on(own_broker) as device:
+    async with tolerant_client(own_broker.host, own_broker.port) as device:
         await device.publish(f"{prefix}/dev-9/telemetry", b'{"n": 9, "ts": 9}', qos=1)
         assert await client.readings(1) == [["dev-9", "n", 9.0, 9]]
 

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-
-import aiomqtt
-
-from tests.support.devices import mqtt_client
+from collections.abc import Awaitable, Callable
 
 
 def open_fds() -> int:
@@ -59,18 +54,6 @@ async def settled_counts() -> tuple[int, int]:
         await asyncio.sleep(0)  # let done-callbacks of just-finished tasks run
     gc.collect()
     return task_count(), open_fds()
-
-
-@contextlib.asynccontextmanager
-async def tolerant_client(host: str, port: int) -> AsyncIterator[aiomqtt.Client]:
-    """An MQTT client whose exit tolerates its broker having been killed meanwhile."""
-    client = mqtt_client(host, port)
-    await client.__aenter__()
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.__aexit__(None, None, None)
 
 
 def walk_stack(task: asyncio.Task) -> list[str]:

@@ -17,7 +17,8 @@ import aiomqtt
 import orjson
 import pytest
 
-from tests.reliability.helpers import eventually, settled_counts, task_count, tolerant_client
+from tests.reliability.helpers import eventually, settled_counts, task_count
+from tests.support.devices import tolerant_client
 from tests.support.gateway import GatewayUnderTest, WsClient
 
 KEEPALIVE_S = 2

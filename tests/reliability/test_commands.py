@@ -9,7 +9,7 @@ import aiomqtt
 import orjson
 import pytest
 
-from tests.reliability.helpers import tolerant_client
+from tests.support.devices import tolerant_client
 from tests.support.gateway import announced, wait_for_device
 
 TOGGLE = {"type": "command", "device": "thermo-1", "command": "toggle"}

@@ -38,7 +38,7 @@ from gateway.names import (
     slugify,
 )
 from gateway.protocol import Command, History, parse_request
-from tests.reliability.helpers import tolerant_client
+from tests.support.devices import tolerant_client
 from tests.support.gateway import announced, wait_for_device
 
 FUZZ = settings(

@@ -19,7 +19,8 @@ import pytest
 
 from gateway.app import serve
 from tests.integration.conftest import gateway_config
-from tests.reliability.helpers import eventually, stop_within, tolerant_client
+from tests.reliability.helpers import eventually, stop_within
+from tests.support.devices import tolerant_client
 from tests.support.gateway import WsClient
 from tests.support.mosquitto import free_port
 

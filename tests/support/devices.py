@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,18 @@ def echo_ok(command: str, params: dict[str, Any]) -> tuple[str, Any, str | None]
 
 def mqtt_client(host: str, port: int) -> aiomqtt.Client:
     return aiomqtt.Client(host, port, identifier=f"test-{secrets.token_hex(4)}")
+
+
+@contextlib.asynccontextmanager
+async def tolerant_client(host: str, port: int) -> AsyncIterator[aiomqtt.Client]:
+    """An MQTT client whose exit tolerates its broker having been killed meanwhile."""
+    client = mqtt_client(host, port)
+    await client.__aenter__()
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.__aexit__(None, None, None)
 
 
 class DeviceStandIn:
