@@ -62,7 +62,7 @@ async def stand_ins(config: CommanderConfig, ready: asyncio.Event) -> None:
         ready.set()
         async for message in mqtt.messages:
             device = message.topic.value.split("/")[1]
-            body = orjson.loads(message.payload)  # type: ignore[arg-type]
+            body = orjson.loads(message.payload)
             answer = {"id": body["id"], "status": "ok", "result": body["params"]}
             await mqtt.publish(f"{config.prefix}/{device}/result", orjson.dumps(answer), 0)
 

@@ -22,4 +22,8 @@ def listen(conn: Connection, handler: Handler) -> Callable[[], None]:
         handler(command, args)
 
     loop.add_reader(conn.fileno(), readable)
-    return lambda: loop.remove_reader(conn.fileno())
+
+    def stop() -> None:
+        loop.remove_reader(conn.fileno())
+
+    return stop

@@ -56,7 +56,7 @@ def subscribe_packet(packet_id: int, filters: list[str], qos: int) -> bytes:
 
 def read_packets(buffer: bytearray) -> list[tuple[int, bytes]]:
     """Take every complete packet off the front of `buffer`: (first byte, body) each."""
-    packets = []
+    packets: list[tuple[int, bytes]] = []
     at = 0
     end = len(buffer)
     while end - at >= 2:

@@ -9,6 +9,7 @@ import errno
 import logging
 import signal
 import sys
+import types
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", help="path to a config.toml")
 
+    simulators_cli: types.ModuleType | None
     try:
         from simulators import cli as simulators_cli
     except ImportError as exc:  # the simulators package is optional in a trimmed install...

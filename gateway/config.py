@@ -22,7 +22,11 @@ from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
+if typing.TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 ENV_PREFIX = "IOTGW_"
+T = typing.TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +253,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def build(cls: type[Any], data: object, path: str) -> Any:
+def build(cls: type[T], data: object, path: str) -> T:
     """Construct dataclass `cls` from TOML data, naming the key path of anything wrong."""
     if not isinstance(data, dict):
         raise ConfigError(path or "config", "expected a table")
@@ -269,8 +273,8 @@ def build(cls: type[Any], data: object, path: str) -> Any:
 def _coerce(hint: Any, value: Any, path: str) -> Any:
     if isinstance(value, EnvValue):
         value = str(value) if hint is str else value.parsed()
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, path)  # type: ignore[arg-type]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return build(hint, value, path)
     origin = typing.get_origin(hint)
     if origin is list:
         (item,) = typing.get_args(hint)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.app import serve
 from gateway.brokers import local_broker
@@ -79,9 +81,9 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
     print("iotgw demo: stopped", file=sys.stderr, flush=True)
 
 
-async def _first(waiting: object, *watched: asyncio.Task[object]) -> None:
+async def _first(waiting: Awaitable[object], *watched: asyncio.Task[Any]) -> None:
     """Await `waiting`, unless one of `watched` ends first (then its error surfaces)."""
-    waiter = asyncio.ensure_future(waiting)  # type: ignore[arg-type]
+    waiter = asyncio.ensure_future(waiting)
     try:
         await asyncio.wait([waiter, *watched], return_when=asyncio.FIRST_COMPLETED)
     finally:

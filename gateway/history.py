@@ -31,16 +31,24 @@ class HistoryRing:
 
     def append(self, time: float, value: Value) -> None:
         values = self._values
-        if type(value) is not float and isinstance(values, array):
+        if isinstance(values, array) and type(value) is not float:
             values = self._values = list(values)
-        if len(self._times) < self._capacity:
-            self._times.append(time)
-            values.append(value)  # type: ignore[arg-type]  # float, or values is a list
-            return
+        full = len(self._times) >= self._capacity
         at = self._next
-        self._times[at] = time
-        values[at] = value  # type: ignore[call-overload]
-        self._next = (at + 1) % self._capacity
+        if full:
+            self._times[at] = time
+            self._next = (at + 1) % self._capacity
+        else:
+            self._times.append(time)
+        if isinstance(values, list):
+            if full:
+                values[at] = value
+            else:
+                values.append(value)
+        elif full:
+            values[at] = float(value)  # a float: anything else turned values into a list
+        else:
+            values.append(float(value))
 
     def __iter__(self) -> Iterator[tuple[float, Value]]:
         """Oldest first."""

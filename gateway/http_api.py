@@ -12,6 +12,7 @@ from gateway.auth import Principal
 from gateway.commands import BrokerUnavailable
 from gateway.errors import CommandError, ProtocolError
 from gateway.protocol import Command, parse_object
+from gateway.runtime import Runtime
 
 
 def _dashboard_dir() -> Path:
@@ -32,7 +33,7 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return _json({"code": code, "message": message}, status)
 
 
-def _runtime(request: web.Request):  # type: ignore[no-untyped-def]
+def _runtime(request: web.Request) -> Runtime:
     from gateway.app import RUNTIME
 
     return request.app[RUNTIME]

@@ -66,12 +66,14 @@ def _shape(metrics: object, commands_raw: object) -> _Shape:
     try:
         key = orjson.dumps([metrics, commands_raw], option=orjson.OPT_SORT_KEYS)
     except TypeError:  # not JSON (a convention's own dict with odd keys): parsed, not shared
-        return _Shape(metrics, commands_raw, *_parse_shape(metrics, commands_raw))
+        units, commands = _parse_shape(metrics, commands_raw)
+        return _Shape(metrics, commands_raw, units, commands)
     shape = _shapes.get(key)
     if shape is None:
         units, commands = _parse_shape(metrics, commands_raw)
         # A deep copy owned here: a convention may still change the dicts it passed in.
-        shape = _Shape(*orjson.loads(orjson.dumps([metrics, commands_raw])), units, commands)
+        metrics_copy, commands_copy = orjson.loads(orjson.dumps([metrics, commands_raw]))
+        shape = _Shape(metrics_copy, commands_copy, units, commands)
         if _shape_bytes + len(key) > MAX_SHAPE_BYTES:
             _shapes.clear()  # devices keep theirs; sharing starts over
             _shape_bytes = 0
@@ -114,10 +116,10 @@ def _parse_param(command: str, name: str, spec: object) -> ParamSpec:
     where = f"command {command}, param {name}"
     if not isinstance(spec, dict) or spec.get("type") not in _PARAM_TYPES:
         raise DecodeError("bad_meta", f"{where}: type must be one of {', '.join(_PARAM_TYPES)}")
-    bounds = [spec.get("min"), spec.get("max")]
-    if any(b is not None and not _is_number(b) for b in bounds):
+    low, high = spec.get("min"), spec.get("max")
+    if any(b is not None and not _is_number(b) for b in (low, high)):
         raise DecodeError("bad_meta", f"{where}: min and max must be numbers")
-    if None not in bounds and bounds[0] > bounds[1]:
+    if low is not None and high is not None and low > high:
         raise DecodeError("bad_meta", f"{where}: min is above max")
     enum = spec.get("enum")
     if enum is not None and not (isinstance(enum, list) and enum):
@@ -126,8 +128,8 @@ def _parse_param(command: str, name: str, spec: object) -> ParamSpec:
         raise DecodeError("bad_meta", f"{where}: enum values must be of type {spec['type']}")
     return ParamSpec(
         type=spec["type"],
-        min=bounds[0],
-        max=bounds[1],
+        min=low,
+        max=high,
         enum=tuple(enum) if enum is not None else None,
         optional=spec.get("optional") is True,
     )

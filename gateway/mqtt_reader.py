@@ -107,7 +107,7 @@ class PacketReader:
     def _read(self) -> bytes | None:
         sock = self._sock
         try:
-            chunk = sock.recv(READ_CHUNK)
+            chunk: bytes = sock.recv(READ_CHUNK)
             # TLS: records already decrypted into the SSL object do not make the fd readable.
             while chunk and isinstance(sock, ssl.SSLSocket) and sock.pending():
                 chunk += sock.recv(READ_CHUNK)
@@ -170,7 +170,8 @@ class PacketReader:
 
     def _to_paho(self, packet: bytes) -> bool:
         self._view.feed(packet)
-        return self._paho.loop_read() == paho_mqtt.MQTT_ERR_SUCCESS
+        result: int = self._paho.loop_read()
+        return result == paho_mqtt.MQTT_ERR_SUCCESS
 
     def _to_paho_error(self, error: BaseException | None) -> None:
         self._view.feed_error(error)

@@ -8,6 +8,7 @@ every frame is strict JSON.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -202,7 +203,7 @@ def _command(f: _Fields) -> Command:
     return Command(f.id, f.text("device"), f.text("command"), params, f.positive_int("timeout_ms"))
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[_Fields], Request]] = {
     "subscribe": _subscribe,
     "unsubscribe": lambda f: Unsubscribe(f.id, f.text("subscription", 32)),
     "history": lambda f: History(

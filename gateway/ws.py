@@ -314,12 +314,12 @@ class Connection:
             session.offer(error_frame("bad_request", "authentication is not enabled", request.id))
             return
         caps = self.runtime.connection_caps
-        refusal = caps.admit(principal.name)
-        if refusal is not None:
+        over_cap = caps.admit(principal.name)
+        if over_cap is not None:
             session.evict(
                 CloseCode.TOO_MANY_REQUESTS,
                 CloseReason.CONNECTION_LIMIT,
-                error_frame("too_many", refusal, request.id),
+                error_frame("too_many", over_cap, request.id),
             )
             return
         caps.release(self.holder)

@@ -18,7 +18,7 @@ import time
 import aiomqtt
 from aiohttp import WSMsgType, web
 
-CLIENTS = web.AppKey("clients", set)
+CLIENTS = web.AppKey("clients", set[web.WebSocketResponse])
 DEVICES: dict[str, dict] = {}  # --retained: device -> {"id", "status", "meta"}
 MQTT = web.AppKey("mqtt", aiomqtt.Client)
 PENDING: dict[str, asyncio.Future] = {}
@@ -92,7 +92,8 @@ async def bridge(app: web.Application, subscribed: asyncio.Event) -> None:
                     "data": [[device, k, now, v] for k, v in body.items()],
                 }
             )
-            for ws in list(app[CLIENTS]):
+            clients: set[web.WebSocketResponse] = app[CLIENTS]
+            for ws in list(clients):
                 try:
                     await ws.send_str(frame)
                 except ConnectionError:

@@ -18,7 +18,10 @@ class Convention(Protocol):
     """The decoding interface. Implementations do no I/O and read no clock; they may keep state
     of their own (a bridge's device list, discovery configs, commands awaiting their echo)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The convention's config section (`zigbee2mqtt`), also its label in metrics."""
+        ...
 
     def subscriptions(self) -> list[str]:
         """MQTT topic filters to subscribe to."""
