@@ -91,3 +91,27 @@ class Subscribe:
 
 
 DeviceEvent = Telemetry | StatusChange | MetaChange | CommandResult | Rejected | Subscribe
+
+
+# --- The command audit trail ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One command as the audit trail keeps it: who, from where, what, and how it ended.
+
+    Never the token itself: a principal is known by its token's name.
+    """
+
+    ts: float  # when the command was submitted (wall clock, Unix seconds)
+    principal: str
+    remote: str  # the client's address as the HTTP layer saw it
+    via: Literal["ws", "rest"]
+    device: str
+    command: str
+    params: dict[str, Value]
+    command_id: str  # "" when refused before an id was assigned
+    # ok | error | timeout | unknown (the device's outcome), or refused (nothing was published)
+    status: str
+    rtt_ms: float | None = None
+    error: str | None = None  # the device's message, or why it was refused
