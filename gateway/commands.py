@@ -20,21 +20,13 @@ from prometheus_client import Histogram
 
 from gateway.config import CommandsConfig
 from gateway.conventions import Convention
-from gateway.errors import CommandError
+from gateway.errors import CommandError, PublishUnconfirmed
 from gateway.meta import validate_params
 from gateway.models import CommandResult, Value
 from gateway.names import is_command_name, is_device_id
 from gateway.registry import Registry
 
 Outcome = Literal["ok", "error", "timeout", "unknown"]
-
-
-class BrokerUnavailable(Exception):
-    """Raised by a publisher that is not connected: nothing was published."""
-
-
-class PublishUnconfirmed(Exception):
-    """Raised when a publish was handed over but not acknowledged: it may still be delivered."""
 
 
 class Publisher(Protocol):

@@ -42,3 +42,11 @@ class CommandError(GatewayError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class BrokerUnavailable(GatewayError):
+    """Raised by a publisher that is not connected: nothing was published."""
+
+
+class PublishUnconfirmed(GatewayError):
+    """Raised when a publish was handed over but not acknowledged: it may still be delivered."""

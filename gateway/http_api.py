@@ -9,8 +9,7 @@ import orjson
 from aiohttp import web
 
 from gateway.auth import Principal
-from gateway.commands import BrokerUnavailable
-from gateway.errors import CommandError, ProtocolError
+from gateway.errors import BrokerUnavailable, CommandError, ProtocolError
 from gateway.protocol import Command, parse_object
 from gateway.runtime import Runtime
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import aiomqtt
 
 from gateway import mqtt_reader
-from gateway.commands import BrokerUnavailable, PublishUnconfirmed
 from gateway.config import BrokerConfig
+from gateway.errors import BrokerUnavailable, PublishUnconfirmed
 from gateway.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,10 @@ from collections import Counter
 
 from gateway import __version__
 from gateway.auth import Authenticator
-from gateway.commands import BrokerUnavailable, CommandRouter, PublishUnconfirmed
+from gateway.commands import CommandRouter
 from gateway.config import Config
 from gateway.conventions import build_conventions
+from gateway.errors import BrokerUnavailable, PublishUnconfirmed
 from gateway.hub import Hub
 from gateway.ingest import BrokerLink
 from gateway.limits import ConnectionCaps, TokenBucket

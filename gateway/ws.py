@@ -19,8 +19,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway import snapshots
-from gateway.commands import BrokerUnavailable, PreparedCommand
-from gateway.errors import CommandError, ProtocolError
+from gateway.commands import PreparedCommand
+from gateway.errors import BrokerUnavailable, CommandError, ProtocolError
 from gateway.limits import TokenBucket
 from gateway.logs import ConnectionLog
 from gateway.matching import Selector

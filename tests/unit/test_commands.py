@@ -7,15 +7,10 @@ import asyncio
 import orjson
 import pytest
 
-from gateway.commands import (
-    BrokerUnavailable,
-    CommandRouter,
-    PreparedCommand,
-    PublishUnconfirmed,
-)
+from gateway.commands import CommandRouter, PreparedCommand
 from gateway.config import CommandsConfig, RegistryConfig
 from gateway.conventions.native import NativeConvention
-from gateway.errors import CommandError
+from gateway.errors import BrokerUnavailable, CommandError, PublishUnconfirmed
 from gateway.meta import parse_meta
 from gateway.models import CommandResult
 from gateway.registry import Registry
