@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.access_log import AccessLogger, redact_access_log
 from gateway.config import Config
 from gateway.http_api import add_routes
-from gateway.logs import AccessLogger, redact_access_log
 from gateway.metrics import add_metrics
 from gateway.runtime import Runtime
 from gateway.ws import websocket_handler
