@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
-
-from prometheus_client import Histogram
 
 from gateway.config import CommandsConfig
 from gateway.conventions import Convention
@@ -25,6 +22,7 @@ from gateway.meta import validate_params
 from gateway.models import CommandResult, Value
 from gateway.names import is_command_name, is_device_id
 from gateway.registry import Registry
+from gateway.stats import CommandStats
 
 Outcome = Literal["ok", "error", "timeout", "unknown"]
 
@@ -61,23 +59,6 @@ class CommandOutcome:
             "error": self.error,
             "rtt_ms": round(self.rtt_ms, 3),
         }
-
-
-RTT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-
-
-@dataclass(slots=True)
-class CommandStats:
-    outcomes: Counter[str] = field(default_factory=Counter)
-    # Unregistered: the gateway's collector exposes it next to its other metrics.
-    rtt: Histogram = field(
-        default_factory=lambda: Histogram(
-            "iotgw_command_rtt_seconds",
-            "Command round trip, publish to the device's result",
-            buckets=RTT_BUCKETS_S,
-            registry=None,
-        )
-    )
 
 
 class CommandRouter:

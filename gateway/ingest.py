@@ -16,7 +16,6 @@ import secrets
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import aiomqtt
 
@@ -24,6 +23,7 @@ from gateway import mqtt_reader
 from gateway.config import BrokerConfig
 from gateway.errors import BrokerUnavailable, PublishUnconfirmed
 from gateway.logs import RateLimitedLog
+from gateway.stats import LinkStats
 
 log = logging.getLogger(__name__)
 _jitter = random.Random()
@@ -35,13 +35,6 @@ ABANDONED_CONNECT_WAIT_S = 5.0
 # paho leaves Nagle's algorithm on; a small command publish then waits for the delayed ACK of the
 # previous packet (~40 ms on Linux), which dominated command round trips before this option.
 NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-@dataclass(slots=True)
-class LinkStats:
-    connects: int = 0
-    connect_failures: int = 0
-    disconnects: int = 0
 
 
 def backoff_delay(attempt: int, low: float, high: float) -> float:

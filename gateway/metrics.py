@@ -6,16 +6,23 @@ Hot paths count with plain integers; this collector turns them into metric famil
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from gateway.runtime import Runtime
+from gateway.stats import Buckets
 
 
 class GatewayCollector(Collector):
@@ -24,25 +31,25 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         rt = self._runtime
-        stats = rt.pipeline.stats
+        stats = rt.stats
         yield _counter(
             "iotgw_mqtt_messages", "MQTT messages received", ["convention", "outcome"],
-            stats.messages,
+            stats.ingest.messages,
         )  # fmt: skip
         yield _counter(
             "iotgw_decode_errors", "Messages or parts refused", ["convention", "reason"],
-            stats.decode_errors,
+            stats.ingest.decode_errors,
         )  # fmt: skip
         yield GaugeMetricFamily(
             "iotgw_broker_connected", "1 when linked to the broker", value=int(rt.link.connected)
         )
         yield CounterMetricFamily(
-            "iotgw_broker_connects", "Successful broker connections", value=rt.link.stats.connects
+            "iotgw_broker_connects", "Successful broker connections", value=stats.link.connects
         )
         yield CounterMetricFamily(
             "iotgw_broker_connect_failures",
             "Failed or lost broker links",
-            value=rt.link.stats.connect_failures,
+            value=stats.link.connect_failures,
         )
         by_status = Counter(d.status for d in rt.registry)
         devices = GaugeMetricFamily("iotgw_devices", "Known devices by status", labels=["status"])
@@ -52,20 +59,20 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily(
             "iotgw_devices_refused",
             "Devices refused by the registry cap",
-            value=rt.registry.stats.devices_refused,
+            value=stats.registry.devices_refused,
         )
         yield CounterMetricFamily(
             "iotgw_metrics_refused",
             "Metrics refused by the per-device cap",
-            value=rt.registry.stats.metrics_refused,
+            value=stats.registry.metrics_refused,
         )
         yield GaugeMetricFamily(
             "iotgw_ws_clients", "Connected WebSocket clients", value=len(rt.hub)
         )
         yield CounterMetricFamily(
-            "iotgw_readings", "Readings batched for clients", value=rt.hub.stats.readings_in
+            "iotgw_readings", "Readings batched for clients", value=stats.hub.readings_in
         )
-        yield CounterMetricFamily("iotgw_batches", "Batches flushed", value=rt.hub.stats.batches)
+        yield CounterMetricFamily("iotgw_batches", "Batches flushed", value=stats.hub.batches)
         totals = rt.hub.totals()
         yield CounterMetricFamily(
             "iotgw_ws_frames_sent", "WebSocket frames sent", value=totals.frames_sent
@@ -83,11 +90,13 @@ class GatewayCollector(Collector):
             "Dropped connections' streams kept for resuming",
             value=rt.hub.parked,
         )
-        yield _counter("iotgw_ws_refused", "WebSocket upgrades refused", ["reason"], rt.refused)
+        yield _counter(
+            "iotgw_ws_refused", "WebSocket upgrades refused", ["reason"], stats.connections.refused
+        )
         yield GaugeMetricFamily(
             "iotgw_event_loop_lag_seconds",
             "How late the event loop ran the janitor's timer, last time",
-            value=rt.loop_lag_s,
+            value=stats.loop.lag_s,
         )
         yield GaugeMetricFamily(
             "iotgw_commands_pending",
@@ -95,10 +104,17 @@ class GatewayCollector(Collector):
             value=rt.router.pending,
         )
         yield _counter(
-            "iotgw_ws_closed_by_gateway", "Clients closed by the gateway", ["reason"], rt.evictions
+            "iotgw_ws_closed_by_gateway",
+            "Clients closed by the gateway",
+            ["reason"],
+            stats.connections.closed,
         )
-        yield _counter("iotgw_commands", "Command outcomes", ["status"], rt.router.stats.outcomes)
-        yield from rt.router.stats.rtt.collect()
+        yield _counter("iotgw_commands", "Command outcomes", ["status"], stats.commands.outcomes)
+        yield histogram_family(
+            "iotgw_command_rtt_seconds",
+            "Command round trip, publish to the device's result",
+            stats.commands.rtt,
+        )
 
 
 def _counter(
@@ -109,6 +125,16 @@ def _counter(
     for key, n in counts.items():
         family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
     return family
+
+
+def histogram_family(name: str, documentation: str, buckets: Buckets) -> HistogramMetricFamily:
+    """A histogram family from plain per-bucket counts (Prometheus wants them cumulative)."""
+    cumulative: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*buckets.bounds, math.inf), buckets.counts, strict=True):
+        running += count
+        cumulative.append(("+Inf" if bound == math.inf else repr(float(bound)), running))
+    return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=buckets.total)
 
 
 def metrics_handler(registry: CollectorRegistry):  # type: ignore[no-untyped-def]

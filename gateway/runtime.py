@@ -13,7 +13,6 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import Counter
 
 from gateway import __version__
 from gateway.auth import Authenticator
@@ -28,6 +27,7 @@ from gateway.pipeline import Pipeline
 from gateway.protocol import CloseCode, CloseReason
 from gateway.registry import Registry
 from gateway.snapshots import HeldSnapshots
+from gateway.stats import ConnectionStats, GatewayStats, LoopStats
 from gateway.sync import RetainedSync
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,20 @@ class Runtime:
             config.broker.max_payload_bytes,
             self.link.add_subscriptions,
         )
-        self.evictions: Counter[str] = Counter()
-        self.refused: Counter[str] = Counter()  # connections refused before upgrade, by reason
         ws = config.ws
         self.connect_rate = TokenBucket(ws.connect_rate, ws.connect_burst)
         self.connection_caps = ConnectionCaps(ws.max_connections, ws.max_connections_per_token)
         self.ready = asyncio.Event()
         self.broker_changed_at = time.time()
-        self.loop_lag_s = 0.0
+        self.stats = GatewayStats(
+            ingest=self.pipeline.stats,
+            link=self.link.stats,
+            registry=self.registry.stats,
+            hub=self.hub.stats,
+            connections=ConnectionStats(),
+            commands=self.router.stats,
+            loop=LoopStats(),
+        )
         self.linked = asyncio.Event()  # set while the broker link is up
 
     @property
@@ -172,7 +178,7 @@ class Runtime:
             started = loop.time()
             await asyncio.sleep(interval)
             # How late the loop woke us: time spent in callbacks that never yield.
-            self.loop_lag_s = max(0.0, loop.time() - started - interval)
+            self.stats.loop.lag_s = max(0.0, loop.time() - started - interval)
             for device in self.registry.expire():
                 self.hub.device_event(device, "status")
             now = time.monotonic()

@@ -124,24 +124,24 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     config = runtime.config.ws
     if not runtime.auth.origin_allowed(request.headers.get("Origin"), request.host):
-        runtime.refused["origin"] += 1
+        runtime.stats.connections.refused["origin"] += 1
         raise web.HTTPForbidden(text="origin not allowed")
     if not runtime.connect_rate.take():
-        runtime.refused["rate"] += 1
+        runtime.stats.connections.refused["rate"] += 1
         raise web.HTTPTooManyRequests(text="too many new connections", headers={"Retry-After": "1"})
     # Session ids double as resume handles, so they must not be guessable.
     session = Session(f"c-{secrets.token_urlsafe(12)}", config, remote=request.remote or "")
     if "token" in request.query:
         session.principal = runtime.auth.authenticate(request.query["token"])
         if session.principal is None:
-            runtime.refused["unauthorized"] += 1
+            runtime.stats.connections.refused["unauthorized"] += 1
             raise web.HTTPUnauthorized(text="bad token")
     elif not runtime.auth.required:
         session.principal = runtime.auth.authenticate(None)
     holder = session.principal.name if session.principal else UNAUTHENTICATED
     refusal = runtime.connection_caps.admit(holder)
     if refusal is not None:
-        runtime.refused["connection_cap"] += 1
+        runtime.stats.connections.refused["connection_cap"] += 1
         raise web.HTTPServiceUnavailable(text=refusal, headers={"Retry-After": "5"})
     ws = web.WebSocketResponse(
         autoping=False,  # the reader answers pings and sees pongs (see Session.check_alive)
@@ -193,7 +193,7 @@ class Connection:
         session.on_evict = self._evicted
 
     def _evicted(self, reason: str) -> None:
-        self.runtime.evictions[reason] += 1
+        self.runtime.stats.connections.closed[reason] += 1
         self.log.info("closing: %s", reason)
 
     async def serve(self) -> None:
