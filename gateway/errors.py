@@ -50,3 +50,12 @@ class BrokerUnavailable(GatewayError):
 
 class PublishUnconfirmed(GatewayError):
     """Raised when a publish was handed over but not acknowledged: it may still be delivered."""
+
+
+class UpgradeRefused(GatewayError):
+    """Raised when a WebSocket upgrade may not open; `reason` is a stable label for metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway import keys
 from gateway.auth import Principal
 from gateway.errors import BrokerUnavailable, CommandError, ProtocolError
 from gateway.protocol import Command, parse_object
-from gateway.runtime import Runtime
 
 
 def _dashboard_dir() -> Path:
@@ -32,17 +32,11 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return _json({"code": code, "message": message}, status)
 
 
-def _runtime(request: web.Request) -> Runtime:
-    from gateway.app import RUNTIME
-
-    return request.app[RUNTIME]
-
-
 def _principal(request: web.Request) -> Principal:
     """The caller's principal from `Authorization: Bearer`, or a 401 response."""
     header = request.headers.get("Authorization", "")
     token = header[7:] if header.startswith("Bearer ") else None
-    principal = _runtime(request).auth.authenticate(token)
+    principal = request.app[keys.AUTH].authenticate(token)
     if principal is None:
         raise web.HTTPUnauthorized(
             text='{"code":"unauthorized","message":"missing or bad token"}',
@@ -58,26 +52,26 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """200 once the broker link is up and its retained state has arrived (gateway/sync.py)."""
-    runtime = _runtime(request)
+    status = request.app[keys.STATUS]
     body = {
-        "broker": runtime.broker_state,
-        "since": runtime.broker_changed_at,
-        "synced": runtime.synced,
-        "devices": len(runtime.registry),
+        "broker": status.broker_state,
+        "since": status.broker_changed_at,
+        "synced": status.synced,
+        "devices": len(request.app[keys.REGISTRY]),
     }
-    return _json(body, 200 if runtime.synced else 503)
+    return _json(body, 200 if status.synced else 503)
 
 
 async def list_devices(request: web.Request) -> web.Response:
     principal = _principal(request)
-    devices = [d.snapshot() for d in _runtime(request).registry if principal.may_read(d.id)]
+    devices = [d.snapshot() for d in request.app[keys.REGISTRY] if principal.may_read(d.id)]
     return _json({"devices": devices})
 
 
 async def get_device(request: web.Request) -> web.Response:
     principal = _principal(request)
     device_id = request.match_info["device"]
-    device = _runtime(request).registry.get(device_id)
+    device = request.app[keys.REGISTRY].get(device_id)
     if device is None or not principal.may_read(device_id):
         return _error(404, "not_found", f"unknown device {device_id!r:.80}")
     return _json(device.snapshot())
@@ -85,9 +79,9 @@ async def get_device(request: web.Request) -> web.Response:
 
 async def post_command(request: web.Request) -> web.Response:
     principal = _principal(request)
-    runtime = _runtime(request)
+    router = request.app[keys.COMMANDS]
     device_id = request.match_info["device"]
-    if runtime.registry.get(device_id) is None or not principal.may_read(device_id):
+    if request.app[keys.REGISTRY].get(device_id) is None or not principal.may_read(device_id):
         return _error(404, "not_found", f"unknown device {device_id!r:.80}")
     if not principal.may_command(device_id):
         return _error(403, "forbidden", f"not allowed to command {device_id}")
@@ -106,10 +100,10 @@ async def post_command(request: web.Request) -> web.Response:
     try:
         command = parse_object(fields)
         assert isinstance(command, Command)
-        prepared = runtime.router.prepare(
+        prepared = router.prepare(
             command.device, command.command, command.params, command.timeout_ms
         )
-        outcome = await runtime.router.execute(prepared, lambda _: None)
+        outcome = await router.execute(prepared, lambda _: None)
     except ProtocolError as exc:
         return _error(400, exc.code, exc.message)
     except CommandError as exc:

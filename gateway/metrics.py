@@ -1,7 +1,9 @@
-"""Prometheus metrics, rendered at scrape time from the counters the runtime already keeps.
+"""Prometheus metrics, rendered at scrape time from the counters the services already keep.
 
-Hot paths count with plain integers; this collector turns them into metric families only when
-/metrics is scraped, so a reading costs no metric-library call. No per-device or per-client labels.
+Hot paths count with plain integers (gateway/stats.py); this collector only reads them, and the
+gauges it needs from the services, turning them into metric families when /metrics is scraped, so
+a reading costs no metric-library call. No per-device or per-client labels. This is the only
+module that imports prometheus_client.
 """
 
 from __future__ import annotations
@@ -21,17 +23,31 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from gateway.runtime import Runtime
-from gateway.stats import Buckets
+from gateway import keys
+from gateway.commands import CommandRouter
+from gateway.hub import Hub
+from gateway.registry import Registry
+from gateway.stats import Buckets, GatewayStats
+from gateway.status import GatewayStatus
 
 
 class GatewayCollector(Collector):
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(
+        self,
+        stats: GatewayStats,
+        status: GatewayStatus,
+        registry: Registry,
+        hub: Hub,
+        commands: CommandRouter,
+    ) -> None:
+        self._stats = stats
+        self._status = status
+        self._registry = registry
+        self._hub = hub
+        self._commands = commands
 
     def collect(self) -> Iterator[Metric]:
-        rt = self._runtime
-        stats = rt.stats
+        stats, hub = self._stats, self._hub
         yield _counter(
             "iotgw_mqtt_messages", "MQTT messages received", ["convention", "outcome"],
             stats.ingest.messages,
@@ -41,7 +57,9 @@ class GatewayCollector(Collector):
             stats.ingest.decode_errors,
         )  # fmt: skip
         yield GaugeMetricFamily(
-            "iotgw_broker_connected", "1 when linked to the broker", value=int(rt.link.connected)
+            "iotgw_broker_connected",
+            "1 when linked to the broker",
+            value=int(self._status.broker_connected),
         )
         yield CounterMetricFamily(
             "iotgw_broker_connects", "Successful broker connections", value=stats.link.connects
@@ -51,7 +69,7 @@ class GatewayCollector(Collector):
             "Failed or lost broker links",
             value=stats.link.connect_failures,
         )
-        by_status = Counter(d.status for d in rt.registry)
+        by_status = Counter(d.status for d in self._registry)
         devices = GaugeMetricFamily("iotgw_devices", "Known devices by status", labels=["status"])
         for status in ("online", "offline", "stale", "unknown"):
             devices.add_metric([status], by_status[status])
@@ -66,14 +84,12 @@ class GatewayCollector(Collector):
             "Metrics refused by the per-device cap",
             value=stats.registry.metrics_refused,
         )
-        yield GaugeMetricFamily(
-            "iotgw_ws_clients", "Connected WebSocket clients", value=len(rt.hub)
-        )
+        yield GaugeMetricFamily("iotgw_ws_clients", "Connected WebSocket clients", value=len(hub))
         yield CounterMetricFamily(
             "iotgw_readings", "Readings batched for clients", value=stats.hub.readings_in
         )
         yield CounterMetricFamily("iotgw_batches", "Batches flushed", value=stats.hub.batches)
-        totals = rt.hub.totals()
+        totals = hub.totals()
         yield CounterMetricFamily(
             "iotgw_ws_frames_sent", "WebSocket frames sent", value=totals.frames_sent
         )
@@ -88,7 +104,7 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "iotgw_ws_parked_streams",
             "Dropped connections' streams kept for resuming",
-            value=rt.hub.parked,
+            value=hub.parked,
         )
         yield _counter(
             "iotgw_ws_refused", "WebSocket upgrades refused", ["reason"], stats.connections.refused
@@ -101,7 +117,7 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "iotgw_commands_pending",
             "Commands waiting for a device's answer",
-            value=rt.router.pending,
+            value=self._commands.pending,
         )
         yield _counter(
             "iotgw_ws_closed_by_gateway",
@@ -146,7 +162,11 @@ def metrics_handler(registry: CollectorRegistry):  # type: ignore[no-untyped-def
     return handler
 
 
-def add_metrics(app: web.Application, runtime: Runtime) -> None:
+def add_metrics(app: web.Application) -> None:
+    """GET /metrics, from the services under their keys (gateway/keys.py)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(runtime))
+    collector = GatewayCollector(
+        app[keys.STATS], app[keys.STATUS], app[keys.REGISTRY], app[keys.HUB], app[keys.COMMANDS]
+    )
+    registry.register(collector)
     app.router.add_get("/metrics", metrics_handler(registry))

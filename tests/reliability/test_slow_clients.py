@@ -264,4 +264,4 @@ async def test_connection_churn_returns_to_baseline(start_gateway, figures):
     )
     assert tasks <= base_tasks
     assert fds <= base_fds + 1
-    assert gateway.runtime.connection_caps.open == 0
+    assert gateway.runtime.admission.open == 0
