@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import secrets
 import socket
@@ -159,8 +160,6 @@ class BrokerLink:
         config = self._config
         password = config.password
         if config.password_env:
-            import os
-
             password = os.environ.get(config.password_env, "")
         tls_context = None
         if config.tls:
