@@ -143,8 +143,9 @@ class Hub:
             return
         self.stats.readings_in += len(readings)
         if not self._batch and self._flush_handle is None:
-            # Runs once the ingest loop has drained what already arrived, so readings that came in
-            # together share one frame and a lone reading goes out without waiting.
+            # Runs once the broker link's reader callback has handed over everything it read from
+            # the socket, so readings that came in together share one frame and a lone reading
+            # goes out without waiting.
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_when_due)
         self._batch.extend(readings)
         if len(self._batch) >= self._config.batch_max_readings:

@@ -1,8 +1,9 @@
 """From one MQTT message to registry updates, hub batches and command results.
 
-The ingest loop calls `handle` for every message; it runs synchronously and never raises for bad
-input: oversize payloads are refused before parsing, undecodable ones are counted by convention and
-reason and logged at a limited rate, and everything else carries on.
+The broker link's reader (gateway/mqtt_reader.py) calls `handle` for every message, from the
+socket's reader callback; it runs synchronously and never raises for bad input: oversize payloads
+are refused before parsing, undecodable ones are counted by convention and reason and logged at a
+limited rate, and everything else carries on.
 """
 
 from __future__ import annotations

@@ -168,12 +168,11 @@ class Runtime:
     async def _heartbeats(self) -> None:
         """Ping silent connections and cut those that do not answer (Session.check_alive).
 
-        One sweep over every connection instead of aiohttp's two timers per connection. Sweeping
-        often keeps each connection's ping near its own due time, so connections that arrived
-        over a few seconds are not all pinged (and their pongs all read) in one burst: with 4
-        sweeps per interval, 10,000 clients saw p99 latency of 750 ms (S4). A silent peer is
-        pinged 1 to 1.05 heartbeats after it was last heard and cut 0.5 to 0.55 heartbeats
-        after an unanswered ping; a sweep checks ~10,000 sessions in about 3 ms.
+        One sweep over every connection instead of aiohttp's two timers per connection, often
+        enough that each connection's ping goes out near its own due time rather than in a burst
+        with every connection that arrived within the same sweep (docs/performance.md, S4). A
+        silent peer is pinged 1 to 1.05 heartbeats after it was last heard and cut 0.5 to 0.55
+        heartbeats after an unanswered ping.
         """
         interval = self.config.ws.heartbeat_s / HEARTBEAT_SWEEPS
         while True:
