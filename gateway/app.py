@@ -46,7 +46,7 @@ def _provide(app: web.Application, runtime: Runtime) -> None:
     app[keys.REGISTRY] = runtime.registry
     app[keys.HUB] = runtime.hub
     app[keys.HELD_SNAPSHOTS] = runtime.held_snapshots
-    app[keys.COMMANDS] = runtime.router
+    app[keys.COMMANDS] = runtime.commands
     app[keys.STATUS] = runtime.status
     app[keys.STATS] = runtime.stats
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.auth import Principal
-from gateway.errors import BrokerUnavailable, CommandError, ProtocolError
-from gateway.protocol import Command, parse_object
+from gateway.control import CommandRequest
+from gateway.errors import CommandError, ProtocolError
+from gateway.protocol import parse_command_body
 
 
 def _dashboard_dir() -> Path:
@@ -77,39 +79,44 @@ async def get_device(request: web.Request) -> web.Response:
     return _json(device.snapshot())
 
 
+#: HTTP status for each command refusal code (docs/protocol.md).
+_REFUSAL_STATUS = {
+    "not_found": 404,
+    "forbidden": 403,
+    "bad_params": 400,
+    "bad_request": 400,
+    "rate_limited": 429,
+    "too_many": 503,
+    "unavailable": 503,
+}
+
+
 async def post_command(request: web.Request) -> web.Response:
+    """Translate the request into one call of the command service and its answer back."""
     principal = _principal(request)
-    router = request.app[keys.COMMANDS]
-    device_id = request.match_info["device"]
-    if request.app[keys.REGISTRY].get(device_id) is None or not principal.may_read(device_id):
-        return _error(404, "not_found", f"unknown device {device_id!r:.80}")
-    if not principal.may_command(device_id):
-        return _error(403, "forbidden", f"not allowed to command {device_id}")
     try:
         body = orjson.loads(await request.read()) if request.can_read_body else {}
+        params, timeout_ms = parse_command_body(body)
     except orjson.JSONDecodeError:
         return _error(400, "bad_request", "body is not valid JSON")
-    if not isinstance(body, dict):
-        return _error(400, "bad_request", "body must be a JSON object")
-    fields = {
-        **body,
-        "type": "command",
-        "device": device_id,
-        "command": request.match_info["command"],
-    }
-    try:
-        command = parse_object(fields)
-        assert isinstance(command, Command)
-        prepared = router.prepare(
-            command.device, command.command, command.params, command.timeout_ms
-        )
-        outcome = await router.execute(prepared, lambda _: None)
     except ProtocolError as exc:
         return _error(400, exc.code, exc.message)
+    command = CommandRequest(
+        principal,
+        request.remote or "",
+        "rest",
+        request.match_info["device"],
+        request.match_info["command"],
+        params,
+        timeout_ms,
+    )
+    try:
+        outcome = await request.app[keys.COMMANDS].submit(command)
     except CommandError as exc:
-        return _error(404 if exc.code == "not_found" else 400, exc.code, exc.message)
-    except BrokerUnavailable:
-        return _error(503, "unavailable", "the broker is disconnected")
+        response = _error(_REFUSAL_STATUS.get(exc.code, 400), exc.code, exc.message)
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(max(1, math.ceil(min(exc.retry_after_s, 3600))))
+        return response
     return _json(outcome.fields())
 
 

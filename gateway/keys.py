@@ -10,8 +10,8 @@ from aiohttp import web
 
 from gateway.admission import Admission
 from gateway.auth import Authenticator
-from gateway.commands import CommandRouter
 from gateway.config import Config
+from gateway.control import CommandService
 from gateway.hub import Hub
 from gateway.registry import Registry
 from gateway.snapshots import HeldSnapshots
@@ -24,6 +24,6 @@ ADMISSION = web.AppKey("admission", Admission)
 REGISTRY = web.AppKey("registry", Registry)
 HUB = web.AppKey("hub", Hub)
 HELD_SNAPSHOTS = web.AppKey("held_snapshots", HeldSnapshots)
-COMMANDS = web.AppKey("commands", CommandRouter)
+COMMANDS = web.AppKey("commands", CommandService)
 STATUS = web.AppKey("status", GatewayStatus)
 STATS = web.AppKey("stats", GatewayStats)

@@ -24,7 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from gateway import keys
-from gateway.commands import CommandRouter
+from gateway.control import CommandService
 from gateway.hub import Hub
 from gateway.registry import Registry
 from gateway.stats import Buckets, GatewayStats
@@ -38,7 +38,7 @@ class GatewayCollector(Collector):
         status: GatewayStatus,
         registry: Registry,
         hub: Hub,
-        commands: CommandRouter,
+        commands: CommandService,
     ) -> None:
         self._stats = stats
         self._status = status
@@ -116,7 +116,7 @@ class GatewayCollector(Collector):
         )
         yield GaugeMetricFamily(
             "iotgw_commands_pending",
-            "Commands waiting for a device's answer",
+            "Commands admitted and waiting for their outcome",
             value=self._commands.pending,
         )
         yield _counter(
@@ -126,6 +126,12 @@ class GatewayCollector(Collector):
             stats.connections.closed,
         )
         yield _counter("iotgw_commands", "Command outcomes", ["status"], stats.commands.outcomes)
+        yield _counter(
+            "iotgw_commands_refused",
+            "Commands refused, nothing published",
+            ["reason"],
+            stats.commands.refused,
+        )
         yield histogram_family(
             "iotgw_command_rtt_seconds",
             "Command round trip, publish to the device's result",

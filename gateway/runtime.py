@@ -17,6 +17,7 @@ from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.commands import CommandRouter
 from gateway.config import Config
+from gateway.control import CommandService
 from gateway.conventions import build_conventions
 from gateway.errors import BrokerUnavailable, PublishUnconfirmed
 from gateway.hub import Hub
@@ -54,9 +55,9 @@ class Runtime:
         self.held_snapshots = HeldSnapshots()
         self._sync_task: asyncio.Task[None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
-        self.router = CommandRouter(
-            self.registry, {c.name: c for c in conventions}, self.link, config.commands
-        )
+        by_name = {c.name: c for c in conventions}
+        self.router = CommandRouter(by_name, self.link, config.commands)
+        self.commands = CommandService(self.registry, self.router, by_name, config.commands)
         self.pipeline = Pipeline(
             conventions,
             self.registry,
@@ -72,7 +73,7 @@ class Runtime:
             registry=self.registry.stats,
             hub=self.hub.stats,
             connections=self.admission.stats,
-            commands=self.router.stats,
+            commands=self.commands.stats,
             loop=LoopStats(),
         )
         self.linked = asyncio.Event()  # set while the broker link is up

@@ -69,7 +69,6 @@ class Session:
     remote: str = ""
     principal: Principal | None = None  # set once authenticated
     subscriptions: dict[str, Selector] = field(default_factory=dict)
-    commands_in_flight: int = 0
     stats: SessionStats = field(default_factory=SessionStats)
     on_evict: Callable[[str], None] | None = None
     _outbox: deque[bytes | _Readings] | None = None  # None while empty

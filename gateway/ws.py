@@ -9,6 +9,7 @@ two timers per connection, so the reader answers pings and notes every frame it 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import socket
@@ -20,11 +21,10 @@ from aiohttp import WSMsgType, web
 
 from gateway import keys, snapshots
 from gateway.admission import Admission
-from gateway.commands import CommandRouter, PreparedCommand
 from gateway.config import Config
-from gateway.errors import BrokerUnavailable, CommandError, ProtocolError, UpgradeRefused
+from gateway.control import CommandRequest, CommandService, Ticket
+from gateway.errors import CommandError, ProtocolError, UpgradeRefused
 from gateway.hub import Hub
-from gateway.limits import TokenBucket
 from gateway.logs import ConnectionLog
 from gateway.matching import Selector
 from gateway.protocol import (
@@ -176,7 +176,8 @@ class Connection:
 
     __slots__ = (
         "_admission",
-        "_command_rate",
+        "_command_limits",
+        "_command_tasks",
         "_commands",
         "_config",
         "_held_snapshots",
@@ -184,7 +185,6 @@ class Connection:
         "_in_flight",
         "_malformed_in_a_row",
         "_registry",
-        "_router",
         "_status",
         "counted_as",
         "log",
@@ -205,7 +205,7 @@ class Connection:
         registry: Registry,
         hub: Hub,
         held_snapshots: HeldSnapshots,
-        commands: CommandRouter,
+        commands: CommandService,
     ) -> None:
         self.session = session
         self.ws = ws
@@ -216,13 +216,11 @@ class Connection:
         self._registry = registry
         self._hub = hub
         self._held_snapshots = held_snapshots
-        self._router = commands
+        self._commands = commands
         # Whose connection cap this connection counts against (moves at `auth`).
         self.counted_as = session.principal
-        self._command_rate = TokenBucket(
-            config.commands.rate_per_client, config.commands.burst_per_client
-        )
-        self._commands: set[asyncio.Task[None]] | None = None  # while commands are in flight
+        self._command_limits = commands.client_limits()
+        self._command_tasks: set[asyncio.Task[None]] | None = None  # while commands are in flight
         self._malformed_in_a_row = 0
         # Every line about this connection carries its session id and remote address.
         self.log = ConnectionLog(log, session.id, session.remote)
@@ -250,7 +248,7 @@ class Connection:
             await self._read_loop()
         finally:
             session.detach()
-            for task in list(self._commands or ()):
+            for task in list(self._command_tasks or ()):
                 task.cancel()
             if auth_deadline is not None:
                 auth_deadline.cancel()
@@ -418,16 +416,14 @@ class Connection:
             {"type": "unsubscribed", "id": request.id, "subscription": request.subscription}
         )
 
-    def _device_for(self, device_id: str, request_id: Any, *, command: bool = False) -> Device:
-        """The device if this client may read (and, if asked, command) it; else ProtocolError."""
+    def _device_for(self, device_id: str, request_id: Any) -> Device:
+        """The device if this client may read it; else ProtocolError."""
         principal = self.session.principal
         assert principal is not None  # _dispatch refuses requests before auth
         device = self._registry.get(device_id)
         if device is None or not principal.may_read(device_id):
             # Unreadable devices are reported as unknown: a token must not probe for device ids.
             raise ProtocolError("not_found", f"unknown device {device_id!r:.80}", request_id)
-        if command and not principal.may_command(device_id):
-            raise ProtocolError("forbidden", f"not allowed to command {device_id}", request_id)
         return device
 
     def _history(self, request: History) -> None:
@@ -449,53 +445,58 @@ class Connection:
 
     def _command(self, request: Command) -> None:
         session = self.session
-        self._device_for(request.device, request.id, command=True)
-        limit = self._config.commands.max_in_flight_per_client
-        if session.commands_in_flight >= limit:
-            raise ProtocolError("rate_limited", f"at most {limit} commands in flight", request.id)
-        if not self._command_rate.take():
-            raise ProtocolError("rate_limited", "too many commands, slow down", request.id)
-        prepared = self._router.prepare(
-            request.device, request.command, request.params, request.timeout_ms
+        assert session.principal is not None  # _dispatch refuses requests before auth
+        # Admitted (or refused with CommandError) now, not when the task starts: a burst of
+        # frames is read before any task runs, and each must count against the limits.
+        ticket = self._commands.admit(
+            CommandRequest(
+                session.principal,
+                session.remote,
+                "ws",
+                request.device,
+                request.command,
+                request.params,
+                request.timeout_ms,
+            ),
+            self._command_limits,
         )
-        # Counted now, not when the task starts: a burst of frames is read before any task runs.
-        session.commands_in_flight += 1
         task = asyncio.create_task(
-            self._run_command(request.id, prepared),
-            name=f"session[{session.id}].command[{prepared.command_id}]",
+            self._run_command(request.id, ticket),
+            name=f"session[{session.id}].command[{ticket.command.command_id}]",
         )
-        if self._commands is None:
-            self._commands = set()
-        self._commands.add(task)
-        task.add_done_callback(self._command_done)
+        if self._command_tasks is None:
+            self._command_tasks = set()
+        self._command_tasks.add(task)
+        task.add_done_callback(functools.partial(self._command_done, ticket))
 
-    def _command_done(self, task: asyncio.Task[None]) -> None:
-        if self._commands is not None:
-            self._commands.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+    def _command_done(self, ticket: Ticket, task: asyncio.Task[None]) -> None:
+        if self._command_tasks is not None:
+            self._command_tasks.discard(task)
+        if task.cancelled():
+            self._commands.abandon(ticket)  # if it never started: its slot back, audited
+        elif (exc := task.exception()) is not None:
             # A bug, not a command outcome: say so and end the connection, loudly.
             self.log.error("command task failed", exc_info=exc)
             self.socket.abort()
 
-    async def _run_command(self, request_id: Any, command: PreparedCommand) -> None:
+    async def _run_command(self, request_id: Any, ticket: Ticket) -> None:
         session = self.session
+        timeout_ms = round(ticket.command.timeout_s * 1000)
         try:
-            outcome = await self._router.execute(
-                command,
+            outcome = await self._commands.run(
+                ticket,
                 lambda command_id: session.offer_frame(
                     {
                         "type": "command_accepted",
                         "id": request_id,
                         "command_id": command_id,
-                        "timeout_ms": round(command.timeout_s * 1000),
+                        "timeout_ms": timeout_ms,
                     }
                 ),
             )
-        except BrokerUnavailable:
-            session.offer(error_frame("unavailable", "the broker is disconnected", request_id))
+        except CommandError as exc:
+            session.offer(error_frame(exc.code, exc.message, request_id))
             return
-        finally:
-            session.commands_in_flight -= 1
         session.offer_frame({"type": "command_result", "id": request_id, **outcome.fields()})
 
 

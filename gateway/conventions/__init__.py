@@ -42,6 +42,11 @@ class Convention(Protocol):
         """Topic and payload that carry a validated command to `device`."""
         ...
 
+    def owns_command_topic(self, device: str, topic: str) -> bool:
+        """True if `topic` is one this convention publishes `device`'s commands on: the command
+        service checks every topic `encode_command` built before it is published."""
+        ...
+
 
 ConventionFactory = Callable[[Any], Convention]
 
