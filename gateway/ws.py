@@ -1,7 +1,9 @@
-"""GET /ws: the origin and token checks, then one connection's reader loop and request handlers.
+"""GET /ws: admission (gateway/admission.py), then one connection's reader loop and handlers.
 
-A connection's session writes on demand (gateway/session.py) and its in-flight commands are tasks
-of their own; when the reader loop ends, everything the connection started ends with it.
+Handlers translate frames into calls on the services the connection was given (commands go to
+gateway/control.py) and the answers back into frames. A connection's session writes on demand
+(gateway/session.py) and its in-flight commands are tasks of their own; when the reader loop
+ends, everything the connection started ends with it.
 Heartbeats are the runtime's one sweep over all sessions (Session.check_alive), not aiohttp's
 two timers per connection, so the reader answers pings and notes every frame it hears.
 """
