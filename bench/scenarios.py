@@ -98,6 +98,14 @@ SCENARIOS: dict[str, Scenario] = {
             0,
             commands_per_s=100.0,
             command_clients=20,
+            settings={
+                # All 20 clients are one principal on one address: the command limits per
+                # principal and address (docs/operations.md) are not what S5 measures.
+                "commands.rate_per_principal": "100000",
+                "commands.burst_per_principal": "100000",
+                "commands.rate_per_address": "100000",
+                "commands.burst_per_address": "100000",
+            },
         ),
         Scenario(
             "S6",

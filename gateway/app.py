@@ -1,4 +1,4 @@
-"""create_app(config): routes, typed shared state, and the runtime's lifecycle."""
+"""create_app(config): routes, the services under their typed keys, and the runtime's lifecycle."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway import keys
+from gateway.access_log import AccessLogger, redact_access_log
 from gateway.config import Config
 from gateway.http_api import add_routes
-from gateway.logs import AccessLogger, redact_access_log
 from gateway.metrics import add_metrics
 from gateway.runtime import Runtime
 from gateway.ws import websocket_handler
 
+#: The runtime itself, for its lifecycle here (and for tests); handlers use gateway.keys.
 RUNTIME = web.AppKey("runtime", Runtime)
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,26 @@ def create_app(config: Config) -> web.Application:
     app = web.Application()
     runtime = Runtime(config)
     app[RUNTIME] = runtime
+    _provide(app, runtime)
     app.router.add_get("/ws", websocket_handler)
     add_routes(app)
-    add_metrics(app, runtime)
+    add_metrics(app)
     app.cleanup_ctx.append(_run_runtime)
     app.on_shutdown.append(_close_sessions)
     return app
+
+
+def _provide(app: web.Application, runtime: Runtime) -> None:
+    """Hand each service to the HTTP layer under its own key (gateway/keys.py)."""
+    app[keys.CONFIG] = runtime.config
+    app[keys.AUTH] = runtime.auth
+    app[keys.ADMISSION] = runtime.admission
+    app[keys.REGISTRY] = runtime.registry
+    app[keys.HUB] = runtime.hub
+    app[keys.HELD_SNAPSHOTS] = runtime.held_snapshots
+    app[keys.COMMANDS] = runtime.commands
+    app[keys.STATUS] = runtime.status
+    app[keys.STATS] = runtime.stats
 
 
 async def _run_runtime(app: web.Application) -> AsyncIterator[None]:

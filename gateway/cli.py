@@ -14,7 +14,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway import __version__
+from gateway.app import serve
 from gateway.config import Config, load_config
+from gateway.demo import DemoOptions, run_demo
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import configure_logging, redact_url
 
@@ -125,8 +127,6 @@ def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]])
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gateway.app import serve
-
     config = config_from_args(args)
     configure_logging(config.log.level, config.log.format)
     log.info("iotgw %s, broker %s", __version__, redact_url(config.broker.url))
@@ -153,8 +153,6 @@ def _listen_error(exc: OSError, host: str, port: int) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import DemoOptions, run_demo
-
     configure_logging(args.log_level, "text")
     if args.devices < 1 or args.rate <= 0:
         print("iotgw demo: --devices must be at least 1 and --rate above 0", file=sys.stderr)

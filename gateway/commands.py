@@ -1,5 +1,6 @@
-"""Commands from clients to devices: validate, publish, and wait for the device's answer.
+"""Commands to devices: validate against the meta, publish, and wait for the device's answer.
 
+The mechanism under the command service (gateway/control.py, which decides who may send what).
 The topic is built by the device's convention from registry data, never from client text. Each
 pending command lives in `_pending` only inside `_awaiting`, whose `finally` removes it, so a
 timeout, a disconnect or a cancelled client task cannot leak a future.
@@ -10,31 +11,20 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
-
-from prometheus_client import Histogram
 
 from gateway.config import CommandsConfig
 from gateway.conventions import Convention
-from gateway.errors import CommandError
+from gateway.errors import CommandError, PublishUnconfirmed
 from gateway.meta import validate_params
 from gateway.models import CommandResult, Value
-from gateway.names import is_command_name, is_device_id
-from gateway.registry import Registry
+from gateway.names import is_command_name
+from gateway.registry import Device
 
 Outcome = Literal["ok", "error", "timeout", "unknown"]
-
-
-class BrokerUnavailable(Exception):
-    """Raised by a publisher that is not connected: nothing was published."""
-
-
-class PublishUnconfirmed(Exception):
-    """Raised when a publish was handed over but not acknowledged: it may still be delivered."""
 
 
 class Publisher(Protocol):
@@ -71,49 +61,28 @@ class CommandOutcome:
         }
 
 
-RTT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-
-
-@dataclass(slots=True)
-class CommandStats:
-    outcomes: Counter[str] = field(default_factory=Counter)
-    # Unregistered: the gateway's collector exposes it next to its other metrics.
-    rtt: Histogram = field(
-        default_factory=lambda: Histogram(
-            "iotgw_command_rtt_seconds",
-            "Command round trip, publish to the device's result",
-            buckets=RTT_BUCKETS_S,
-            registry=None,
-        )
-    )
-
-
 class CommandRouter:
     def __init__(
         self,
-        registry: Registry,
-        conventions: dict[str, Convention],
+        conventions: Mapping[str, Convention],
         publisher: Publisher,
         config: CommandsConfig,
     ) -> None:
-        self._registry = registry
         self._conventions = conventions
         self._publisher = publisher
         self._config = config
         self._pending: dict[str, tuple[str, asyncio.Future[CommandResult]]] = {}
-        self.stats = CommandStats()
 
     @property
     def pending(self) -> int:
+        """Commands published (or being published) and waiting for their device's answer."""
         return len(self._pending)
 
     def prepare(
-        self, device_id: str, command: str, params: dict[str, Value], timeout_ms: int | None
+        self, device: Device, command: str, params: dict[str, Value], timeout_ms: int | None
     ) -> PreparedCommand:
         """Check the command against the device's meta; raise CommandError when it does not fit."""
-        device = self._registry.get(device_id) if is_device_id(device_id) else None
-        if device is None:
-            raise CommandError("not_found", f"unknown device {device_id!r:.80}")
+        device_id = device.id
         meta = device.meta
         if meta is None:
             raise CommandError("not_found", f"device {device_id} has not published its commands")
@@ -135,10 +104,7 @@ class CommandRouter:
         started = time.perf_counter()
 
         def outcome(status: Outcome, result: CommandResult | None = None) -> CommandOutcome:
-            self.stats.outcomes[status] += 1
-            rtt_s = time.perf_counter() - started
-            self.stats.rtt.observe(rtt_s)
-            rtt_ms = rtt_s * 1000
+            rtt_ms = (time.perf_counter() - started) * 1000
             if result is None:
                 return CommandOutcome(command.command_id, status, rtt_ms)
             return CommandOutcome(command.command_id, status, rtt_ms, result.result, result.error)

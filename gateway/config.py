@@ -158,6 +158,13 @@ class CommandsConfig:
     max_in_flight_per_client: int = 16
     rate_per_client: float = 20.0  # commands per second per connection, on average...
     burst_per_client: int = 40  # ...with bursts up to this; more get error rate_limited
+    # Per token (all clients without a token are one principal, "anonymous") and per client
+    # address, WebSocket and REST together; more get rate_limited (REST: 429 with Retry-After).
+    rate_per_principal: float = 100.0
+    burst_per_principal: int = 200
+    rate_per_address: float = 50.0
+    burst_per_address: int = 100
+    max_pending: int = 1000  # commands awaiting their outcome, in all; more get too_many (503)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +354,11 @@ def validate(config: Config) -> None:
         "registry.history_length": config.registry.history_length,
         "commands.default_timeout_ms": config.commands.default_timeout_ms,
         "commands.max_in_flight_per_client": config.commands.max_in_flight_per_client,
+        "commands.rate_per_principal": config.commands.rate_per_principal,
+        "commands.burst_per_principal": config.commands.burst_per_principal,
+        "commands.rate_per_address": config.commands.rate_per_address,
+        "commands.burst_per_address": config.commands.burst_per_address,
+        "commands.max_pending": config.commands.max_pending,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -36,9 +36,40 @@ class ProtocolError(GatewayError):
 
 
 class CommandError(GatewayError):
-    """Raised when a command cannot be sent; `code` is a protocol error code (not_found, ...)."""
+    """Raised when a command cannot be sent; `code` is a protocol error code (not_found, ...),
+    `reason` its metric label (the code unless something more precise), and `retry_after_s` how
+    long to wait when a limit refused it."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        retry_after_s: float | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+        self.reason = reason or code
+
+    def describe(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class BrokerUnavailable(GatewayError):
+    """Raised by a publisher that is not connected: nothing was published."""
+
+
+class PublishUnconfirmed(GatewayError):
+    """Raised when a publish was handed over but not acknowledged: it may still be delivered."""
+
+
+class UpgradeRefused(GatewayError):
+    """Raised when a WebSocket upgrade may not open; `reason` is a stable label for metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
         self.message = message

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from gateway import keys
 from gateway.auth import Principal
-from gateway.commands import BrokerUnavailable
+from gateway.control import CommandRequest
 from gateway.errors import CommandError, ProtocolError
-from gateway.protocol import Command, parse_object
-from gateway.runtime import Runtime
+from gateway.protocol import parse_command_body
 
 
 def _dashboard_dir() -> Path:
@@ -33,17 +34,11 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return _json({"code": code, "message": message}, status)
 
 
-def _runtime(request: web.Request) -> Runtime:
-    from gateway.app import RUNTIME
-
-    return request.app[RUNTIME]
-
-
 def _principal(request: web.Request) -> Principal:
     """The caller's principal from `Authorization: Bearer`, or a 401 response."""
     header = request.headers.get("Authorization", "")
     token = header[7:] if header.startswith("Bearer ") else None
-    principal = _runtime(request).auth.authenticate(token)
+    principal = request.app[keys.AUTH].authenticate(token)
     if principal is None:
         raise web.HTTPUnauthorized(
             text='{"code":"unauthorized","message":"missing or bad token"}',
@@ -59,64 +54,69 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """200 once the broker link is up and its retained state has arrived (gateway/sync.py)."""
-    runtime = _runtime(request)
+    status = request.app[keys.STATUS]
     body = {
-        "broker": runtime.broker_state,
-        "since": runtime.broker_changed_at,
-        "synced": runtime.synced,
-        "devices": len(runtime.registry),
+        "broker": status.broker_state,
+        "since": status.broker_changed_at,
+        "synced": status.synced,
+        "devices": len(request.app[keys.REGISTRY]),
     }
-    return _json(body, 200 if runtime.synced else 503)
+    return _json(body, 200 if status.synced else 503)
 
 
 async def list_devices(request: web.Request) -> web.Response:
     principal = _principal(request)
-    devices = [d.snapshot() for d in _runtime(request).registry if principal.may_read(d.id)]
+    devices = [d.snapshot() for d in request.app[keys.REGISTRY] if principal.may_read(d.id)]
     return _json({"devices": devices})
 
 
 async def get_device(request: web.Request) -> web.Response:
     principal = _principal(request)
     device_id = request.match_info["device"]
-    device = _runtime(request).registry.get(device_id)
+    device = request.app[keys.REGISTRY].get(device_id)
     if device is None or not principal.may_read(device_id):
         return _error(404, "not_found", f"unknown device {device_id!r:.80}")
     return _json(device.snapshot())
 
 
+#: HTTP status for each command refusal code (docs/protocol.md).
+_REFUSAL_STATUS = {
+    "not_found": 404,
+    "forbidden": 403,
+    "bad_params": 400,
+    "bad_request": 400,
+    "rate_limited": 429,
+    "too_many": 503,
+    "unavailable": 503,
+}
+
+
 async def post_command(request: web.Request) -> web.Response:
+    """Translate the request into one call of the command service and its answer back."""
     principal = _principal(request)
-    runtime = _runtime(request)
-    device_id = request.match_info["device"]
-    if runtime.registry.get(device_id) is None or not principal.may_read(device_id):
-        return _error(404, "not_found", f"unknown device {device_id!r:.80}")
-    if not principal.may_command(device_id):
-        return _error(403, "forbidden", f"not allowed to command {device_id}")
     try:
         body = orjson.loads(await request.read()) if request.can_read_body else {}
+        params, timeout_ms = parse_command_body(body)
     except orjson.JSONDecodeError:
         return _error(400, "bad_request", "body is not valid JSON")
-    if not isinstance(body, dict):
-        return _error(400, "bad_request", "body must be a JSON object")
-    fields = {
-        **body,
-        "type": "command",
-        "device": device_id,
-        "command": request.match_info["command"],
-    }
-    try:
-        command = parse_object(fields)
-        assert isinstance(command, Command)
-        prepared = runtime.router.prepare(
-            command.device, command.command, command.params, command.timeout_ms
-        )
-        outcome = await runtime.router.execute(prepared, lambda _: None)
     except ProtocolError as exc:
         return _error(400, exc.code, exc.message)
+    command = CommandRequest(
+        principal,
+        request.remote or "",
+        "rest",
+        request.match_info["device"],
+        request.match_info["command"],
+        params,
+        timeout_ms,
+    )
+    try:
+        outcome = await request.app[keys.COMMANDS].submit(command)
     except CommandError as exc:
-        return _error(404 if exc.code == "not_found" else 400, exc.code, exc.message)
-    except BrokerUnavailable:
-        return _error(503, "unavailable", "the broker is disconnected")
+        response = _error(_REFUSAL_STATUS.get(exc.code, 400), exc.code, exc.message)
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(max(1, math.ceil(min(exc.retry_after_s, 3600))))
+        return response
     return _json(outcome.fields())
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import orjson
 
@@ -20,18 +19,11 @@ from gateway.matching import Interest, InterestIndex, Selector
 from gateway.models import Reading
 from gateway.protocol import encode
 from gateway.registry import Device
-from gateway.session import Session, SessionStats
+from gateway.session import Session
+from gateway.stats import HubStats, SessionStats
 
 #: How much each connected client stretches the batch interval (see WsConfig).
 INTERVAL_PER_CLIENT_S = 0.0001
-
-
-@dataclass(slots=True)
-class HubStats:
-    batches: int = 0
-    readings_in: int = 0
-    encodings: int = 0
-    departed: SessionStats = field(default_factory=SessionStats)  # sessions no longer here
 
 
 class Hub:
@@ -151,8 +143,9 @@ class Hub:
             return
         self.stats.readings_in += len(readings)
         if not self._batch and self._flush_handle is None:
-            # Runs once the ingest loop has drained what already arrived, so readings that came in
-            # together share one frame and a lone reading goes out without waiting.
+            # Runs once the broker link's reader callback has handed over everything it read from
+            # the socket, so readings that came in together share one frame and a lone reading
+            # goes out without waiting.
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_when_due)
         self._batch.extend(readings)
         if len(self._batch) >= self._config.batch_max_readings:

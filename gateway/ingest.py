@@ -11,19 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import secrets
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import aiomqtt
 
 from gateway import mqtt_reader
-from gateway.commands import BrokerUnavailable, PublishUnconfirmed
 from gateway.config import BrokerConfig
+from gateway.errors import BrokerUnavailable, PublishUnconfirmed
 from gateway.logs import RateLimitedLog
+from gateway.stats import LinkStats
 
 log = logging.getLogger(__name__)
 _jitter = random.Random()
@@ -35,13 +36,6 @@ ABANDONED_CONNECT_WAIT_S = 5.0
 # paho leaves Nagle's algorithm on; a small command publish then waits for the delayed ACK of the
 # previous packet (~40 ms on Linux), which dominated command round trips before this option.
 NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-@dataclass(slots=True)
-class LinkStats:
-    connects: int = 0
-    connect_failures: int = 0
-    disconnects: int = 0
 
 
 def backoff_delay(attempt: int, low: float, high: float) -> float:
@@ -166,8 +160,6 @@ class BrokerLink:
         config = self._config
         password = config.password
         if config.password_env:
-            import os
-
             password = os.environ.get(config.password_env, "")
         tls_context = None
         if config.tls:

@@ -1,16 +1,15 @@
-"""Logging set-up and a rate limit for warnings that a misbehaving device could repeat forever."""
+"""Logging set-up (text or JSON lines) and a rate limit for warnings that a misbehaving device
+could repeat forever. No HTTP here: the access logger lives with the HTTP code (access_log.py)."""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, StreamResponse
+import orjson
 
 
 class RateLimitedLog:
@@ -73,6 +72,24 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{context}]" if context else line
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, the connection context, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in CONTEXT_FIELDS:  # the connection a line is about (ConnectionLog)
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
 def redact_url(url: str) -> str:
     """The URL with any password in it replaced, for logs (mqtt://user:***@host:1883)."""
     parts = urlsplit(url)
@@ -86,53 +103,9 @@ def configure_logging(level: str, fmt: str) -> None:
     """Human-readable lines by default; JSON lines with fmt='json'."""
     handler = logging.StreamHandler()
     if fmt == "json":
-        from gateway.jsonlog import JsonFormatter
-
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-class AccessLogger(AbstractAccessLogger):
-    """One line per HTTP request, with any `token` query parameter redacted."""
-
-    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        target = request.rel_url
-        if "token" in target.query:
-            target = target.update_query(token="REDACTED")
-        self.logger.info(
-            '%s "%s %s" %d %.1fms',
-            request.remote,
-            request.method,
-            target,
-            response.status,
-            time * 1000,
-            extra={"remote": request.remote},
-        )
-
-
-_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]*")
-
-
-class TokenRedactor(logging.Filter):
-    """Redacts `token=` query values in any record (aiohttp's default access log writes the
-    whole request line), for apps served without AccessLogger, e.g. web.run_app(create_app())."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "token=" in str(record.msg) or any("token=" in str(a) for a in record.args or ()):
-            record.msg = _TOKEN_IN_URL.sub(r"\1REDACTED", record.getMessage())
-            record.args = None
-        return True
-
-
-TOKEN_REDACTOR = TokenRedactor()
-
-
-def redact_access_log() -> None:
-    """Attach the redactor to aiohttp's access logger (once, however many apps are created)."""
-    access = logging.getLogger("aiohttp.access")
-    if TOKEN_REDACTOR not in access.filters:
-        access.addFilter(TOKEN_REDACTOR)

@@ -1,50 +1,75 @@
-"""Prometheus metrics, rendered at scrape time from the counters the runtime already keeps.
+"""Prometheus metrics, rendered at scrape time from the counters the services already keep.
 
-Hot paths count with plain integers; this collector turns them into metric families only when
-/metrics is scraped, so a reading costs no metric-library call. No per-device or per-client labels.
+Hot paths count with plain integers (gateway/stats.py); this collector only reads them, and the
+gauges it needs from the services, turning them into metric families when /metrics is scraped, so
+a reading costs no metric-library call. No per-device or per-client labels. This is the only
+module that imports prometheus_client.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from gateway.runtime import Runtime
+from gateway import keys
+from gateway.control import CommandService
+from gateway.hub import Hub
+from gateway.registry import Registry
+from gateway.stats import Buckets, GatewayStats
+from gateway.status import GatewayStatus
 
 
 class GatewayCollector(Collector):
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(
+        self,
+        stats: GatewayStats,
+        status: GatewayStatus,
+        registry: Registry,
+        hub: Hub,
+        commands: CommandService,
+    ) -> None:
+        self._stats = stats
+        self._status = status
+        self._registry = registry
+        self._hub = hub
+        self._commands = commands
 
     def collect(self) -> Iterator[Metric]:
-        rt = self._runtime
-        stats = rt.pipeline.stats
+        stats, hub = self._stats, self._hub
         yield _counter(
             "iotgw_mqtt_messages", "MQTT messages received", ["convention", "outcome"],
-            stats.messages,
+            stats.ingest.messages,
         )  # fmt: skip
         yield _counter(
             "iotgw_decode_errors", "Messages or parts refused", ["convention", "reason"],
-            stats.decode_errors,
+            stats.ingest.decode_errors,
         )  # fmt: skip
         yield GaugeMetricFamily(
-            "iotgw_broker_connected", "1 when linked to the broker", value=int(rt.link.connected)
+            "iotgw_broker_connected",
+            "1 when linked to the broker",
+            value=int(self._status.broker_connected),
         )
         yield CounterMetricFamily(
-            "iotgw_broker_connects", "Successful broker connections", value=rt.link.stats.connects
+            "iotgw_broker_connects", "Successful broker connections", value=stats.link.connects
         )
         yield CounterMetricFamily(
             "iotgw_broker_connect_failures",
             "Failed or lost broker links",
-            value=rt.link.stats.connect_failures,
+            value=stats.link.connect_failures,
         )
-        by_status = Counter(d.status for d in rt.registry)
+        by_status = Counter(d.status for d in self._registry)
         devices = GaugeMetricFamily("iotgw_devices", "Known devices by status", labels=["status"])
         for status in ("online", "offline", "stale", "unknown"):
             devices.add_metric([status], by_status[status])
@@ -52,21 +77,19 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily(
             "iotgw_devices_refused",
             "Devices refused by the registry cap",
-            value=rt.registry.stats.devices_refused,
+            value=stats.registry.devices_refused,
         )
         yield CounterMetricFamily(
             "iotgw_metrics_refused",
             "Metrics refused by the per-device cap",
-            value=rt.registry.stats.metrics_refused,
+            value=stats.registry.metrics_refused,
         )
-        yield GaugeMetricFamily(
-            "iotgw_ws_clients", "Connected WebSocket clients", value=len(rt.hub)
-        )
+        yield GaugeMetricFamily("iotgw_ws_clients", "Connected WebSocket clients", value=len(hub))
         yield CounterMetricFamily(
-            "iotgw_readings", "Readings batched for clients", value=rt.hub.stats.readings_in
+            "iotgw_readings", "Readings batched for clients", value=stats.hub.readings_in
         )
-        yield CounterMetricFamily("iotgw_batches", "Batches flushed", value=rt.hub.stats.batches)
-        totals = rt.hub.totals()
+        yield CounterMetricFamily("iotgw_batches", "Batches flushed", value=stats.hub.batches)
+        totals = hub.totals()
         yield CounterMetricFamily(
             "iotgw_ws_frames_sent", "WebSocket frames sent", value=totals.frames_sent
         )
@@ -81,24 +104,39 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "iotgw_ws_parked_streams",
             "Dropped connections' streams kept for resuming",
-            value=rt.hub.parked,
+            value=hub.parked,
         )
-        yield _counter("iotgw_ws_refused", "WebSocket upgrades refused", ["reason"], rt.refused)
+        yield _counter(
+            "iotgw_ws_refused", "WebSocket upgrades refused", ["reason"], stats.connections.refused
+        )
         yield GaugeMetricFamily(
             "iotgw_event_loop_lag_seconds",
             "How late the event loop ran the janitor's timer, last time",
-            value=rt.loop_lag_s,
+            value=stats.loop.lag_s,
         )
         yield GaugeMetricFamily(
             "iotgw_commands_pending",
-            "Commands waiting for a device's answer",
-            value=rt.router.pending,
+            "Commands admitted and waiting for their outcome",
+            value=self._commands.pending,
         )
         yield _counter(
-            "iotgw_ws_closed_by_gateway", "Clients closed by the gateway", ["reason"], rt.evictions
+            "iotgw_ws_closed_by_gateway",
+            "Clients closed by the gateway",
+            ["reason"],
+            stats.connections.closed,
         )
-        yield _counter("iotgw_commands", "Command outcomes", ["status"], rt.router.stats.outcomes)
-        yield from rt.router.stats.rtt.collect()
+        yield _counter("iotgw_commands", "Command outcomes", ["status"], stats.commands.outcomes)
+        yield _counter(
+            "iotgw_commands_refused",
+            "Commands refused, nothing published",
+            ["reason"],
+            stats.commands.refused,
+        )
+        yield histogram_family(
+            "iotgw_command_rtt_seconds",
+            "Command round trip, publish to the device's result",
+            stats.commands.rtt,
+        )
 
 
 def _counter(
@@ -111,6 +149,16 @@ def _counter(
     return family
 
 
+def histogram_family(name: str, documentation: str, buckets: Buckets) -> HistogramMetricFamily:
+    """A histogram family from plain per-bucket counts (Prometheus wants them cumulative)."""
+    cumulative: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*buckets.bounds, math.inf), buckets.counts, strict=True):
+        running += count
+        cumulative.append(("+Inf" if bound == math.inf else repr(float(bound)), running))
+    return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=buckets.total)
+
+
 def metrics_handler(registry: CollectorRegistry):  # type: ignore[no-untyped-def]
     async def handler(request: web.Request) -> web.Response:
         return web.Response(
@@ -120,7 +168,11 @@ def metrics_handler(registry: CollectorRegistry):  # type: ignore[no-untyped-def
     return handler
 
 
-def add_metrics(app: web.Application, runtime: Runtime) -> None:
+def add_metrics(app: web.Application) -> None:
+    """GET /metrics, from the services under their keys (gateway/keys.py)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(runtime))
+    collector = GatewayCollector(
+        app[keys.STATS], app[keys.STATUS], app[keys.REGISTRY], app[keys.HUB], app[keys.COMMANDS]
+    )
+    registry.register(collector)
     app.router.add_get("/metrics", metrics_handler(registry))

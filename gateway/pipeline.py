@@ -1,17 +1,16 @@
 """From one MQTT message to registry updates, hub batches and command results.
 
-The ingest loop calls `handle` for every message; it runs synchronously and never raises for bad
-input: oversize payloads are refused before parsing, undecodable ones are counted by convention and
-reason and logged at a limited rate, and everything else carries on.
+The broker link's reader (gateway/mqtt_reader.py) calls `handle` for every message, from the
+socket's reader callback; it runs synchronously and never raises for bad input: oversize payloads
+are refused before parsing, undecodable ones are counted by convention and reason and logged at a
+limited rate, and everything else carries on.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from gateway.commands import CommandRouter
 from gateway.conventions import Convention
@@ -28,17 +27,12 @@ from gateway.models import (
     Telemetry,
 )
 from gateway.registry import Device, Registry
+from gateway.stats import IngestStats
 
 log = logging.getLogger(__name__)
 
 #: Device timestamps further than this from the gateway's clock are counted as clock_skew.
 MAX_CLOCK_SKEW_S = 86400.0
-
-
-@dataclass(slots=True)
-class IngestStats:
-    messages: Counter[tuple[str, str]] = field(default_factory=Counter)  # (convention, outcome)
-    decode_errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (convention, reason)
 
 
 class Pipeline:

@@ -114,7 +114,7 @@ def parse_request(frame: str | bytes) -> Request:
 
 
 def parse_object(body: object) -> Request:
-    """Parse an already decoded request (the REST API reuses the WebSocket's rules)."""
+    """Parse an already decoded request."""
     if not isinstance(body, dict):
         raise ProtocolError("bad_request", "frame must be a JSON object")
     request_id = body.get("id")
@@ -197,10 +197,23 @@ def _subscribe(f: _Fields) -> Subscribe:
 
 
 def _command(f: _Fields) -> Command:
+    params, timeout_ms = _command_options(f)
+    return Command(f.id, f.text("device"), f.text("command"), params, timeout_ms)
+
+
+def parse_command_body(body: object) -> tuple[dict[str, Value], int | None]:
+    """The params and timeout_ms of a REST command's decoded JSON body, by a command frame's
+    rules; raise ProtocolError(bad_request)."""
+    if not isinstance(body, dict):
+        raise ProtocolError("bad_request", "body must be a JSON object")
+    return _command_options(_Fields(body, None))
+
+
+def _command_options(f: _Fields) -> tuple[dict[str, Value], int | None]:
     params = f.body.get("params", {})
     if not isinstance(params, dict):
         raise f.fail("params must be an object")
-    return Command(f.id, f.text("device"), f.text("command"), params, f.positive_int("timeout_ms"))
+    return params, f.positive_int("timeout_ms")
 
 
 _PARSERS: dict[str, Callable[[_Fields], Request]] = {

@@ -15,6 +15,7 @@ from typing import Any
 from gateway.config import RegistryConfig
 from gateway.history import HistoryRing
 from gateway.models import DeviceMeta, Reading, Sample, Status, Value
+from gateway.stats import RegistryStats
 
 
 @dataclass(slots=True)
@@ -54,12 +55,6 @@ class Device:
         entry = self.summary()
         entry["values"] = {metric: [ts, value] for metric, (ts, value) in self.values.items()}
         return entry
-
-
-@dataclass(slots=True)
-class RegistryStats:
-    devices_refused: int = 0
-    metrics_refused: int = 0
 
 
 class Registry:

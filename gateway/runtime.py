@@ -11,22 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections import Counter
 
-from gateway import __version__
+from gateway.admission import Admission
 from gateway.auth import Authenticator
-from gateway.commands import BrokerUnavailable, CommandRouter, PublishUnconfirmed
+from gateway.commands import CommandRouter
 from gateway.config import Config
+from gateway.control import CommandService
 from gateway.conventions import build_conventions
+from gateway.errors import BrokerUnavailable, PublishUnconfirmed
 from gateway.hub import Hub
 from gateway.ingest import BrokerLink
-from gateway.limits import ConnectionCaps, TokenBucket
 from gateway.pipeline import Pipeline
 from gateway.protocol import CloseCode, CloseReason
 from gateway.registry import Registry
 from gateway.snapshots import HeldSnapshots
+from gateway.stats import GatewayStats, LoopStats
+from gateway.status import GatewayStatus
 from gateway.sync import RetainedSync
 
 log = logging.getLogger(__name__)
@@ -36,25 +37,27 @@ HEARTBEAT_SWEEPS = 20  # per heartbeat interval (see Runtime._heartbeats)
 
 
 class Runtime:
+    """Builds every service once (the HTTP layer gets them through gateway.keys) and runs the
+    long-lived tasks."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.version = __version__
-        self.epoch = secrets.token_urlsafe(6)  # tells reconnecting clients the gateway restarted
         self.registry = Registry(config.registry)
         self.hub = Hub(config.ws)
         self.auth = Authenticator(config.auth)
+        self.admission = Admission(config.ws, self.auth)
         conventions = build_conventions(config.conventions)
         subscriptions = [topic for c in conventions for topic in c.subscriptions()]
         self.link = BrokerLink(config.broker, subscriptions, self._on_message, self._on_link_state)
         self.sync = RetainedSync(self.link.client_id)
         self.link.add_subscriptions([self.sync.topic])
+        self.status = GatewayStatus(self.sync)
         self.held_snapshots = HeldSnapshots()
         self._sync_task: asyncio.Task[None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
-        self._startup_hold_over = False
-        self.router = CommandRouter(
-            self.registry, {c.name: c for c in conventions}, self.link, config.commands
-        )
+        by_name = {c.name: c for c in conventions}
+        self.router = CommandRouter(by_name, self.link, config.commands)
+        self.commands = CommandService(self.registry, self.router, by_name, config.commands)
         self.pipeline = Pipeline(
             conventions,
             self.registry,
@@ -63,31 +66,17 @@ class Runtime:
             config.broker.max_payload_bytes,
             self.link.add_subscriptions,
         )
-        self.evictions: Counter[str] = Counter()
-        self.refused: Counter[str] = Counter()  # connections refused before upgrade, by reason
-        ws = config.ws
-        self.connect_rate = TokenBucket(ws.connect_rate, ws.connect_burst)
-        self.connection_caps = ConnectionCaps(ws.max_connections, ws.max_connections_per_token)
         self.ready = asyncio.Event()
-        self.broker_changed_at = time.time()
-        self.loop_lag_s = 0.0
+        self.stats = GatewayStats(
+            ingest=self.pipeline.stats,
+            link=self.link.stats,
+            registry=self.registry.stats,
+            hub=self.hub.stats,
+            connections=self.admission.stats,
+            commands=self.commands.stats,
+            loop=LoopStats(),
+        )
         self.linked = asyncio.Event()  # set while the broker link is up
-
-    @property
-    def broker_state(self) -> str:
-        return "connected" if self.link.connected else "disconnected"
-
-    @property
-    def synced(self) -> bool:
-        """Connected, and this connection's retained state has arrived: ready for traffic."""
-        return self.link.connected and self.sync.complete.is_set()
-
-    @property
-    def holding_snapshots(self) -> bool:
-        """New subscriptions wait for their snapshot: the cold start's retained state has not
-        arrived yet (once any connection's has, the registry is as complete as it gets). Bounded
-        by broker.sync_timeout_s, also when the broker cannot be reached at all."""
-        return not self.sync.first.is_set() and not self._startup_hold_over
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -116,10 +105,8 @@ class Runtime:
         else:
             self.linked.clear()
             self.sync.lost()
-        self.broker_changed_at = time.time()
-        self.hub.broadcast(
-            {"type": "gateway", "broker": self.broker_state, "since": self.broker_changed_at}
-        )
+        self.status.broker_changed(connected)
+        self.hub.broadcast(self.status.gateway_event())
 
     async def _sync(self, marker: bytes) -> None:
         """Publish this connection's marker and wait for it to come back (gateway/sync.py)."""
@@ -160,7 +147,7 @@ class Runtime:
             async with asyncio.timeout(self.config.broker.sync_timeout_s):
                 await self.sync.first.wait()
                 return
-        self._startup_hold_over = True
+        self.status.end_startup_hold()
         self.held_snapshots.release(self.registry, self.hub)
 
     async def _janitor(self) -> None:
@@ -171,7 +158,7 @@ class Runtime:
             started = loop.time()
             await asyncio.sleep(interval)
             # How late the loop woke us: time spent in callbacks that never yield.
-            self.loop_lag_s = max(0.0, loop.time() - started - interval)
+            self.stats.loop.lag_s = max(0.0, loop.time() - started - interval)
             for device in self.registry.expire():
                 self.hub.device_event(device, "status")
             now = time.monotonic()
@@ -182,12 +169,11 @@ class Runtime:
     async def _heartbeats(self) -> None:
         """Ping silent connections and cut those that do not answer (Session.check_alive).
 
-        One sweep over every connection instead of aiohttp's two timers per connection. Sweeping
-        often keeps each connection's ping near its own due time, so connections that arrived
-        over a few seconds are not all pinged (and their pongs all read) in one burst: with 4
-        sweeps per interval, 10,000 clients saw p99 latency of 750 ms (S4). A silent peer is
-        pinged 1 to 1.05 heartbeats after it was last heard and cut 0.5 to 0.55 heartbeats
-        after an unanswered ping; a sweep checks ~10,000 sessions in about 3 ms.
+        One sweep over every connection instead of aiohttp's two timers per connection, often
+        enough that each connection's ping goes out near its own due time rather than in a burst
+        with every connection that arrived within the same sweep (docs/performance.md, S4). A
+        silent peer is pinged 1 to 1.05 heartbeats after it was last heard and cut 0.5 to 0.55
+        heartbeats after an unanswered ping.
         """
         interval = self.config.ws.heartbeat_s / HEARTBEAT_SWEEPS
         while True:

@@ -30,6 +30,7 @@ from gateway.config import WsConfig
 from gateway.matching import Selector
 from gateway.models import Reading
 from gateway.protocol import CloseCode, CloseReason, encode, readings_frame
+from gateway.stats import SessionStats
 
 #: How long a writer with nothing to send waits for more before it ends (see retire_writer).
 WRITER_LINGER_S = 1.0
@@ -61,22 +62,6 @@ class _Readings:
         return self.rows if self.rows is not None else orjson.loads(self.data)
 
 
-@dataclass(slots=True)
-class SessionStats:
-    frames_sent: int = 0
-    bytes_sent: int = 0
-    readings_dropped: int = 0
-
-    def sent(self, payload: bytes) -> None:
-        self.frames_sent += 1
-        self.bytes_sent += len(payload)
-
-    def add(self, other: SessionStats) -> None:
-        self.frames_sent += other.frames_sent
-        self.bytes_sent += other.bytes_sent
-        self.readings_dropped += other.readings_dropped
-
-
 @dataclass(eq=False, slots=True)
 class Session:
     id: str
@@ -84,7 +69,6 @@ class Session:
     remote: str = ""
     principal: Principal | None = None  # set once authenticated
     subscriptions: dict[str, Selector] = field(default_factory=dict)
-    commands_in_flight: int = 0
     stats: SessionStats = field(default_factory=SessionStats)
     on_evict: Callable[[str], None] | None = None
     _outbox: deque[bytes | _Readings] | None = None  # None while empty

@@ -1,7 +1,9 @@
-"""GET /ws: the origin and token checks, then one connection's reader loop and request handlers.
+"""GET /ws: admission (gateway/admission.py), then one connection's reader loop and handlers.
 
-A connection's session writes on demand (gateway/session.py) and its in-flight commands are tasks
-of their own; when the reader loop ends, everything the connection started ends with it.
+Handlers translate frames into calls on the services the connection was given (commands go to
+gateway/control.py) and the answers back into frames. A connection's session writes on demand
+(gateway/session.py) and its in-flight commands are tasks of their own; when the reader loop
+ends, everything the connection started ends with it.
 Heartbeats are the runtime's one sweep over all sessions (Session.check_alive), not aiohttp's
 two timers per connection, so the reader answers pings and notes every frame it hears.
 """
@@ -9,6 +11,7 @@ two timers per connection, so the reader answers pings and notes every frame it 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import socket
@@ -18,10 +21,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gateway import snapshots
-from gateway.commands import BrokerUnavailable, PreparedCommand
-from gateway.errors import CommandError, ProtocolError
-from gateway.limits import TokenBucket
+from gateway import keys, snapshots
+from gateway.admission import Admission
+from gateway.config import Config
+from gateway.control import CommandRequest, CommandService, Ticket
+from gateway.errors import CommandError, ProtocolError, UpgradeRefused
+from gateway.hub import Hub
 from gateway.logs import ConnectionLog
 from gateway.matching import Selector
 from gateway.protocol import (
@@ -39,16 +44,15 @@ from gateway.protocol import (
     error_frame,
     parse_request,
 )
-from gateway.registry import Device
-from gateway.runtime import Runtime
-from gateway.session import Session
+from gateway.registry import Device, Registry
+from gateway.session import Session, Socket
+from gateway.snapshots import HeldSnapshots
+from gateway.status import GatewayStatus
 
 log = logging.getLogger(__name__)
 
 #: Malformed frames in a row after which the client is considered broken and closed (4501).
 MAX_MALFORMED_IN_A_ROW = 20
-#: The connection-cap holder for connections that have not authenticated yet.
-UNAUTHENTICATED = "(unauthenticated)"
 #: A server's PING frame with no payload (RFC 6455 5.5.2: FIN + opcode 0x9, length 0).
 PING_FRAME = b"\x89\x00"
 
@@ -118,54 +122,74 @@ def text_frame_header(length: int) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, length)
 
 
-async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    from gateway.app import RUNTIME
+#: HTTP answers to an upgrade the admission refused, by reason: (status class, Retry-After).
+_REFUSALS: dict[str, tuple[type[web.HTTPException], str | None]] = {
+    "origin": (web.HTTPForbidden, None),
+    "rate": (web.HTTPTooManyRequests, "1"),
+    "unauthorized": (web.HTTPUnauthorized, None),
+    "connection_cap": (web.HTTPServiceUnavailable, "5"),
+}
 
-    runtime = request.app[RUNTIME]
-    config = runtime.config.ws
-    if not runtime.auth.origin_allowed(request.headers.get("Origin"), request.host):
-        runtime.refused["origin"] += 1
-        raise web.HTTPForbidden(text="origin not allowed")
-    if not runtime.connect_rate.take():
-        runtime.refused["rate"] += 1
-        raise web.HTTPTooManyRequests(text="too many new connections", headers={"Retry-After": "1"})
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    admission = app[keys.ADMISSION]
+    config = app[keys.CONFIG]
+    try:
+        principal = admission.admit(
+            request.headers.get("Origin"), request.host, request.query.get("token")
+        )
+    except UpgradeRefused as refused:
+        status, retry_after = _REFUSALS[refused.reason]
+        headers = {"Retry-After": retry_after} if retry_after is not None else None
+        raise status(text=refused.message, headers=headers) from None
     # Session ids double as resume handles, so they must not be guessable.
-    session = Session(f"c-{secrets.token_urlsafe(12)}", config, remote=request.remote or "")
-    if "token" in request.query:
-        session.principal = runtime.auth.authenticate(request.query["token"])
-        if session.principal is None:
-            runtime.refused["unauthorized"] += 1
-            raise web.HTTPUnauthorized(text="bad token")
-    elif not runtime.auth.required:
-        session.principal = runtime.auth.authenticate(None)
-    holder = session.principal.name if session.principal else UNAUTHENTICATED
-    refusal = runtime.connection_caps.admit(holder)
-    if refusal is not None:
-        runtime.refused["connection_cap"] += 1
-        raise web.HTTPServiceUnavailable(text=refusal, headers={"Retry-After": "5"})
+    session = Session(f"c-{secrets.token_urlsafe(12)}", config.ws, remote=request.remote or "")
+    session.principal = principal
     ws = web.WebSocketResponse(
         autoping=False,  # the reader answers pings and sees pongs (see Session.check_alive)
-        max_msg_size=config.max_message_bytes,
-        compress=config.compress,
+        max_msg_size=config.ws.max_message_bytes,
+        compress=config.ws.compress,
     )
-    connection = Connection(runtime, session, ws, request, holder)
-    limit_send_buffer(request, config.send_buffer_bytes)
+    connection = Connection(
+        session,
+        ws,
+        AiohttpSocket(ws, request),
+        config=config,
+        admission=admission,
+        status=app[keys.STATUS],
+        registry=app[keys.REGISTRY],
+        hub=app[keys.HUB],
+        held_snapshots=app[keys.HELD_SNAPSHOTS],
+        commands=app[keys.COMMANDS],
+    )
+    limit_send_buffer(request, config.ws.send_buffer_bytes)
     try:
         await ws.prepare(request)
         await connection.serve()
     finally:
-        runtime.connection_caps.release(connection.holder)
+        admission.release(connection.counted_as)
     return ws
 
 
 class Connection:
+    """One WebSocket connection: its reader loop and request handlers, over the services it is
+    given (nothing else of the gateway is in reach)."""
+
     __slots__ = (
-        "_command_rate",
+        "_admission",
+        "_command_limits",
+        "_command_tasks",
         "_commands",
+        "_config",
+        "_held_snapshots",
+        "_hub",
+        "_in_flight",
         "_malformed_in_a_row",
-        "holder",
+        "_registry",
+        "_status",
+        "counted_as",
         "log",
-        "runtime",
         "session",
         "socket",
         "ws",
@@ -173,39 +197,51 @@ class Connection:
 
     def __init__(
         self,
-        runtime: Runtime,
         session: Session,
         ws: web.WebSocketResponse,
-        request: web.Request,
-        holder: str,
+        socket: Socket,
+        *,
+        config: Config,
+        admission: Admission,
+        status: GatewayStatus,
+        registry: Registry,
+        hub: Hub,
+        held_snapshots: HeldSnapshots,
+        commands: CommandService,
     ) -> None:
-        self.runtime = runtime
         self.session = session
         self.ws = ws
-        self.holder = holder  # whose connection cap this connection counts against
-        commands = runtime.config.commands
-        self._command_rate = TokenBucket(commands.rate_per_client, commands.burst_per_client)
-        self.socket = AiohttpSocket(ws, request)
-        self._commands: set[asyncio.Task[None]] | None = None  # while commands are in flight
+        self.socket = socket
+        self._config = config
+        self._admission = admission
+        self._status = status
+        self._registry = registry
+        self._hub = hub
+        self._held_snapshots = held_snapshots
+        self._commands = commands
+        # Whose connection cap this connection counts against (moves at `auth`).
+        self.counted_as = session.principal
+        self._command_limits = commands.client_limits()
+        self._command_tasks: set[asyncio.Task[None]] | None = None  # while commands are in flight
         self._malformed_in_a_row = 0
         # Every line about this connection carries its session id and remote address.
         self.log = ConnectionLog(log, session.id, session.remote)
         session.on_evict = self._evicted
 
     def _evicted(self, reason: str) -> None:
-        self.runtime.evictions[reason] += 1
+        self._admission.closed(reason)
         self.log.info("closing: %s", reason)
 
     async def serve(self) -> None:
-        runtime, session = self.runtime, self.session
-        runtime.hub.add(session)
+        session = self.session
+        self._hub.add(session)
         session.offer_frame(self._hello())
         loop = asyncio.get_running_loop()
         session.attach(self.socket, time.monotonic())
         auth_deadline = None
         if session.principal is None:
             auth_deadline = loop.call_later(
-                runtime.config.auth.auth_timeout_s,
+                self._config.auth.auth_timeout_s,
                 session.evict,
                 CloseCode.UNAUTHORIZED,
                 CloseReason.AUTH_TIMEOUT,
@@ -214,28 +250,27 @@ class Connection:
             await self._read_loop()
         finally:
             session.detach()
-            for task in list(self._commands or ()):
+            for task in list(self._command_tasks or ()):
                 task.cancel()
             if auth_deadline is not None:
                 auth_deadline.cancel()
             if session.subscriptions and not session.closing:
                 # The client went away by itself: keep its stream a while so it can resume.
-                ws_config = runtime.config.ws
-                runtime.hub.park(session, ws_config.resume_window_s, ws_config.max_parked)
+                ws_config = self._config.ws
+                self._hub.park(session, ws_config.resume_window_s, ws_config.max_parked)
             else:
-                runtime.hub.remove(session)
+                self._hub.remove(session)
 
     def _hello(self) -> dict[str, Any]:
-        runtime = self.runtime
-        config = runtime.config
+        config, status = self._config, self._status
         return {
             "type": "hello",
             "protocol": PROTOCOL_VERSION,
-            "server": f"iotgw {runtime.version}",
-            "epoch": runtime.epoch,
+            "server": f"iotgw {status.version}",
+            "epoch": status.epoch,
             "session": self.session.id,
             "auth": "required" if self.session.principal is None else "none",
-            "broker": runtime.broker_state,
+            "broker": status.broker_state,
             "time": time.time(),  # lets clients correct "last seen" ages for their clock offset
             "limits": {
                 "max_message_bytes": config.ws.max_message_bytes,
@@ -305,16 +340,15 @@ class Connection:
 
     def _auth(self, request: Auth) -> None:
         session = self.session
-        principal = self.runtime.auth.authenticate(request.token)
+        principal = self._admission.authenticate(request.token)
         if principal is None:
             refusal = error_frame("unauthorized", "bad token", request.id)
             session.evict(CloseCode.UNAUTHORIZED, CloseReason.BAD_TOKEN, refusal)
             return
-        if not self.runtime.auth.required:
+        if not self._admission.auth_required:
             session.offer(error_frame("bad_request", "authentication is not enabled", request.id))
             return
-        caps = self.runtime.connection_caps
-        over_cap = caps.admit(principal.name)
+        over_cap = self._admission.move(self.counted_as, principal)
         if over_cap is not None:
             session.evict(
                 CloseCode.TOO_MANY_REQUESTS,
@@ -322,8 +356,7 @@ class Connection:
                 error_frame("too_many", over_cap, request.id),
             )
             return
-        caps.release(self.holder)
-        self.holder = principal.name
+        self.counted_as = principal
         session.principal = principal
         session.offer_frame({"type": "authenticated", "id": request.id})
 
@@ -333,7 +366,7 @@ class Connection:
         selector = Selector.of(request.devices, request.metrics, session.principal.read)
         if request.resume is not None and self._resume(request, selector):
             return
-        if len(session.subscriptions) >= self.runtime.config.ws.max_subscriptions:
+        if len(session.subscriptions) >= self._config.ws.max_subscriptions:
             raise ProtocolError("too_many", "subscription limit reached", request.id)
         subscription = session.new_subscription_id()
         session.subscriptions[subscription] = selector
@@ -344,15 +377,14 @@ class Connection:
         session.offer_frame(reply)
         # Snapshot before live: both are queued in order on the one outbox (gateway/snapshots.py;
         # during a cold start's retained burst, both wait until it is over).
-        runtime = self.runtime
-        if runtime.holding_snapshots:
-            runtime.held_snapshots.hold(session, subscription)
+        if self._status.holding_snapshots:
+            self._held_snapshots.hold(session, subscription)
         else:
-            snapshots.subscribe(runtime.registry, runtime.hub, session, subscription)
+            snapshots.subscribe(self._registry, self._hub, session, subscription)
 
     def _resume(self, request: Subscribe, selector: Selector) -> bool:
         """Continue the client's previous stream if it is still parked and complete; True if so."""
-        resume, session, hub = request.resume, self.session, self.runtime.hub
+        resume, session, hub = request.resume, self.session, self._hub
         assert resume is not None
         assert session.principal is not None
         existing = next((k for k, v in session.subscriptions.items() if v == selector), None)
@@ -360,7 +392,7 @@ class Connection:
             # A second subscribe of an already resumed stream: its subscription carried over.
             session.offer_frame(_resumed_reply(request.id, existing))
             return True
-        if resume.epoch != self.runtime.epoch or self.runtime.holding_snapshots:
+        if resume.epoch != self._status.epoch or self._status.holding_snapshots:
             # The gateway restarted: nothing of the old stream survived. Or it is still taking in
             # the retained state, and the old stream may not have had its snapshot yet.
             return False
@@ -381,28 +413,26 @@ class Connection:
             raise ProtocolError(
                 "not_found", f"no subscription {request.subscription!r}", request.id
             )
-        self.runtime.hub.resubscribe(self.session)
+        self._hub.resubscribe(self.session)
         self.session.offer_frame(
             {"type": "unsubscribed", "id": request.id, "subscription": request.subscription}
         )
 
-    def _device_for(self, device_id: str, request_id: Any, *, command: bool = False) -> Device:
-        """The device if this client may read (and, if asked, command) it; else ProtocolError."""
+    def _device_for(self, device_id: str, request_id: Any) -> Device:
+        """The device if this client may read it; else ProtocolError."""
         principal = self.session.principal
         assert principal is not None  # _dispatch refuses requests before auth
-        device = self.runtime.registry.get(device_id)
+        device = self._registry.get(device_id)
         if device is None or not principal.may_read(device_id):
             # Unreadable devices are reported as unknown: a token must not probe for device ids.
             raise ProtocolError("not_found", f"unknown device {device_id!r:.80}", request_id)
-        if command and not principal.may_command(device_id):
-            raise ProtocolError("forbidden", f"not allowed to command {device_id}", request_id)
         return device
 
     def _history(self, request: History) -> None:
         device = self._device_for(request.device, request.id)
-        cap = self.runtime.config.registry.history_length
+        cap = self._config.registry.history_length
         limit = min(request.limit or cap, cap)
-        points = self.runtime.registry.history(device, request.metric, request.since, limit)
+        points = self._registry.history(device, request.metric, request.since, limit)
         if points is None:
             raise ProtocolError("not_found", f"no metric {request.metric!r:.80}", request.id)
         self.session.offer_frame(
@@ -417,53 +447,58 @@ class Connection:
 
     def _command(self, request: Command) -> None:
         session = self.session
-        self._device_for(request.device, request.id, command=True)
-        limit = self.runtime.config.commands.max_in_flight_per_client
-        if session.commands_in_flight >= limit:
-            raise ProtocolError("rate_limited", f"at most {limit} commands in flight", request.id)
-        if not self._command_rate.take():
-            raise ProtocolError("rate_limited", "too many commands, slow down", request.id)
-        prepared = self.runtime.router.prepare(
-            request.device, request.command, request.params, request.timeout_ms
+        assert session.principal is not None  # _dispatch refuses requests before auth
+        # Admitted (or refused with CommandError) now, not when the task starts: a burst of
+        # frames is read before any task runs, and each must count against the limits.
+        ticket = self._commands.admit(
+            CommandRequest(
+                session.principal,
+                session.remote,
+                "ws",
+                request.device,
+                request.command,
+                request.params,
+                request.timeout_ms,
+            ),
+            self._command_limits,
         )
-        # Counted now, not when the task starts: a burst of frames is read before any task runs.
-        session.commands_in_flight += 1
         task = asyncio.create_task(
-            self._run_command(request.id, prepared),
-            name=f"session[{session.id}].command[{prepared.command_id}]",
+            self._run_command(request.id, ticket),
+            name=f"session[{session.id}].command[{ticket.command.command_id}]",
         )
-        if self._commands is None:
-            self._commands = set()
-        self._commands.add(task)
-        task.add_done_callback(self._command_done)
+        if self._command_tasks is None:
+            self._command_tasks = set()
+        self._command_tasks.add(task)
+        task.add_done_callback(functools.partial(self._command_done, ticket))
 
-    def _command_done(self, task: asyncio.Task[None]) -> None:
-        if self._commands is not None:
-            self._commands.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+    def _command_done(self, ticket: Ticket, task: asyncio.Task[None]) -> None:
+        if self._command_tasks is not None:
+            self._command_tasks.discard(task)
+        if task.cancelled():
+            self._commands.abandon(ticket)  # if it never started: its slot back, audited
+        elif (exc := task.exception()) is not None:
             # A bug, not a command outcome: say so and end the connection, loudly.
             self.log.error("command task failed", exc_info=exc)
             self.socket.abort()
 
-    async def _run_command(self, request_id: Any, command: PreparedCommand) -> None:
+    async def _run_command(self, request_id: Any, ticket: Ticket) -> None:
         session = self.session
+        timeout_ms = round(ticket.command.timeout_s * 1000)
         try:
-            outcome = await self.runtime.router.execute(
-                command,
+            outcome = await self._commands.run(
+                ticket,
                 lambda command_id: session.offer_frame(
                     {
                         "type": "command_accepted",
                         "id": request_id,
                         "command_id": command_id,
-                        "timeout_ms": round(command.timeout_s * 1000),
+                        "timeout_ms": timeout_ms,
                     }
                 ),
             )
-        except BrokerUnavailable:
-            session.offer(error_frame("unavailable", "the broker is disconnected", request_id))
+        except CommandError as exc:
+            session.offer(error_frame(exc.code, exc.message, request_id))
             return
-        finally:
-            session.commands_in_flight -= 1
         session.offer_frame({"type": "command_result", "id": request_id, **outcome.fields()})
 
 

@@ -1,8 +1,8 @@
 """Device conventions: each module turns one family of topics into DeviceEvents and back.
 
 A convention owns its topic layout completely; the rest of the gateway only ever sees device ids,
-metrics and events. New conventions register in `CONVENTIONS` and get a config section of their
-own; nothing in the hub or the registry changes.
+metrics and events. A new convention gets a config section of its own (ConventionsConfig) and an
+entry in `build_conventions`; nothing in the hub or the registry changes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from gateway.conventions import homeassistant, homie, native, tasmota, zigbee2mqtt
 from gateway.models import DeviceEvent, DeviceMeta, Value
 
 
@@ -41,14 +42,17 @@ class Convention(Protocol):
         """Topic and payload that carry a validated command to `device`."""
         ...
 
+    def owns_command_topic(self, device: str, topic: str) -> bool:
+        """True if `topic` is one this convention publishes `device`'s commands on: the command
+        service checks every topic `encode_command` built before it is published."""
+        ...
+
 
 ConventionFactory = Callable[[Any], Convention]
 
 
 def build_conventions(settings: Any) -> list[Convention]:
     """Instantiate every enabled convention from its section of ConventionsConfig."""
-    from gateway.conventions import homeassistant, homie, native, tasmota, zigbee2mqtt
-
     # Sections are instantiated in ConventionsConfig's field order, which is also the order the
     # pipeline asks `owns` in: the first convention that owns a topic decodes it.
     factories: dict[str, ConventionFactory] = {

@@ -193,6 +193,17 @@ class HomeAssistantConvention:
             self._echoes.expect(device, Echo(command_id, entity.metric, expected))
         return entity.command_topic, payload.encode()
 
+    def owns_command_topic(self, device: str, topic: str) -> bool:
+        # One of the command topics the device's own discovery configs named. Whether a config
+        # may name such a topic at all is for the namespace rule (docs/security.md, rule 1) to
+        # decide when the config is read.
+        known = self._devices.get(device)
+        return (
+            known is not None
+            and is_publish_topic(topic)
+            and any(e.command_topic == topic for e in known.entities.values())
+        )
+
     # --- discovery ------------------------------------------------------------------------
 
     def _config(self, topic: str, levels: list[str], payload: bytes) -> list[DeviceEvent]:

@@ -153,6 +153,16 @@ class HomieConvention:
         self._echoes.expect(device, Echo(command_id, f"{node}.{prop}"))
         return topic, _payload(params["value"]).encode()
 
+    def owns_command_topic(self, device: str, topic: str) -> bool:
+        known = self._devices.get(device)
+        if known is None:
+            return False
+        version = "5/" if known.v5 else ""
+        return any(
+            topic == f"{self._prefix}{version}{known.homie_id}/{node}/{prop}/set"
+            for node, prop in known.setters.values()
+        )
+
     # --- attributes -----------------------------------------------------------------------
 
     def _device(self, homie_id: str, v5: bool) -> HomieDevice:

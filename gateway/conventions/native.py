@@ -34,7 +34,7 @@ from gateway.models import (
     Telemetry,
     Value,
 )
-from gateway.names import is_device_id
+from gateway.names import is_command_name, is_device_id
 
 __all__ = ["NativeConvention", "load_json"]
 
@@ -77,6 +77,10 @@ class NativeConvention:
         # device and command passed the allow-lists in gateway.names before reaching here.
         topic = f"{self.prefix}/{device}/cmd/{command}"
         return topic, orjson.dumps({"id": command_id, "params": params})
+
+    def owns_command_topic(self, device: str, topic: str) -> bool:
+        command = topic.removeprefix(f"{self.prefix}/{device}/cmd/")
+        return command != topic and is_command_name(command)
 
 
 def _telemetry(device: str, payload: bytes, received_at: float) -> list[DeviceEvent]:

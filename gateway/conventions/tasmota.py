@@ -135,6 +135,15 @@ class TasmotaConvention:
         self._echoes.expect(device, Echo(command_id, _echo_key(command)))
         return topic, str(value).encode()
 
+    def owns_command_topic(self, device: str, topic: str) -> bool:
+        known = self._devices.get(device)
+        command = topic.rpartition("/")[2]
+        return (
+            known is not None
+            and command in known.commands
+            and topic == self._topic(self._cmnd, known.topic, command)
+        )
+
     # --- topics ---------------------------------------------------------------------------
 
     def _topic(self, prefix: str, device_topic: str, leaf: str) -> str:

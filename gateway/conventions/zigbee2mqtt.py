@@ -123,6 +123,10 @@ class Zigbee2MqttConvention:
         self._echoes.expect(device, Echo(command_id, setter.property, expected))
         return topic, orjson.dumps({setter.property: value})
 
+    def owns_command_topic(self, device: str, topic: str) -> bool:
+        known = self._by_id.get(device)
+        return known is not None and topic == f"{self._prefix}{known.friendly_name}/set"
+
     def device_id(self, friendly_name: str) -> str:
         known = self._by_name.get(friendly_name)
         return known.id if known is not None else scoped_id(TAG, friendly_name)

@@ -95,7 +95,7 @@ async def test_a_subscription_made_before_the_retained_state_arrived_gets_all_of
         gateway = await start_gateway({**SETTINGS, "broker.url": proxy.url}, wait_connected=False)
         client = await gateway.connect()
         await client.request({"type": "subscribe", "devices": ["*"]}, "subscribed")
-        assert gateway.runtime.holding_snapshots
+        assert gateway.runtime.status.holding_snapshots
         proxy.set_mode("pass")
         while (frame := await client.recv())["type"] == "gateway":
             pass  # the link coming up

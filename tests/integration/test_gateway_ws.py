@@ -18,7 +18,7 @@ async def test_hello_frame_describes_server_and_limits(gw):
     hello = client.hello
     assert hello["protocol"] == 1
     assert hello["server"].startswith("iotgw ")
-    assert hello["epoch"] == gw.runtime.epoch
+    assert hello["epoch"] == gw.runtime.status.epoch
     assert hello["auth"] == "none"
     assert hello["broker"] == "connected"
     assert hello["session"].startswith("c-")

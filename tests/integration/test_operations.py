@@ -22,8 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
 from gateway.cli import build_parser, main
-from gateway.jsonlog import JsonFormatter
-from gateway.logs import ConnectionLog, TextFormatter, redact_url
+from gateway.logs import ConnectionLog, JsonFormatter, TextFormatter, redact_url
 from tests.integration.conftest import AddDevice, StartGateway
 from tests.support import broker_choice
 from tests.support.gateway import WsClient

@@ -9,6 +9,7 @@ import aiomqtt
 import orjson
 import pytest
 
+from gateway.config import CommandsConfig
 from tests.support.devices import tolerant_client
 from tests.support.gateway import announced, wait_for_device
 
@@ -166,3 +167,74 @@ async def test_in_flight_cap(start_gateway, own_broker, add_device, watch):
     accepted = await client.request({**TOGGLE, "timeout_ms": 200}, "command_accepted")
     assert await watch.next_id() == accepted["command_id"]
     assert await watch.nothing_within(0.3) == []  # the refused command never went out
+
+
+async def test_rest_command_flood_is_rate_limited_like_websocket_ones(
+    start_gateway, own_broker, add_device, watch
+):
+    """300 concurrent REST commands to one device: past the burst allowed to one address
+    (default 100; its refill slowed so the count does not depend on the machine's speed) they
+    are refused 429 rate_limited with Retry-After and never published, and exactly the accepted
+    ones reach the broker."""
+    gateway = await start_gateway({"commands.rate_per_address": 0.01}, on=own_broker)
+    await add_device("thermo-1", on=own_broker)
+    await wait_for_device(gateway, "thermo-1", announced)
+
+    async def post() -> tuple[int, dict, str | None]:
+        url = gateway.base_url + "/api/devices/thermo-1/commands/toggle"
+        async with gateway.http.post(url, json={"timeout_ms": 5000}) as response:
+            return response.status, await response.json(), response.headers.get("Retry-After")
+
+    answers = await asyncio.gather(*(post() for _ in range(300)))
+    accepted = [body["command_id"] for status, body, _ in answers if status == 200]
+    refused = [(body["code"], retry) for status, body, retry in answers if status == 429]
+    assert len(accepted) + len(refused) == 300, {status for status, _, _ in answers}
+    assert len(accepted) == CommandsConfig().burst_per_address
+    assert all(code == "rate_limited" and retry and int(retry) >= 1 for code, retry in refused)
+    published = {await watch.next_id() for _ in accepted}
+    assert published == set(accepted)
+    assert await watch.nothing_within(0.5) == []  # bounded window: the refused ones never went out
+
+
+async def test_rest_and_websocket_commands_share_the_principal_budget(
+    start_gateway, own_broker, add_device, watch
+):
+    """One token's commands draw on one budget whichever door they use: WebSocket commands
+    spend it, and the REST command past it is 429 rate_limited, never published."""
+    gateway = await start_gateway(
+        {"commands.burst_per_principal": 3, "commands.rate_per_principal": 0.01}, on=own_broker
+    )
+    await add_device("thermo-1", on=own_broker)
+    await wait_for_device(gateway, "thermo-1", announced)
+    client = await gateway.connected_client()
+    for _ in range(2):
+        assert (await client.request(TOGGLE, "command_result"))["status"] == "ok"
+    status, body = await gateway.post("/api/devices/thermo-1/commands/toggle", json={})
+    assert (status, body["status"]) == (200, "ok")
+    status, body = await gateway.post("/api/devices/thermo-1/commands/toggle", json={})
+    assert (status, body["code"]) == (429, "rate_limited")
+    refused = await client.request(TOGGLE)
+    assert (refused["type"], refused["code"]) == ("error", "rate_limited")
+    assert len({await watch.next_id() for _ in range(3)}) == 3
+    assert await watch.nothing_within(0.3) == []  # bounded window: the refused ones never went out
+
+
+async def test_pending_commands_are_capped_for_rest_too(
+    start_gateway, own_broker, add_device, watch
+):
+    """With commands.max_pending commands awaiting a silent device, the next REST command is
+    503 too_many with Retry-After and is not published."""
+    gateway = await start_gateway({"commands.max_pending": 2}, on=own_broker)
+    await add_device("thermo-1", on=own_broker, answer=None)  # never answers
+    await wait_for_device(gateway, "thermo-1", announced)
+    client = await gateway.connected_client()
+    for _ in range(2):
+        await client.request({**TOGGLE, "timeout_ms": 60000}, "command_accepted")
+    async with gateway.http.post(
+        gateway.base_url + "/api/devices/thermo-1/commands/toggle", json={}
+    ) as response:
+        body = await response.json()
+        assert (response.status, body["code"]) == (503, "too_many")
+        assert response.headers["Retry-After"] == "1"
+    assert len({await watch.next_id() for _ in range(2)}) == 2
+    assert await watch.nothing_within(0.3) == []  # bounded window: the refused one never went out

@@ -56,7 +56,7 @@ async def test_idle_subscribed_clients_stay_connected_through_heartbeats(start_g
         await asyncio.wait_for(all_pinged.wait(), 10 * HEARTBEAT_S * PINGS)
         assert closed == []
         assert len(gw.runtime.hub) == CLIENTS
-        assert gw.runtime.evictions["no_pong"] == 0
+        assert gw.runtime.stats.connections.closed["no_pong"] == 0
         for task in running:
             task.cancel()
 
@@ -73,5 +73,5 @@ async def test_a_client_that_never_answers_is_cut_and_its_stream_parked(start_ga
             pings += message.type == WSMsgType.PING  # ...and never answered
     assert pings == 1
     assert ws.close_code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE
-    assert gw.runtime.evictions["no_pong"] == 1
+    assert gw.runtime.stats.connections.closed["no_pong"] == 1
     await eventually(lambda: gw.runtime.hub.parked == 1, WAIT_S, "the stream is parked")

@@ -1,0 +1,80 @@
+"""Who may open a WebSocket, and how many: origin, the new-connection rate, connection caps per
+token. It counts every upgrade it refuses and every connection the gateway closes, by reason.
+"""
+
+from __future__ import annotations
+
+from gateway.auth import Authenticator, Principal
+from gateway.config import WsConfig
+from gateway.errors import UpgradeRefused
+from gateway.limits import ConnectionCaps, TokenBucket
+from gateway.stats import ConnectionStats
+
+#: The connection-cap holder for connections that have not authenticated yet.
+UNAUTHENTICATED = "(unauthenticated)"
+
+
+class Admission:
+    def __init__(self, config: WsConfig, auth: Authenticator) -> None:
+        self._auth = auth
+        self._connect_rate = TokenBucket(config.connect_rate, config.connect_burst)
+        self._caps = ConnectionCaps(config.max_connections, config.max_connections_per_token)
+        self.stats = ConnectionStats()
+
+    @property
+    def open(self) -> int:
+        """Connections counted against the caps now."""
+        return self._caps.open
+
+    @property
+    def auth_required(self) -> bool:
+        return self._auth.required
+
+    def admit(self, origin: str | None, host: str, token: str | None) -> Principal | None:
+        """Let an upgrade request in (counted against its holder's cap: release it when the
+        connection ends) and return its principal, None until it authenticates; raise
+        UpgradeRefused (counted) when it may not open. `token`: the `?token=` query value."""
+        if not self._auth.origin_allowed(origin, host):
+            raise self._refuse("origin", "origin not allowed")
+        if not self._connect_rate.take():
+            raise self._refuse("rate", "too many new connections")
+        principal = None
+        if token is not None:
+            principal = self._auth.authenticate(token)
+            if principal is None:
+                raise self._refuse("unauthorized", "bad token")
+        elif not self._auth.required:
+            principal = self._auth.authenticate(None)
+        refusal = self._caps.admit(holder(principal))
+        if refusal is not None:
+            raise self._refuse("connection_cap", refusal)
+        return principal
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal for an `auth` frame's token, or None."""
+        return self._auth.authenticate(token)
+
+    def move(self, principal: Principal | None, to: Principal) -> str | None:
+        """Count a connection against `to`'s cap instead of `principal`'s (at `auth`); return why
+        it is refused (the connection stays counted where it was), or None."""
+        refusal = self._caps.admit(to.name)
+        if refusal is None:
+            self._caps.release(holder(principal))
+        return refusal
+
+    def release(self, principal: Principal | None) -> None:
+        """A connection admitted for `principal` ended."""
+        self._caps.release(holder(principal))
+
+    def closed(self, reason: str) -> None:
+        """Count a connection the gateway closed (a protocol.CloseReason)."""
+        self.stats.closed[reason] += 1
+
+    def _refuse(self, reason: str, message: str) -> UpgradeRefused:
+        self.stats.refused[reason] += 1
+        return UpgradeRefused(reason, message)
+
+
+def holder(principal: Principal | None) -> str:
+    """Whose connection cap a connection counts against."""
+    return principal.name if principal is not None else UNAUTHENTICATED
