@@ -203,6 +203,19 @@ def announced(entry: dict[str, Any]) -> bool:
     return entry["status"] == "online" and entry["meta"] is not None
 
 
+def device_status(device_id: str, status: str) -> Callable[[Frame], bool]:
+    """For WsClient.expect: a `device` frame saying that `device_id` is now `status`."""
+
+    def match(frame: Frame) -> bool:
+        return (
+            frame["type"] == "device"
+            and frame["device"]["id"] == device_id
+            and frame["device"]["status"] == status
+        )
+
+    return match
+
+
 def bound_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
