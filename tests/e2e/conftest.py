@@ -29,7 +29,9 @@ def prefix() -> str:
 def chromium() -> str:
     """Debian's Chromium: Playwright cannot download its own browsers on these machines."""
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+        pytest.skip(
+            f"{CHROMIUM} is not installed: apt-get install chromium (scripts/test installs it)"
+        )
     return CHROMIUM
 
 
