@@ -210,15 +210,7 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     """Read `path` (if any), apply `IOTGW_*` variables from `env`, then dotted `overrides`."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(str(path), exc.strerror or str(exc)) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    data = read_toml(path) if path is not None else {}
     for key, value in _env_overrides(os.environ if env is None else env).items():
         _set_dotted(data, key, value)
     for key, value in (overrides or {}).items():
@@ -227,6 +219,17 @@ def load_config(
     config = build(Config, data, "")
     validate(config)
     return config
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The top-level table of a TOML file; ConfigError naming the file if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(str(path), exc.strerror or str(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
@@ -261,7 +264,12 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def build(cls: type[T], data: object, path: str) -> T:
-    """Construct dataclass `cls` from TOML data, naming the key path of anything wrong."""
+    """Construct dataclass `cls` from TOML data, naming the key path of anything wrong.
+
+    Field types: bool, int, float, str, list[X], nested dataclasses, `X | None` (None is only
+    ever a default: TOML has no null), and classes with a `from_toml(value)` classmethod, which
+    parse their own values and raise ValueError for a bad one.
+    """
     if not isinstance(data, dict):
         raise ConfigError(path or "config", "expected a table")
     hints = typing.get_type_hints(cls)
@@ -278,18 +286,27 @@ def build(cls: type[T], data: object, path: str) -> T:
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        present = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(present) != 1:
+            raise AssertionError(f"only `X | None` unions are supported: {path}")
+        hint, origin = present[0], typing.get_origin(present[0])
     if isinstance(value, EnvValue):
         value = str(value) if hint is str else value.parsed()
+    from_toml = getattr(hint, "from_toml", None)
+    if from_toml is not None:
+        try:
+            return from_toml(value)
+        except ValueError as exc:
+            raise ConfigError(path, str(exc)) from None
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return build(hint, value, path)
-    origin = typing.get_origin(hint)
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
             raise ConfigError(path, "expected a list")
         return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin in (types.UnionType, typing.Union):
-        raise AssertionError(f"union config types are not supported: {path}")
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(path, "expected true or false")

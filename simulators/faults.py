@@ -46,6 +46,13 @@ class Share:
             return cls(fraction=value)
         return cls(count=int(value))
 
+    @classmethod
+    def from_toml(cls, value: object) -> Share:
+        """A profile's value: `3`, `0.25` or `"25%"` (see `parse`)."""
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f'expected a count (3) or a fraction (0.1, "10%"), not {value!r}')
+        return cls.parse(value)
+
     def size(self, fleet: int) -> int:
         if self.fraction:
             return min(fleet, math.ceil(self.fraction * fleet))

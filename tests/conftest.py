@@ -21,11 +21,13 @@ def broker() -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def own_broker() -> Iterator[Mosquitto]:
-    """A broker this test alone may kill, freeze or restart (a local mosquitto only)."""
+def own_broker(request: pytest.FixtureRequest) -> Iterator[Mosquitto]:
+    """A broker this test alone may kill, freeze or restart (a local mosquitto only). Options
+    for tests.support.mosquitto.Mosquitto (an ACL, more config lines) come by indirect
+    parametrization: `@pytest.mark.parametrize("own_broker", [{"acl": ...}], indirect=True)`."""
     refusal = own_broker_refusal()
     if refusal is not None:
         pytest.skip(refusal)
-    server = Mosquitto().start()
+    server = Mosquitto(**getattr(request, "param", {})).start()
     yield server
     server.cleanup()

@@ -12,6 +12,12 @@ import pytest
 from gateway.brokers import find_mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
+#: The bench starts a broker of its own, even when IOTGW_TEST_BROKER names another one.
+needs_mosquitto = pytest.mark.skipif(
+    find_mosquitto() is None,
+    reason="the bench starts its own broker and no mosquitto binary was found: "
+    "apt-get install mosquitto (scripts/test installs it)",
+)
 FIELDS = {
     "target",
     "scenario",
@@ -32,7 +38,7 @@ FIELDS = {
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto")
+@needs_mosquitto
 def test_smoke_scenario_writes_one_record_per_target(tmp_path: Path) -> None:
     """`bench run -s smoke` against both targets appends two complete records with deliveries."""
     results = tmp_path / "results.jsonl"
@@ -49,7 +55,7 @@ def test_smoke_scenario_writes_one_record_per_target(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(40)
-@pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto")
+@needs_mosquitto
 def test_cold_start_scenario_serves_a_complete_snapshot(tmp_path: Path) -> None:
     """`bench run -s S6 --devices 200 --target gateway`: the broker holds all 400 retained
     messages, the gateway says ready and serves a complete snapshot (no speed asserted)."""

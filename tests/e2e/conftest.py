@@ -3,24 +3,20 @@ Mosquitto and device stand-ins. Every test gets its own topic prefix and gateway
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiomqtt
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.e2e.stack import CHROMIUM, CHROMIUM_ARGS, THERMOSTAT, Gateway, gateway_config
-from tests.support.devices import Answer, DeviceStandIn, echo_ok, mqtt_client
+from tests.support.devices import AddDevice, device_stand_ins
 from tests.support.mosquitto import Mosquitto
 
 # Playwright's assertions retry until this deadline: readiness by polling the DOM, never by sleep.
 expect.set_options(timeout=10_000)
-
-AddDevice = Callable[..., Awaitable[DeviceStandIn]]
 
 
 @pytest.fixture
@@ -33,7 +29,9 @@ def prefix() -> str:
 def chromium() -> str:
     """Debian's Chromium: Playwright cannot download its own browsers on these machines."""
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+        pytest.skip(
+            f"{CHROMIUM} is not installed: apt-get install chromium (scripts/test installs it)"
+        )
     return CHROMIUM
 
 
@@ -81,30 +79,9 @@ async def gateway(start_gateway: Callable[..., Awaitable[Gateway]]) -> Gateway:
     return await start_gateway()
 
 
-async def stop_quietly(device: DeviceStandIn) -> None:
-    """Stop a stand-in whose broker may have been killed under it (its task then ended with
-    MqttError, which DeviceStandIn.stop would raise again)."""
-    with contextlib.suppress(aiomqtt.MqttError):
-        await device.stop()
-
-
 @pytest.fixture
 async def add_device(broker: Mosquitto, prefix: str) -> AsyncIterator[AddDevice]:
-    """Start device stand-ins, each on its own MQTT connection, stopped at test end."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def add(
-            device_id: str,
-            meta: dict[str, Any] | None = None,
-            answer: Answer | None = echo_ok,
-            on: Mosquitto | None = None,
-        ) -> DeviceStandIn:
-            server = on or broker
-            client = await stack.enter_async_context(mqtt_client(server.host, server.port))
-            device = DeviceStandIn(
-                client, prefix, device_id, THERMOSTAT if meta is None else meta, answer
-            )
-            stack.push_async_callback(stop_quietly, device)
-            return await device.start()
-
+    """Start device stand-ins (the dashboard's thermostat unless told otherwise), each on its own
+    MQTT connection, stopped at test end."""
+    async with device_stand_ins(broker, prefix, THERMOSTAT) as add:
         yield add

@@ -11,22 +11,32 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.e2e.conftest import AddDevice
-from tests.e2e.pages import frames_of, open_live, record_frames, row, stats, value
+from tests.e2e.pages import Sockets, frames_of, open_live, record_frames, row, stats, value
 from tests.e2e.stack import Gateway
+from tests.support.devices import DeviceStandIn
 
 pytestmark = pytest.mark.e2e
+
+
+async def showing_thermostat(
+    page: Page, gateway: Gateway, add_device: AddDevice
+) -> tuple[DeviceStandIn, Sockets]:
+    """thermo-1 has reported 20 °C and the page shows it (from its snapshot), recording the
+    frames of every WebSocket it opens."""
+    device = await add_device("thermo-1")
+    await device.telemetry({"temperature": 20})
+    sockets = record_frames(page)
+    await open_live(page, gateway)
+    await expect(value(page, "thermo-1", "temperature")).to_have_text("20")
+    return device, sockets
 
 
 async def test_dropped_link_resumes_without_snapshot(
     page: Page, gateway: Gateway, add_device: AddDevice
 ) -> None:
     """The gateway side drops the link: the page resumes its stream, no snapshot, nothing missed."""
-    device = await add_device("thermo-1")
-    await device.telemetry({"temperature": 20})
-    sockets = record_frames(page)
-    await open_live(page, gateway)
+    device, sockets = await showing_thermostat(page, gateway, add_device)
     cell = value(page, "thermo-1", "temperature")
-    await expect(cell).to_have_text("20")  # from the snapshot
     await device.telemetry({"temperature": 20.25})
     await expect(cell).to_have_text("20.25")  # live, readings seq 1
     assert (await stats(page))["snapshots"] == 1
@@ -75,11 +85,7 @@ async def test_stream_the_gateway_gave_up_on_is_refreshed(
     page: Page, gateway: Gateway, add_device: AddDevice
 ) -> None:
     """Evicted as a slow consumer (4000), the stream is not resumed: fresh snapshot, a notice."""
-    device = await add_device("thermo-1")
-    await device.telemetry({"temperature": 20})
-    sockets = record_frames(page)
-    await open_live(page, gateway)
-    await expect(value(page, "thermo-1", "temperature")).to_have_text("20")
+    device, sockets = await showing_thermostat(page, gateway, add_device)
     assert gateway.live is not None
     for session in list(gateway.live.runtime.hub.sessions):
         session.evict(4000, "test")

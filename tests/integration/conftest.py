@@ -15,12 +15,11 @@ import aiomqtt
 import pytest
 
 from gateway.config import Config, load_config
-from tests.support.devices import Answer, DeviceStandIn, echo_ok, mqtt_client
+from tests.support.devices import AddDevice, device_stand_ins, mqtt_client
 from tests.support.gateway import GatewayUnderTest, running_gateway
 from tests.support.mosquitto import Mosquitto
 
 StartGateway = Callable[..., Awaitable[GatewayUnderTest]]
-AddDevice = Callable[..., Awaitable[DeviceStandIn]]
 
 
 @pytest.fixture
@@ -80,18 +79,5 @@ async def publisher(broker: Mosquitto) -> AsyncIterator[aiomqtt.Client]:
 @pytest.fixture
 async def add_device(broker: Mosquitto, prefix: str) -> AsyncIterator[AddDevice]:
     """Start device stand-ins (each with its own MQTT connection) stopped at test end."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def add(
-            device_id: str,
-            meta: dict[str, Any] | None = None,
-            answer: Answer | None = echo_ok,
-            on: Mosquitto | None = None,
-        ) -> DeviceStandIn:
-            server = on or broker
-            client = await stack.enter_async_context(mqtt_client(server.host, server.port))
-            device = DeviceStandIn(client, prefix, device_id, meta, answer)
-            stack.push_async_callback(device.stop)
-            return await device.start()
-
+    async with device_stand_ins(broker, prefix) as add:
         yield add

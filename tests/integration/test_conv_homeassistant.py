@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,8 +11,8 @@ import orjson
 import pytest
 
 from tests.integration.conftest import StartGateway
-from tests.support.devices import mqtt_client
-from tests.support.gateway import Frame
+from tests.support.devices import mqtt_client, serving
+from tests.support.gateway import device_status
 from tests.support.mosquitto import Mosquitto
 
 DEVICE_ID = "ha.esp-livingroom-01"
@@ -70,25 +69,8 @@ async def esp(broker: Mosquitto, prefix: str) -> AsyncIterator[EspDevice]:
     async with mqtt_client(broker.host, broker.port) as client:
         # Not under `prefix`: the native convention (prefix = `prefix`) would own those topics.
         device = EspDevice(client, f"ha-{prefix}", f"esp-{prefix}/livingroom")
-        await client.subscribe(f"{device.node}/switch/relay/command", qos=1)
-        task = asyncio.create_task(device.serve(), name="test-ha-device")
-        yield device
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        for topic in device.retained:  # retained messages outlive the test: clear them
-            await client.publish(topic, b"", qos=1, retain=True)
-
-
-def status_frame(status: str) -> Any:
-    def match(frame: Frame) -> bool:
-        return (
-            frame["type"] == "device"
-            and frame["device"]["id"] == DEVICE_ID
-            and frame["device"]["status"] == status
-        )
-
-    return match
+        async with serving(device, f"{device.node}/switch/relay/command", "test-ha-device"):
+            yield device
 
 
 async def test_discovered_device_life_state_command_echo_offline(
@@ -122,7 +104,7 @@ async def test_discovered_device_life_state_command_echo_offline(
     # The state and status topics were subscribed at run time; their retained values arrive.
     rows = await client.readings(2, where=lambda r: r[0] == DEVICE_ID)
     assert {r[1]: r[3] for r in rows} == {"temperature": 21.4, "relay": "OFF"}
-    await client.expect(status_frame("online"))
+    await client.expect(device_status(DEVICE_ID, "online"))
 
     reply = await client.request(
         {
@@ -139,4 +121,4 @@ async def test_discovered_device_life_state_command_echo_offline(
     assert reply["result"] == {"relay": "ON"}
 
     await esp.publish(f"{esp.node}/status", b"offline")
-    await client.expect(status_frame("offline"))
+    await client.expect(device_status(DEVICE_ID, "offline"))

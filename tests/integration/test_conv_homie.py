@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiomqtt
 import pytest
 
 from tests.integration.conftest import StartGateway
-from tests.support.devices import mqtt_client
-from tests.support.gateway import Frame
+from tests.support.devices import mqtt_client, serving
+from tests.support.gateway import device_status
 from tests.support.mosquitto import Mosquitto
 
 DEVICE_ID = "homie.kitchen-light"
@@ -62,25 +60,8 @@ class KitchenLight:
 async def light(broker: Mosquitto, prefix: str) -> AsyncIterator[KitchenLight]:
     async with mqtt_client(broker.host, broker.port) as client:
         device = KitchenLight(client, f"homie-{prefix}")
-        await client.subscribe(f"{device.root}/light/+/set", qos=1)
-        task = asyncio.create_task(device.serve(), name="test-homie-light")
-        yield device
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        for topic in device.retained:  # retained messages outlive the test: clear them
-            await client.publish(topic, b"", qos=1, retain=True)
-
-
-def status_frame(status: str) -> Any:
-    def match(frame: Frame) -> bool:
-        return (
-            frame["type"] == "device"
-            and frame["device"]["id"] == DEVICE_ID
-            and frame["device"]["status"] == status
-        )
-
-    return match
+        async with serving(device, f"{device.root}/light/+/set", "test-homie-light"):
+            yield device
 
 
 async def test_homie_light_life_birth_values_set_echo_lost(
@@ -112,7 +93,7 @@ async def test_homie_light_life_birth_values_set_echo_lost(
     assert meta["device"]["meta"]["metrics"]["light.brightness"] == {"unit": "%"}
     rows = await client.readings(2, where=lambda r: r[0] == DEVICE_ID)
     assert {r[1]: r[3] for r in rows} == {"light.power": False, "light.brightness": 30}
-    await client.expect(status_frame("online"))
+    await client.expect(device_status(DEVICE_ID, "online"))
 
     reply = await client.request(
         {
@@ -129,4 +110,4 @@ async def test_homie_light_life_birth_values_set_echo_lost(
     assert reply["result"] == {"light.brightness": 75}
 
     await light.publish("$state", "lost")  # what the device's last will says
-    await client.expect(status_frame("offline"))
+    await client.expect(device_status(DEVICE_ID, "offline"))

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 
 import aiohttp
 import pytest
 
-from gateway.brokers import free_port
 from simulators import Fleet, FleetConfig, mixed_groups
 from tests.integration.conftest import StartGateway
 from tests.support.gateway import WAIT_S
 from tests.support.mosquitto import Mosquitto
+from tests.support.process import running_demo
 
 
 @pytest.fixture
@@ -74,31 +70,15 @@ async def test_fleet_readings_meta_status_and_a_command_round_trip(
 async def test_demo_serves_the_dashboard_and_devices_then_stops_on_sigint() -> None:
     """`iotgw demo` prints the dashboard URL, serves / and /api/devices with its fleet, and
     exits 0 on Ctrl-C (SIGINT), taking its broker down with it."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "demo", "--port", str(port), "--devices", "5",
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
+    async with running_demo("--devices", "5") as demo, aiohttp.ClientSession() as http:
+        assert f"{demo.base_url}/" in demo.first_line, demo.first_line
+        async with http.get(f"{demo.base_url}/") as page:
+            assert page.status == 200
+            assert "<title>" in await page.text()
         async with asyncio.timeout(WAIT_S * 2):
-            line = (await process.stdout.readline()).decode()
-        assert f"http://127.0.0.1:{port}/" in line, line
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/") as page:
-                assert page.status == 200
-                assert "<title>" in await page.text()
-            async with asyncio.timeout(WAIT_S * 2):
-                while True:  # the fleet announces itself within moments
-                    async with http.get(f"http://127.0.0.1:{port}/api/devices") as response:
-                        devices = (await response.json())["devices"]
-                    if len(devices) == 5 and all(d["status"] == "online" for d in devices):
-                        break
-                    await asyncio.sleep(0.1)  # polling a REST endpoint: no event to wait on
-        process.send_signal(signal.SIGINT)
-        async with asyncio.timeout(WAIT_S * 2):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+            while True:  # the fleet announces itself within moments
+                async with http.get(f"{demo.base_url}/api/devices") as response:
+                    devices = (await response.json())["devices"]
+                if len(devices) == 5 and all(d["status"] == "online" for d in devices):
+                    break
+                await asyncio.sleep(0.1)  # polling a REST endpoint: no event to wait on

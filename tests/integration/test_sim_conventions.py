@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,13 +9,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.brokers import free_port
 from gateway.conventions.common import scoped_id
 from simulators import Fleet, FleetConfig, mixed_groups
 from simulators.encoders import ENCODERS
 from tests.integration.conftest import StartGateway
-from tests.support.gateway import WAIT_S, WsClient
+from tests.support.gateway import WsClient
 from tests.support.mosquitto import Mosquitto
+from tests.support.process import running_demo
 
 
 @dataclass(frozen=True)
@@ -144,29 +139,13 @@ async def test_fleet_speaks_the_convention_end_to_end(
 async def test_demo_runs_a_zigbee2mqtt_fleet() -> None:
     """`iotgw demo --convention zigbee2mqtt` fills the dashboard with Zigbee2MQTT devices, online
     with their exposes as meta, and stops cleanly on SIGINT."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "demo", "--port", str(port), "--devices", "5",
-        "--convention", "zigbee2mqtt",
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        async with asyncio.timeout(WAIT_S * 2):
-            line = (await process.stdout.readline()).decode()
-        assert "zigbee2mqtt devices" in line, line
-        async with aiohttp.ClientSession() as http:
-            client = WsClient(await http.ws_connect(f"ws://127.0.0.1:{port}/ws"))
-            await client.request({"type": "subscribe", "devices": ["*"]}, "subscribed")
-            thermostat = scoped_id("z2m", "Living room/Thermostat")
-            seen = await devices_ready(client, 5, CASES["zigbee2mqtt"])
-            assert all(device.startswith("z2m.") for device in seen)
-            assert seen[thermostat]["meta"]["name"] == "Living room/Thermostat"
-            await client.close()
-        process.send_signal(signal.SIGINT)
-        async with asyncio.timeout(WAIT_S * 2):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    args = ("--devices", "5", "--convention", "zigbee2mqtt")
+    async with running_demo(*args) as demo, aiohttp.ClientSession() as http:
+        assert "zigbee2mqtt devices" in demo.first_line, demo.first_line
+        client = WsClient(await http.ws_connect(f"ws://127.0.0.1:{demo.port}/ws"))
+        await client.request({"type": "subscribe", "devices": ["*"]}, "subscribed")
+        thermostat = scoped_id("z2m", "Living room/Thermostat")
+        seen = await devices_ready(client, 5, CASES["zigbee2mqtt"])
+        assert all(device.startswith("z2m.") for device in seen)
+        assert seen[thermostat]["meta"]["name"] == "Living room/Thermostat"
+        await client.close()

@@ -4,28 +4,14 @@ reaches a client, ingest carries on, memory and /metrics stay bounded."""
 
 from __future__ import annotations
 
-import re
-
 import orjson
 import pytest
 
 from tests.reliability.helpers import rss_bytes
+from tests.support.metrics import metric
 
 MAX_DEVICES = 2000
 ROUND = 25_000  # distinct ids per round; two rounds
-SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")
-
-
-def metric(body: str, name: str, **labels: str) -> float:
-    """The value of one sample in a Prometheus text body (0 when absent)."""
-    for line in body.splitlines():
-        match = SAMPLE.match(line)
-        if match is None or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(match.group(3))
-    return 0.0
 
 
 async def scrape(gateway) -> str:

@@ -6,8 +6,8 @@
   Docker engine), imported only when asked for.
 
 Tests isolate themselves by topic prefix, so a shared broker is fine for them; tests that kill,
-freeze or restart their broker (the `own_broker` fixture) need one of their own, and skip when the
-broker is not a local process (see `own_broker_refusal`).
+freeze or restart their broker, or give it an ACL (the `own_broker` fixture), need one of their
+own, and skip when the broker is not a local process (see `own_broker_refusal`).
 """
 
 from __future__ import annotations
@@ -70,13 +70,14 @@ def parse_address(value: str) -> tuple[str, int]:
 
 
 def own_broker_refusal() -> str | None:
-    """Why a test may not start a broker of its own to kill or freeze; None when it may."""
+    """Why a test may not start a broker of its own (to kill, freeze or restart it, or to give
+    it an ACL); None when it may."""
     setting = choice()
     if setting == "local":
         return None
     return (
-        f"{ENV}={setting}: this test kills, freezes or restarts its broker, which it may do only "
-        "to a local mosquitto it started (unset IOTGW_TEST_BROKER to run it)"
+        f"{ENV}={setting}: this test needs a broker of its own (to kill, freeze or restart it, "
+        "or to give it an ACL), a local mosquitto it starts (unset IOTGW_TEST_BROKER to run it)"
     )
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiomqtt
 import orjson
+
+from tests.support.mosquitto import Mosquitto
 
 THERMOSTAT_META: dict[str, Any] = {
     "type": "thermostat",
@@ -118,3 +120,67 @@ class DeviceStandIn:
             if error is not None:
                 answer["error"] = error
             await self.client.publish(self.topic("result"), orjson.dumps(answer), qos=1)
+
+
+#: The `add_device` fixtures' function: (device id, meta=None, answer=echo_ok, on=None).
+AddDevice = Callable[..., Awaitable[DeviceStandIn]]
+
+
+@contextlib.asynccontextmanager
+async def device_stand_ins(
+    broker: Mosquitto, prefix: str, default_meta: dict[str, Any] | None = None
+) -> AsyncIterator[AddDevice]:
+    """An `add(device_id, meta=None, answer=echo_ok, on=None)` that starts DeviceStandIns, each on
+    its own MQTT connection to `broker` (or `on`); all are stopped when the block ends."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def add(
+            device_id: str,
+            meta: dict[str, Any] | None = None,
+            answer: Answer | None = echo_ok,
+            on: Mosquitto | None = None,
+        ) -> DeviceStandIn:
+            server = on or broker
+            client = await stack.enter_async_context(mqtt_client(server.host, server.port))
+            device = DeviceStandIn(
+                client, prefix, device_id, default_meta if meta is None else meta, answer
+            )
+            stack.push_async_callback(_stop_quietly, device)
+            return await device.start()
+
+        yield add
+
+
+async def _stop_quietly(device: DeviceStandIn) -> None:
+    """Stop a stand-in whose broker may have been killed under it (its task then ended with
+    MqttError, which DeviceStandIn.stop would raise again)."""
+    with contextlib.suppress(aiomqtt.MqttError):
+        await device.stop()
+
+
+class ServingStandIn(Protocol):
+    """A convention's device stand-in: serves its command topics, remembers what it retained."""
+
+    client: aiomqtt.Client
+    retained: set[str]
+
+    async def serve(self) -> None: ...
+
+
+S = TypeVar("S", bound=ServingStandIn)
+
+
+@contextlib.asynccontextmanager
+async def serving(device: S, commands: str, name: str) -> AsyncIterator[S]:
+    """Subscribe `device` to its `commands` filter and run its `serve()` (a task named `name`);
+    on exit stop it and clear the retained messages it published, which outlive the test."""
+    await device.client.subscribe(commands, qos=1)
+    task = asyncio.create_task(device.serve(), name=name)
+    try:
+        yield device
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for topic in device.retained:
+            await device.client.publish(topic, b"", qos=1, retain=True)

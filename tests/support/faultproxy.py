@@ -38,6 +38,9 @@ class ProxyStats:
     bytes_up: int = 0  # client -> upstream, forwarded
     bytes_down: int = 0  # upstream -> client, forwarded
     bytes_dropped: int = 0  # read while blackholed
+    #: client -> upstream bytes forwarded on each connection, by the order they were accepted in
+    #: (what one client sent while the upstream could not answer, say)
+    bytes_up_by_connection: list[int] = field(default_factory=list)
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:
@@ -138,7 +141,9 @@ class FaultProxy:
     # --- forwarding ------------------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = self.stats.accepted
         self.stats.accepted += 1
+        self.stats.bytes_up_by_connection.append(0)
         if self.mode == "reset":
             self.stats.resets += 1
             _abort(writer)
@@ -161,11 +166,11 @@ class FaultProxy:
                 pair.abort()
                 return
             down = asyncio.create_task(
-                self._pump(up_reader, writer, "down"), name="faultproxy.down"
+                self._pump(up_reader, writer, "down", connection), name="faultproxy.down"
             )
             pair.tasks.add(down)
             try:
-                await self._pump(reader, up_writer, "up")
+                await self._pump(reader, up_writer, "up", connection)
             finally:
                 # One direction ended: finish the other one too, as a TCP proxy does.
                 down.cancel()
@@ -180,11 +185,15 @@ class FaultProxy:
                     side.close()
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        direction: str,
+        connection: int,
     ) -> None:
         """Copy reader to writer, applying the mode in force when each chunk arrives."""
         delayed: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
-        sender = asyncio.create_task(self._send_delayed(delayed, writer, direction))
+        sender = asyncio.create_task(self._send_delayed(delayed, writer, direction, connection))
         try:
             while True:
                 try:
@@ -212,6 +221,7 @@ class FaultProxy:
         queue: asyncio.Queue[tuple[float, bytes] | None],
         writer: asyncio.StreamWriter,
         direction: str,
+        connection: int,
     ) -> None:
         loop = asyncio.get_running_loop()
         while (item := await queue.get()) is not None:
@@ -229,6 +239,7 @@ class FaultProxy:
                 return
             if direction == "up":
                 self.stats.bytes_up += len(chunk)
+                self.stats.bytes_up_by_connection[connection] += len(chunk)
             else:
                 self.stats.bytes_down += len(chunk)
         if writer.can_write_eof():

@@ -131,8 +131,9 @@ class WsClient:
             lambda f: f.get("id") == frame["id"] and (reply is None or f["type"] == reply)
         )
 
-    async def recv(self, within: float = WAIT_S) -> Frame:
-        """The next frame (skipped ones first), or TimeoutError / AssertionError on close."""
+    async def recv(self, within: float | None = WAIT_S) -> Frame:
+        """The next frame (skipped ones first), or TimeoutError / AssertionError on close; None:
+        no deadline of its own (a caller's bounds it)."""
         if self._unread:
             return self._unread.pop(0)
         async with asyncio.timeout(within):
@@ -147,7 +148,7 @@ class WsClient:
         try:
             async with asyncio.timeout(within):
                 while True:
-                    frame = await self.recv()
+                    frame = await self.recv(within=None)  # `within` bounds the whole wait
                     if predicate(frame):
                         return frame
                     skipped.append(frame)
@@ -161,7 +162,7 @@ class WsClient:
         rows: list[list[Any]] = []
         async with asyncio.timeout(within):
             while len(rows) < count:
-                frame = await self.expect(lambda f: f["type"] == "readings")
+                frame = await self.expect(lambda f: f["type"] == "readings", within=within)
                 rows.extend(r for r in frame["data"] if where is None or where(r))
         return rows
 
@@ -201,6 +202,19 @@ async def wait_for_device(
 def announced(entry: dict[str, Any]) -> bool:
     """The device's retained meta and `online` status have both been applied."""
     return entry["status"] == "online" and entry["meta"] is not None
+
+
+def device_status(device_id: str, status: str) -> Callable[[Frame], bool]:
+    """For WsClient.expect: a `device` frame saying that `device_id` is now `status`."""
+
+    def match(frame: Frame) -> bool:
+        return (
+            frame["type"] == "device"
+            and frame["device"]["id"] == device_id
+            and frame["device"]["status"] == status
+        )
+
+    return match
 
 
 def bound_socket() -> socket.socket:

@@ -38,11 +38,17 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class Mosquitto:
     """Start, stop, kill, freeze and restart one broker process on a fixed port."""
 
-    def __init__(self, port: int | None = None, extra_config: str = "") -> None:
+    def __init__(self, port: int | None = None, extra_config: str = "", acl: str = "") -> None:
+        """`extra_config`: more mosquitto.conf lines; `acl`: the text of an acl_file (Mosquitto's
+        ACL syntax; its first lines, before any `user`, apply to anonymous clients)."""
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self._dir = Path(tempfile.mkdtemp(prefix="iotgw-mosquitto-"))
         self._config = self._dir / "mosquitto.conf"
+        if acl:
+            acl_file = self._dir / "acl"
+            acl_file.write_text(acl)
+            extra_config += f"\nacl_file {acl_file}"
         # The demo's own config: loopback only, anonymous, TCP_NODELAY, a deep queue.
         self._config.write_text(mosquitto_config(self.port) + extra_config + "\n")
         self._log = self._dir / "mosquitto.log"

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.brokers import free_port
 from tests.support.gateway import WAIT_S
 
 
@@ -90,3 +94,38 @@ async def running(process: CliProcess) -> AsyncIterator[CliProcess]:
         yield await process.start()
     finally:
         await process.kill()
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A running `iotgw demo`: where it serves, and the first line it printed."""
+
+    port: int
+    first_line: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def running_demo(*args: str) -> AsyncIterator[Demo]:
+    """`iotgw demo --port P ARGS` as a user starts it, once it has printed its first line. When
+    the block ends, Ctrl-C (SIGINT): the demo must exit 0. Killed if the block failed."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "demo", "--port", str(port), *args,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(WAIT_S * 2):
+            line = (await process.stdout.readline()).decode()
+        yield Demo(port, line)
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(WAIT_S * 2):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -15,22 +15,7 @@ from gateway.meta import parse_meta
 from gateway.models import CommandResult
 from gateway.registry import Registry
 from tests.support.devices import THERMOSTAT_META
-
-
-class FakePublisher:
-    """Records publishes; `fail` makes publish raise; `published` is set after each one."""
-
-    def __init__(self, fail: Exception | None = None) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-        self.fail = fail
-        self.published = asyncio.Event()
-
-    async def publish(self, topic: str, payload: bytes) -> None:
-        if self.fail is not None:
-            raise self.fail
-        self.sent.append((topic, payload))
-        self.published.set()
-
+from tests.support.publisher import FakePublisher
 
 REGISTRY = Registry(RegistryConfig())
 THERMO, _ = REGISTRY.observe("thermo-1", "native")
@@ -80,14 +65,21 @@ async def run(r: CommandRouter, command: PreparedCommand):
     return task, accepted
 
 
-async def test_ok_path_returns_the_device_result():
-    """After the publish, the device's ok result resolves the command; pending is then empty."""
+async def awaiting_answer(command: str = "toggle", params: dict | None = None):
+    """A router, and its command to thermo-1 published and now waiting for the device's answer:
+    (router, command, the execute task, the ids it accepted)."""
     publisher = FakePublisher()
     r = router(publisher)
-    command = r.prepare(THERMO, "set_target", {"target": 20}, 5000)
-    task, accepted = await run(r, command)
+    prepared = r.prepare(THERMO, command, params or {}, 5000)
+    task, accepted = await run(r, prepared)
     async with asyncio.timeout(5):
         await publisher.published.wait()
+    return r, prepared, task, accepted
+
+
+async def test_ok_path_returns_the_device_result():
+    """After the publish, the device's ok result resolves the command; pending is then empty."""
+    r, command, task, accepted = await awaiting_answer("set_target", {"target": 20})
     assert r.pending == 1
     assert accepted == [command.command_id]
     assert r.resolve(CommandResult("thermo-1", command.command_id, "ok", {"target": 20}))
@@ -100,12 +92,7 @@ async def test_ok_path_returns_the_device_result():
 
 async def test_error_result_carries_the_device_message():
     """A device's error result gives status error with its message."""
-    publisher = FakePublisher()
-    r = router(publisher)
-    command = r.prepare(THERMO, "toggle", {}, 5000)
-    task, _ = await run(r, command)
-    async with asyncio.timeout(5):
-        await publisher.published.wait()
+    r, command, task, _ = await awaiting_answer()
     r.resolve(CommandResult("thermo-1", command.command_id, "error", None, "stuck"))
     outcome = await asyncio.wait_for(task, 5)
     assert (outcome.status, outcome.error) == ("error", "stuck")
@@ -146,12 +133,7 @@ async def test_broker_unavailable_propagates_and_leaves_nothing_pending():
 
 async def test_result_from_another_device_is_not_accepted():
     """A result naming the command id but sent by a different device is ignored."""
-    publisher = FakePublisher()
-    r = router(publisher)
-    command = r.prepare(THERMO, "toggle", {}, 5000)
-    task, _ = await run(r, command)
-    async with asyncio.timeout(5):
-        await publisher.published.wait()
+    r, command, task, _ = await awaiting_answer()
     assert not r.resolve(CommandResult("bare-1", command.command_id, "ok"))
     assert not r.resolve(CommandResult("thermo-1", "c-unknown", "ok"))
     assert not task.done()
@@ -163,11 +145,7 @@ async def test_result_from_another_device_is_not_accepted():
 
 async def test_cancelled_command_leaves_nothing_pending():
     """Cancelling a waiting command (client gone) removes its pending entry."""
-    publisher = FakePublisher()
-    r = router(publisher)
-    task, _ = await run(r, r.prepare(THERMO, "toggle", {}, 5000))
-    async with asyncio.timeout(5):
-        await publisher.published.wait()
+    r, _, task, _ = await awaiting_answer()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

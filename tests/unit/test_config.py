@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import pytest
 
 from gateway.cli import main
-from gateway.config import Config, load_config
+from gateway.config import Config, build, load_config
 from gateway.errors import ConfigError
 
 
@@ -114,6 +115,50 @@ def test_bad_toml_and_missing_file_are_config_errors(tmp_path):
     with pytest.raises(ConfigError) as missing:
         load_config(tmp_path / "absent.toml", env={})
     assert missing.value.path.endswith("absent.toml")
+
+
+@dataclass(frozen=True)
+class Level:
+    """A value type that parses itself: a fraction (0.5) or a percentage ("50%")."""
+
+    fraction: float
+
+    @classmethod
+    def from_toml(cls, value: object) -> Level:
+        if isinstance(value, str) and value.endswith("%"):
+            return cls(float(value[:-1]) / 100)  # "lots%": float's own ValueError
+        if isinstance(value, float):
+            return cls(value)
+        raise ValueError("expected a fraction or a percentage")
+
+
+@dataclass(frozen=True)
+class Section:
+    level: Level = Level(1.0)
+    limit: int | None = None
+
+
+def test_build_takes_optional_fields_and_types_that_parse_themselves():
+    """An `X | None` field stays None unless given; a class with from_toml parses its value."""
+    assert build(Section, {}, "s") == Section()
+    assert build(Section, {"level": "50%", "limit": 3}, "s") == Section(Level(0.5), 3)
+    assert build(Section, {"level": 0.25}, "s").level == Level(0.25)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"limit": "3"}, "s.limit: expected an integer"),
+        ({"level": 3}, "s.level: expected a fraction or a percentage"),
+        ({"level": "lots%"}, "s.level: could not convert string to float: 'lots'"),
+    ],
+)
+def test_build_names_the_key_of_a_bad_optional_or_self_parsed_value(data, message):
+    """A wrong value for an optional field, or one its type's from_toml refuses, is a
+    ConfigError naming the key, with the type's own reason."""
+    with pytest.raises(ConfigError) as refused:
+        build(Section, data, "s")
+    assert str(refused.value) == message
 
 
 def test_check_config_on_a_bad_file_exits_non_zero_naming_the_key(tmp_path, capsys, monkeypatch):

@@ -17,21 +17,7 @@ from gateway.meta import parse_meta
 from gateway.models import AuditEntry, CommandResult, DeviceMeta, Value
 from gateway.registry import Registry
 from tests.support.devices import THERMOSTAT_META
-
-
-class FakePublisher:
-    """Records publishes; `fail` makes publish raise; `published` is set after each one."""
-
-    def __init__(self, fail: Exception | None = None) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-        self.fail = fail
-        self.published = asyncio.Event()
-
-    async def publish(self, topic: str, payload: bytes) -> None:
-        if self.fail is not None:
-            raise self.fail
-        self.sent.append((topic, payload))
-        self.published.set()
+from tests.support.publisher import FakePublisher
 
 
 class AuditLog:

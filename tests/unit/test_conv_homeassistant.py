@@ -26,6 +26,7 @@ from gateway.models import (
     Subscribe,
     Telemetry,
 )
+from tests.support.conventions import JSON, refusal
 
 NOW = 1_764_090_000.0
 BEDROOM_T = {
@@ -349,17 +350,9 @@ def test_malformed_configs_raise_decode_errors(
     ha: HomeAssistantConvention, topic: str, payload: bytes, reason: str
 ) -> None:
     """Configs that are no JSON objects, and unknown topics, are refused with a reason."""
-    with pytest.raises(DecodeError) as caught:
-        send(ha, topic, payload)
-    assert caught.value.reason == reason
+    assert refusal(ha, topic, payload, NOW) == reason
 
 
-TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=8)
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | TEXT,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
-    max_leaves=12,
-)
 KEYS = st.sampled_from(
     [
         "stat_t",

@@ -24,6 +24,7 @@ from gateway.models import (
     StatusChange,
     Telemetry,
 )
+from tests.support.conventions import refusal
 
 NOW = 1_764_090_000.0
 SUPER_CAR = [
@@ -299,9 +300,7 @@ def test_malformed_messages_raise_decode_errors(
     homie: HomieConvention, topic: str, payload: bytes, reason: str
 ) -> None:
     """Bad ids, states, topics and payloads are refused with a stable reason."""
-    with pytest.raises(DecodeError) as caught:
-        homie.decode(topic, payload, NOW)
-    assert caught.value.reason == reason
+    assert refusal(homie, topic, payload, NOW) == reason
 
 
 def test_only_settable_properties_can_be_commanded(homie: HomieConvention) -> None:

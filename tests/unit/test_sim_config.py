@@ -9,7 +9,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.names import is_device_id
-from simulators.cli import config_from_args, configure_parser
+from simulators.cli import config_from_args, configure_parser, run
 from simulators.config import Broker, DeviceGroup, FleetConfig, mixed_groups
 from simulators.faults import FaultConfig, Share
 from simulators.profile import load_profile, parse_profile
@@ -110,6 +110,14 @@ def test_example_profile_loads() -> None:
         ({"devices": [{"type": "toaster"}]}, "devices[0].type"),
         ({"faults": {"dorp": 1}}, "faults.dorp"),
         ({"faults": {"drop": "lots"}}, "faults.drop"),
+        ({"rate": "fast"}, "rate"),
+        ({"seed": "forty-two"}, "seed"),
+        ({"devices": {"type": "switch"}}, "devices"),
+        ({"devices": [{"type": "switch", "count": "many"}]}, "devices[0].count"),
+        ({"devices": [{"type": "switch", "count": -1}]}, "devices[0].count"),
+        ({"devices": [{"type": "switch", "names": "Hall"}]}, "devices[0].names"),
+        ({"faults": {"drop_every_s": "often"}}, "faults.drop_every_s"),
+        ({"result_delay_ms": [80, 20]}, "result_delay_ms"),
     ],
 )
 def test_profile_errors_name_the_key(raw: dict[str, object], path: str) -> None:
@@ -117,6 +125,68 @@ def test_profile_errors_name_the_key(raw: dict[str, object], path: str) -> None:
     with pytest.raises(ConfigError) as info:
         FleetConfig(**parse_profile(raw))
     assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "rates = 1",
+            "rates: unknown key (known: broker, connections, convention, devices, faults, jitter,"
+            " prefix, qos, rate, result_delay_ms, seed, stop_mode)",
+        ),
+        ('rate = "fast"', "rate: expected a number"),
+        (
+            '[[devices]]\ntype = "switch"\ncnt = 2',
+            "devices[0].cnt: unknown key (known: count, names, rate, stem, type)",
+        ),
+        ("[[devices]]\ncount = 2", "devices[0].type: is required"),
+        ("[[devices]]\ntype = 'switch'\ncount = 2.5", "devices[0].count: expected an integer"),
+        (
+            "[faults]\ndrop = true",
+            'faults.drop: expected a count (3) or a fraction (0.1, "10%"), not True',
+        ),
+        ("[faults]\nburst_size = 0", "faults.burst_size: must be ≥ 1"),
+        (
+            "result_delay_ms = 'soon'",
+            "result_delay_ms: expected milliseconds: a number or [low, high]",
+        ),
+        ("result_delay_ms = [80, 20]", "result_delay_ms: expected 0 <= low <= high"),
+        ("rate = [", "PROFILE: not valid TOML: "),
+    ],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "unknown-group-key",
+        "group-type-missing",
+        "fractional-count",
+        "share-of-wrong-type",
+        "fault-out-of-range",
+        "delay-of-wrong-type",
+        "delay-low-above-high",
+        "not-toml",
+    ],
+)
+def test_profile_file_errors_are_worded_like_the_gateway_config(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """A bad profile file is refused in the words of the gateway's own config loader: the key's
+    full path, then the reason (an unknown key lists the known ones; a bad file is named)."""
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        FleetConfig(**load_profile(path))
+    assert str(info.value).startswith(message.replace("PROFILE", str(path)))
+
+
+def test_simulate_with_a_bad_profile_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`iotgw simulate --profile FILE` with a value of the wrong type says which key, exit 2."""
+    path = tmp_path / "fleet.toml"
+    path.write_text('rate = "fast"\n')
+    assert run(parse("--profile", str(path))) == 2
+    assert capsys.readouterr().err == "iotgw simulate: rate: expected a number\n"
 
 
 def parse(*argv: str) -> argparse.Namespace:
