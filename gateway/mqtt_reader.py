@@ -35,6 +35,32 @@ _TRY_AGAIN = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 Handle = Callable[[str, bytes], None]
 
 
+class MalformedPacket(ConnectionError):
+    """The broker sent bytes that are not MQTT 3.1.1: the connection is no use any more."""
+
+
+def remaining_length(data: bytes | bytearray, start: int, end: int) -> tuple[int, int] | None:
+    """Decode the remaining length that begins at `data[start]` (MQTT 3.1.1 section 2.2.3: 1 to 4
+    bytes of 7 bits each, least significant first, the high bit saying another byte follows).
+
+    Returns (length, index of the first byte after it), or None when `data[:end]` ends before the
+    last length byte. Raises MalformedPacket on a fifth length byte.
+    """
+    length = 0
+    shift = 0
+    cursor = start
+    while cursor < end:
+        byte = data[cursor]
+        cursor += 1
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return length, cursor
+        shift += 7
+        if shift > 21:
+            raise MalformedPacket("malformed remaining length from the broker")
+    return None
+
+
 class PahoSocket:
     """The socket as paho sees it: reads come from `feed()`, everything else goes to the socket.
 
@@ -130,23 +156,11 @@ class PacketReader:
         position = 0
         handle = self._handle
         while position < end:
-            # Fixed header: the packet type and flags, then the remaining length, 1 to 4 bytes of
-            # 7 bits each, least significant first.
             command = data[position]
-            length = 0
-            shift = 0
-            cursor = position + 1
-            while True:
-                if cursor >= end:
-                    return position
-                byte = data[cursor]
-                cursor += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-                shift += 7
-                if shift > 21:
-                    raise ConnectionError("malformed remaining length from the broker")
+            header = remaining_length(data, position + 1, end)
+            if header is None:
+                return position
+            length, cursor = header
             packet_end = cursor + length
             if packet_end > end:
                 return position
@@ -156,7 +170,7 @@ class PacketReader:
                 topic_end = cursor + 2 + (data[cursor] << 8 | data[cursor + 1])
                 payload_start = topic_end + 2 * qos
                 if payload_start > packet_end:
-                    raise ConnectionError("malformed PUBLISH from the broker")
+                    raise MalformedPacket("malformed PUBLISH from the broker")
                 handle(
                     data[cursor + 2 : topic_end].decode("utf-8", "replace"),
                     data[payload_start:packet_end],

@@ -11,6 +11,8 @@ import struct
 import pytest
 from paho.mqtt import client as paho_mqtt
 
+from bench.mqtt_wire import varint
+from gateway import mqtt_reader
 from gateway.mqtt_reader import PacketReader, PahoSocket
 
 
@@ -146,3 +148,11 @@ def test_paho_socket_serves_the_fed_packet_then_says_try_later():
     view.feed_error(ConnectionResetError())
     with pytest.raises(ConnectionResetError):
         view.recv(1)
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 16383, 16384, 2_097_151, 2_097_152, 268_435_455])
+def test_remaining_length_decodes_every_width(n):
+    """The one decoder (the reader's, also used by bench/mqtt_wire) reads 1 to 4 length bytes."""
+    encoded = b"\x30" + varint(n)
+    assert mqtt_reader.remaining_length(encoded, 1, len(encoded)) == (n, len(encoded))
+    assert mqtt_reader.remaining_length(encoded, 1, len(encoded) - 1) is None  # cut short
