@@ -51,11 +51,13 @@ class BrokerLink:
         subscriptions: list[str],
         on_message: Callable[[str, bytes], None],
         on_state: Callable[[bool], None],
+        on_oversize: Callable[[str, int], None] | None = None,
     ) -> None:
         self._config = config
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
         self._on_state = on_state
+        self._on_oversize = on_oversize
         self._client: aiomqtt.Client | None = None
         self._added: asyncio.Queue[list[str]] = asyncio.Queue()
         self._stopping = asyncio.Event()
@@ -181,7 +183,7 @@ class BrokerLink:
             clean_session=not config.persistent_session,
             socket_options=[NO_DELAY],
         )
-        mqtt_reader.install(client, self._on_message)
+        mqtt_reader.install(client, self._on_message, self._on_oversize, config.max_payload_bytes)
         return client
 
     async def publish(self, topic: str, payload: bytes) -> None:

@@ -31,3 +31,15 @@ def own_broker(request: pytest.FixtureRequest) -> Iterator[Mosquitto]:
     server = Mosquitto(**getattr(request, "param", {})).start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+def roomy_broker() -> Iterator[Mosquitto]:
+    """A broker of this test's own that passes payloads of any size (message_size_limit 0 after
+    the gateway-matched limit of the shared config), for tests of the gateway's own cap."""
+    refusal = own_broker_refusal()
+    if refusal is not None:
+        pytest.skip(refusal)
+    server = Mosquitto(extra_config="message_size_limit 0").start()
+    yield server
+    server.cleanup()
