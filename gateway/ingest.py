@@ -62,6 +62,7 @@ class BrokerLink:
         self._added: asyncio.Queue[list[str]] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._warn = RateLimitedLog(log, interval=30.0)
+        self._bugs = RateLimitedLog(log, interval=60.0)
         self.client_id = config.client_id or f"iotgw-{secrets.token_hex(4)}"
         # How long a connection must last for the next outage to back off from the start again.
         self.stable_after_s = max(STABLE_LINK_S, config.reconnect_max_s)
@@ -154,6 +155,19 @@ class BrokerLink:
             topics = await self._added.get()
             await client.subscribe([(topic, self._config.qos) for topic in topics])
 
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        """Hand one message on. A bug that its handling trips (decode, registry, hub) is logged
+        with its traceback at a limited rate, counted, and the message dropped (still
+        acknowledged): raised into the read path, it would drop the link, and a retained message
+        that trips it would do so again on every reconnect."""
+        try:
+            self._on_message(topic, payload)
+        except Exception:
+            self.stats.message_errors += 1
+            self._bugs.exception(
+                "message", "bug while handling a message on %.120r; message dropped", topic
+            )
+
     def _set_client(self, client: aiomqtt.Client | None) -> None:
         self._client = client
         self._on_state(client is not None)
@@ -183,7 +197,7 @@ class BrokerLink:
             clean_session=not config.persistent_session,
             socket_options=[NO_DELAY],
         )
-        mqtt_reader.install(client, self._on_message, self._on_oversize, config.max_payload_bytes)
+        mqtt_reader.install(client, self._deliver, self._on_oversize, config.max_payload_bytes)
         return client
 
     async def publish(self, topic: str, payload: bytes) -> None:

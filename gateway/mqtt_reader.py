@@ -17,11 +17,14 @@ one is acknowledged after the pipeline has taken it, through paho's public `ack(
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable
 from typing import Any
 
 from paho.mqtt import client as paho_mqtt
+
+log = logging.getLogger(__name__)
 
 #: One readable event reads at most this much. 16 KiB is ~150 telemetry messages, a few
 #: milliseconds of work before the event loop runs anything else again.
@@ -144,10 +147,18 @@ class PacketReader:
             chunk = self._read()
             if chunk is not None:
                 self._take(chunk)
+        except OSError as exc:  # the connection broke, or the broker sent something not MQTT
+            self._lost(exc)
         except Exception as exc:
-            disconnected = self._client._disconnected
-            if not disconnected.done():
-                disconnected.set_exception(exc)
+            # Handlers never raise (BrokerLink guards them): this is a bug in the reader itself,
+            # whose state can no longer be trusted. Say so loudly and start a fresh connection.
+            log.exception("bug in the MQTT read path; dropping the connection")
+            self._lost(exc)
+
+    def _lost(self, exc: BaseException) -> None:
+        disconnected = self._client._disconnected
+        if not disconnected.done():
+            disconnected.set_exception(exc)
 
     def _take(self, chunk: bytes) -> None:
         """Route what `chunk` completes; keep an incomplete packet's bytes for the next read."""
