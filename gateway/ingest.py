@@ -54,12 +54,14 @@ class BrokerLink:
         on_oversize: Callable[[str, int], None] | None = None,
     ) -> None:
         self._config = config
-        self._subscriptions = list(subscriptions)
+        # Insertion-ordered, looked up by topic: discovery adds and removes them one by one.
+        self._subscriptions = dict.fromkeys(subscriptions)
         self._on_message = on_message
         self._on_state = on_state
         self._on_oversize = on_oversize
         self._client: aiomqtt.Client | None = None
-        self._added: asyncio.Queue[list[str]] = asyncio.Queue()
+        # Subscription changes for the current connection, in the order they were asked for.
+        self._changes: asyncio.Queue[tuple[bool, list[str]]] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._warn = RateLimitedLog(log, interval=30.0)
         self._bugs = RateLimitedLog(log, interval=60.0)
@@ -114,12 +116,12 @@ class BrokerLink:
         client = self._make_client()
         async with _connected(client), asyncio.TaskGroup() as tasks:
             # Everything asked for so far, on every (re)connect: the session is clean.
-            self._added = asyncio.Queue()
+            self._changes = asyncio.Queue()
             topics = [(topic, self._config.qos) for topic in self._subscriptions]
             await client.subscribe(topics)
             if self._stopping.is_set():
                 return  # stopped while subscribing (and the cancellation may have been lost)
-            tasks.create_task(self._subscribe_added(client), name="gateway.ingest.subscriber")
+            tasks.create_task(self._apply_changes(client), name="gateway.ingest.subscriber")
             self.stats.connects += 1
             self._set_client(client)
             log.info(
@@ -145,15 +147,33 @@ class BrokerLink:
     def add_subscriptions(self, topics: list[str]) -> None:
         """Subscribe to more topics, now and after every reconnect (conventions that discover
         their devices' topics at run time call this through the pipeline). Never awaits."""
-        new = [t for t in topics if t not in self._subscriptions]
+        new = [t for t in dict.fromkeys(topics) if t not in self._subscriptions]
         if new:
-            self._subscriptions.extend(new)
-            self._added.put_nowait(new)
+            self._subscriptions.update(dict.fromkeys(new))
+            self._changes.put_nowait((True, new))
 
-    async def _subscribe_added(self, client: aiomqtt.Client) -> None:
+    def remove_subscriptions(self, topics: list[str]) -> None:
+        """Unsubscribe from topics now, and stop subscribing to them after reconnects (a
+        discovered device's topics once its discovery config is gone). Topics not subscribed
+        are ignored. Never awaits; changes reach the broker in the order they were asked for."""
+        gone = [t for t in dict.fromkeys(topics) if t in self._subscriptions]
+        if gone:
+            for topic in gone:
+                del self._subscriptions[topic]
+            self._changes.put_nowait((False, gone))
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """The topic filters subscribed on every connection, in the order they were added."""
+        return list(self._subscriptions)
+
+    async def _apply_changes(self, client: aiomqtt.Client) -> None:
         while True:
-            topics = await self._added.get()
-            await client.subscribe([(topic, self._config.qos) for topic in topics])
+            subscribe, topics = await self._changes.get()
+            if subscribe:
+                await client.subscribe([(topic, self._config.qos) for topic in topics])
+            else:
+                await client.unsubscribe(topics)
 
     def _deliver(self, topic: str, payload: bytes) -> None:
         """Hand one message on. A bug that its handling trips (decode, registry, hub) is logged
