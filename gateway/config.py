@@ -51,6 +51,9 @@ class BrokerConfig:
     # arrive before serving snapshots and answering /readyz anyway (docs/operations.md).
     sync_timeout_s: float = 60.0
     max_payload_bytes: int = 65536  # larger messages are refused before parsing
+    # Read the broker's socket with gateway/mqtt_reader.py (uses paho/aiomqtt internals, fenced
+    # by gateway/paho_compat.py); false: aiomqtt's public message iterator (docs/operations.md).
+    fast_reader: bool = True
 
     @property
     def host(self) -> str:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiomqtt
 
-from gateway import mqtt_reader
+from gateway import mqtt_reader, paho_compat
 from gateway.config import BrokerConfig
 from gateway.errors import BrokerUnavailable, PublishUnconfirmed
 from gateway.logs import RateLimitedLog
@@ -69,6 +69,9 @@ class BrokerLink:
         # How long a connection must last for the next outage to back off from the start again.
         self.stable_after_s = max(STABLE_LINK_S, config.reconnect_max_s)
         self.stats = LinkStats()
+        # The fast read path (gateway/mqtt_reader.py) unless configured off or its fence says
+        # the installed paho/aiomqtt are not what it was verified with (then: one warning).
+        self.fast_reader = config.fast_reader and _fast_reader_usable()
 
     @property
     def connected(self) -> bool:
@@ -114,6 +117,8 @@ class BrokerLink:
     async def _session(self) -> None:
         """One connection, from connect to its loss."""
         client = self._make_client()
+        # The public path acknowledges QoS 1 after the pipeline took the message, as the fast does.
+        ack = None if self.fast_reader else paho_compat.manual_acks(client)
         async with _connected(client), asyncio.TaskGroup() as tasks:
             # Everything asked for so far, on every (re)connect: the session is clean.
             self._changes = asyncio.Queue()
@@ -125,14 +130,15 @@ class BrokerLink:
             self.stats.connects += 1
             self._set_client(client)
             log.info(
-                "connected to broker %s:%d as %s, subscribed to %s",
+                "connected to broker %s:%d as %s (%s read path), subscribed to %s",
                 self._config.host,
                 self._config.port,
                 self.client_id,
+                "fast" if self.fast_reader else "public",
                 ", ".join(self._subscriptions),
             )
             try:
-                lost = tasks.create_task(_until_lost(client), name="gateway.ingest.watch")
+                lost = tasks.create_task(self._read(client, ack), name="gateway.ingest.watch")
                 stopping = tasks.create_task(self._stopping.wait(), name="gateway.ingest.stop")
                 await asyncio.wait([lost, stopping], return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
@@ -142,7 +148,7 @@ class BrokerLink:
             finally:
                 self.stats.disconnects += 1
                 self._set_client(None)
-                _retrieve_disconnect_reason(client)
+                paho_compat.retrieve_disconnect_reason(client)
 
     def add_subscriptions(self, topics: list[str]) -> None:
         """Subscribe to more topics, now and after every reconnect (conventions that discover
@@ -217,8 +223,28 @@ class BrokerLink:
             clean_session=not config.persistent_session,
             socket_options=[NO_DELAY],
         )
-        mqtt_reader.install(client, self._deliver, self._on_oversize, config.max_payload_bytes)
+        if self.fast_reader:
+            problem = paho_compat.client_problem(client)
+            if problem is None:
+                mqtt_reader.install(
+                    client, self._deliver, self._on_oversize, config.max_payload_bytes, [NO_DELAY]
+                )
+                return client
+            log.warning("fast MQTT read path off: %s; using aiomqtt's message iterator", problem)
+            self.fast_reader = False
         return client
+
+    async def _read(self, client: aiomqtt.Client, ack: Callable[[int, int], object] | None) -> None:
+        """Hand on what aiomqtt's message iterator yields (the public read path), acknowledging
+        each QoS 1/2 message after; raise MqttError when the connection is lost. On the fast
+        path the iterator yields nothing (gateway/mqtt_reader.py hands messages on): there it
+        is only aiomqtt's way of reporting the loss."""
+        async for message in client.messages:
+            payload = message.payload
+            if isinstance(payload, bytes | bytearray):  # always, from paho
+                self._deliver(message.topic.value, bytes(payload))
+            if ack is not None and message.qos:
+                ack(message.mid, message.qos)
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1, returning after PUBACK (see commands.Publisher)."""
@@ -236,22 +262,11 @@ class BrokerLink:
             raise PublishUnconfirmed(str(exc)) from None
 
 
-async def _until_lost(client: aiomqtt.Client) -> None:
-    """Return never; raise MqttError when the connection is lost. Messages do not come through
-    here (see gateway.mqtt_reader): aiomqtt's iterator is only its way of reporting the loss."""
-    async for _ in client.messages:
-        pass
-
-
-def _retrieve_disconnect_reason(client: aiomqtt.Client) -> None:
-    """Mark aiomqtt's disconnect future as seen; the link already logs the loss itself.
-
-    aiomqtt 2.x sets an exception on it when the broker vanishes; depending on where the loss was
-    noticed nobody retrieves it, and asyncio logs "Future exception was never retrieved".
-    """
-    disconnected = client._disconnected  # private: aiomqtt 2.x has no public accessor
-    if disconnected.done() and not disconnected.cancelled():
-        disconnected.exception()
+def _fast_reader_usable() -> bool:
+    problem = paho_compat.fast_reader_problem()
+    if problem is not None:
+        log.warning("fast MQTT read path off: %s; using aiomqtt's message iterator", problem)
+    return problem is None
 
 
 @contextlib.asynccontextmanager

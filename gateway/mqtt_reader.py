@@ -1,4 +1,4 @@
-"""The broker link's read path: the broker's socket read a chunk at a time, PUBLISH packets
+"""The broker link's fast read path: the broker's socket read a chunk at a time, PUBLISH packets
 handed straight to the pipeline, everything else to paho.
 
 Why it exists (docs/performance.md, "Ingest"): paho reads a packet a byte or two at a time
@@ -7,22 +7,24 @@ handles one packet per readable event, and paho spends ~25 µs of Python on a Qo
 (locks, a logging call, an MQTTMessage, topic-filter matching) — together most of ingest's cost.
 
 How it fits in: paho keeps owning the connection — connect, subscribe, publish, keepalive,
-QoS 2, acknowledgements, errors and disconnects. It reads through `PahoSocket`, which only ever
-gives it whole packets that this module decided paho should handle. The module's reader callback
-replaces aiomqtt's for the socket's fd (`install`). A PUBLISH at QoS 0 or 1 (MQTT 3.1.1, the
-protocol the link speaks) is decoded here — fixed header, topic, packet id, payload — and a QoS 1
-one is acknowledged after the pipeline has taken it, through paho's public `ack()`.
+QoS 2, acknowledgements, errors and disconnects. This module only frames the byte stream; what it
+needs of paho and aiomqtt beyond their public API (feeding paho a packet, its keepalive clock,
+reporting a lost connection) it gets through `gateway.paho_compat.PahoHooks`, the fence that
+checks those internals and makes the link fall back to aiomqtt's public message iterator when they
+are not what this code was verified with. A PUBLISH at QoS 0 or 1 (MQTT 3.1.1, the protocol the
+link speaks) is decoded here — fixed header, topic, packet id, payload — and a QoS 1 one is
+acknowledged after the pipeline has taken it, through paho's public `ack()`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from paho.mqtt import client as paho_mqtt
+from gateway import paho_compat
+from gateway.paho_compat import PahoHooks, SocketOption
 
 log = logging.getLogger(__name__)
 
@@ -66,48 +68,6 @@ def remaining_length(data: bytes | bytearray, start: int, end: int) -> tuple[int
     return None
 
 
-class PahoSocket:
-    """The socket as paho sees it: reads come from `feed()`, everything else goes to the socket.
-
-    paho's `loop_read()` calls `recv()` until it raises BlockingIOError; fed one packet, it
-    handles exactly that packet. A read error or end of stream is fed the same way, so paho
-    reports the lost connection exactly as if it had read the socket itself.
-    """
-
-    __slots__ = ("_data", "_error", "_offset", "_sock")
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self._data = b""
-        self._offset = 0
-        self._error: BaseException | None = None
-
-    def feed(self, packet: bytes) -> None:
-        self._data, self._offset = packet, 0
-
-    def feed_error(self, error: BaseException | None) -> None:
-        """`None` is the end of the stream (`recv` returns b"")."""
-        self._error = error or EOFError()
-
-    def recv(self, size: int) -> bytes:
-        start = self._offset
-        if start < len(self._data):
-            self._offset = start + size
-            return self._data[start : start + size]
-        if self._error is not None:
-            if isinstance(self._error, EOFError):
-                return b""
-            raise self._error
-        raise BlockingIOError
-
-    def pending(self) -> int:
-        """aiomqtt's own reader callback loops while this is positive; it must see 0."""
-        return 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
 class PacketReader:
     """Reads the broker's socket on readable events and routes each complete packet.
 
@@ -120,16 +80,14 @@ class PacketReader:
 
     def __init__(
         self,
-        client: Any,
         sock: Any,
+        paho: PahoHooks,
         handle: Handle,
         oversize: Oversize | None = None,
         max_payload: int = 1 << 28,
     ) -> None:
-        self._client = client  # the aiomqtt.Client (its `_disconnected` is how errors surface)
-        self._paho = client._client
         self._sock = sock
-        self._view = PahoSocket(sock)
+        self._paho = paho
         self._handle = handle
         self._oversize = oversize
         self._max_payload = max_payload
@@ -138,27 +96,18 @@ class PacketReader:
         self._wanted = 0  # how many pending bytes the packet needs before it can be routed
         self._skip = 0  # bytes of an oversize PUBLISH still to discard
 
-    @property
-    def paho_socket(self) -> PahoSocket:
-        return self._view
-
     def on_readable(self) -> None:
         try:
             chunk = self._read()
             if chunk is not None:
                 self._take(chunk)
         except OSError as exc:  # the connection broke, or the broker sent something not MQTT
-            self._lost(exc)
+            self._paho.lost(exc)
         except Exception as exc:
             # Handlers never raise (BrokerLink guards them): this is a bug in the reader itself,
             # whose state can no longer be trusted. Say so loudly and start a fresh connection.
             log.exception("bug in the MQTT read path; dropping the connection")
-            self._lost(exc)
-
-    def _lost(self, exc: BaseException) -> None:
-        disconnected = self._client._disconnected
-        if not disconnected.done():
-            disconnected.set_exception(exc)
+            self._paho.lost(exc)
 
     def _take(self, chunk: bytes) -> None:
         """Route what `chunk` completes; keep an incomplete packet's bytes for the next read."""
@@ -192,14 +141,12 @@ class PacketReader:
         except _TRY_AGAIN:
             return None
         except OSError as exc:
-            self._to_paho_error(exc)
+            self._paho.to_paho_error(exc)
             return None
         if not chunk:
-            self._to_paho_error(None)
+            self._paho.to_paho_error(None)
             return None
-        paho = self._paho
-        with paho._msgtime_mutex:  # paho's keepalive counts bytes it did not read itself
-            paho._last_bytes_received = paho_mqtt.time_func()
+        self._paho.received()
         return chunk
 
     def _route(self, data: bytes) -> tuple[int, int]:
@@ -244,10 +191,10 @@ class PacketReader:
                     data[payload_start:packet_end],
                 )
                 if qos:
-                    self._paho.ack(data[topic_end] << 8 | data[topic_end + 1], 1)
+                    self._paho.ack(data[topic_end] << 8 | data[topic_end + 1])
             elif packet_end > end:
                 return position, packet_end
-            elif not self._to_paho(data[position:packet_end]):
+            elif not self._paho.to_paho(data[position:packet_end]):
                 return end, end  # paho closed the connection: the rest is moot
             position = packet_end
         return position, position
@@ -260,50 +207,19 @@ class PacketReader:
                 data[cursor + 2 : topic_end].decode("utf-8", "replace"), end - payload_start
             )
         if qos:
-            self._paho.ack(data[topic_end] << 8 | data[topic_end + 1], 1)
-
-    def _to_paho(self, packet: bytes) -> bool:
-        self._view.feed(packet)
-        result: int = self._paho.loop_read()
-        return result == paho_mqtt.MQTT_ERR_SUCCESS
-
-    def _to_paho_error(self, error: BaseException | None) -> None:
-        self._view.feed_error(error)
-        self._paho.loop_read()
+            self._paho.ack(data[topic_end] << 8 | data[topic_end + 1])
 
 
 def install(
-    client: Any, handle: Handle, oversize: Oversize | None = None, max_payload: int = 1 << 28
+    client: Any,
+    handle: Handle,
+    oversize: Oversize | None = None,
+    max_payload: int = 1 << 28,
+    socket_options: Iterable[SocketOption] = (),
 ) -> None:
-    """Route an aiomqtt client's incoming packets through a PacketReader (before it connects).
+    """Read an aiomqtt client's broker socket with a PacketReader (before it connects)."""
 
-    paho stores each new socket as `_sock` and then calls `on_socket_open` (paho 2.x,
-    `reconnect()`, in aiomqtt's executor thread). There the socket paho reads becomes a
-    PahoSocket, aiomqtt registers its reader callback and starts its housekeeping, and this
-    module's callback then replaces aiomqtt's for the fd (`call_soon_threadsafe` keeps the order).
-    Messages paho still delivers itself (QoS 2) come through `on_message`; with manual acks on,
-    every acknowledgement is sent after the pipeline has taken the message.
-    """
-    paho = client._client  # private: aiomqtt has no hook for any of this
-    loop = asyncio.get_running_loop()
-    register_with_aiomqtt = paho.on_socket_open
+    def make_reader(sock: Any, paho: PahoHooks) -> Callable[[], None]:
+        return PacketReader(sock, paho, handle, oversize, max_payload).on_readable
 
-    def on_socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
-        reader = PacketReader(client, sock, handle, oversize, max_payload)
-        paho_client._sock = reader.paho_socket
-        if register_with_aiomqtt is not None:
-            register_with_aiomqtt(paho_client, userdata, sock)
-        loop.call_soon_threadsafe(loop.add_reader, sock.fileno(), reader.on_readable)
-
-    def on_message(_client: Any, _userdata: Any, message: Any) -> None:
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:  # brokers refuse such topics; never let one stop the reader
-            topic = message._topic.decode("utf-8", "replace")
-        handle(topic, message.payload)
-        if message.qos:
-            paho.ack(message.mid, message.qos)
-
-    paho.manual_ack_set(True)
-    paho.on_message = on_message
-    paho.on_socket_open = on_socket_open
+    paho_compat.install_fast_reader(client, make_reader, handle, socket_options)

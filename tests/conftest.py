@@ -7,6 +7,25 @@ import pytest
 from tests.support.broker_choice import BrokerChoiceError, own_broker_refusal, session_broker
 from tests.support.mosquitto import Mosquitto
 
+#: The settings that force the libraries' public read and write paths (gateway/paho_compat.py,
+#: gateway/ws_socket.py): what `--public-paths` applies to every gateway a test starts.
+PUBLIC_PATHS = {"broker.fast_reader": False}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--public-paths",
+        action="store_true",
+        help="run gateways on aiomqtt's message iterator and aiohttp's send_frame/ping instead "
+        "of the fast read and write paths (scripts/test runs the broker tests both ways)",
+    )
+
+
+@pytest.fixture(scope="session")
+def path_settings(request: pytest.FixtureRequest) -> dict[str, bool]:
+    """Config overrides for the read and write paths this run tests (empty: the defaults)."""
+    return dict(PUBLIC_PATHS) if request.config.getoption("--public-paths") else {}
+
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Mosquitto]:

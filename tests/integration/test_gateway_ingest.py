@@ -11,6 +11,7 @@ broker stops sending after `max_inflight_messages`, 20 by default, unacknowledge
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import orjson
 
@@ -139,3 +140,18 @@ async def test_an_oversize_publish_does_not_stall_ingest(start_gateway, roomy_br
     assert took <= 5 * baseline, f"small reading after {took:.2f}s; a plain client {baseline:.2f}s"
     assert gateway.runtime.pipeline.stats.decode_errors[("native", "oversize")] == 1
     assert gateway.runtime.link.stats.connects == 1
+
+
+async def test_the_broker_socket_sends_without_delay(gw):
+    """TCP_NODELAY is on the link's socket on either read path (aiomqtt sets socket options only
+    on a plain socket, and the fast path hands it a view): without it a command's PUBLISH waits
+    for the ACK of the gateway's previous packet, ~40 ms on Linux."""
+    client = gw.runtime.link._client
+    assert client is not None
+    sock = client._client.socket()  # paho's public accessor: the view or the socket itself
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+async def test_the_read_path_is_the_one_asked_for(gw, path_settings):
+    """`--public-paths` really runs the public read path (and by default the fast one)."""
+    assert gw.runtime.link.fast_reader is path_settings.get("broker.fast_reader", True)

@@ -33,11 +33,12 @@ class Received:
 
 @contextlib.asynccontextmanager
 async def running_link(
-    broker: Mosquitto, topics: list[str]
+    broker: Mosquitto, topics: list[str], settings: dict[str, bool]
 ) -> AsyncIterator[tuple[BrokerLink, Received]]:
     config = load_config(
         env={},
         overrides={
+            **settings,
             "broker.url": broker.url,
             "broker.reconnect_min_s": 0.05,
             "broker.reconnect_max_s": 0.5,
@@ -61,13 +62,15 @@ async def running_link(
             await task
 
 
-async def test_removed_subscriptions_stop_now_and_after_reconnects(own_broker, prefix):
+async def test_removed_subscriptions_stop_now_and_after_reconnects(
+    own_broker, prefix, path_settings
+):
     """remove_subscriptions unsubscribes at once (messages on the topic stop while the others
     flow) and the topic is not subscribed again after the broker restarts; add_subscriptions
     subscribes at once. Each change is known to have reached the broker when a retained marker
     subscribed after it arrives: the link sends its changes in order, the broker handles them so."""
     kept, extra = f"{prefix}/kept/#", f"{prefix}/extra/#"
-    async with running_link(own_broker, [kept]) as (link, received):
+    async with running_link(own_broker, [kept], path_settings) as (link, received):
         async with mqtt_client(own_broker.host, own_broker.port) as device:
             await device.publish(f"{prefix}/extra/a", b"retained", qos=1, retain=True)
             link.add_subscriptions([extra])
