@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.metadata
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -27,10 +26,12 @@ from typing import Any
 
 from paho.mqtt import client as paho_mqtt
 
+from gateway.versions import Supported, unsupported_versions
+
 log = logging.getLogger(__name__)
 
 #: The versions the fast read path was verified with: [lowest, first unverified).
-SUPPORTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+SUPPORTED: Supported = {
     "paho-mqtt": ((2, 1), (2, 3)),
     "aiomqtt": ((2, 3), (2, 6)),
 }
@@ -43,33 +44,6 @@ SocketOption = tuple[int, int, int]
 MakeReader = Callable[[Any, "PahoHooks"], Callable[[], None]]
 #: Told each message paho delivers itself (QoS 2): topic, payload.
 Deliver = Callable[[str, bytes], None]
-
-
-def version_of(distribution: str) -> tuple[int, ...]:
-    """The installed version's leading numbers, e.g. (2, 5, 1)."""
-    numbers: list[int] = []
-    for part in importlib.metadata.version(distribution).split("."):
-        digits = "".join(c for c in part if c.isdigit())
-        if not digits:
-            break
-        numbers.append(int(digits))
-        if digits != part:
-            break
-    return tuple(numbers)
-
-
-def unsupported_versions(
-    supported: dict[str, tuple[tuple[int, ...], tuple[int, ...]]],
-    version: Callable[[str], tuple[int, ...]] = version_of,
-) -> str | None:
-    """Which installed distribution is outside its verified range, or None."""
-    for distribution, (lowest, beyond) in supported.items():
-        installed = version(distribution)
-        if not lowest <= installed < beyond:
-            shown = ".".join(map(str, installed))
-            low, high = ".".join(map(str, lowest)), ".".join(map(str, beyond))
-            return f"{distribution} {shown} is not in the verified range >={low},<{high}"
-    return None
 
 
 class PahoSocket:

@@ -9,7 +9,7 @@ from tests.support.mosquitto import Mosquitto
 
 #: The settings that force the libraries' public read and write paths (gateway/paho_compat.py,
 #: gateway/ws_socket.py): what `--public-paths` applies to every gateway a test starts.
-PUBLIC_PATHS = {"broker.fast_reader": False}
+PUBLIC_PATHS = {"broker.fast_reader": False, "ws.fast_writer": False}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -10,6 +10,7 @@ from gateway import paho_compat
 from gateway.config import BrokerConfig
 from gateway.ingest import BrokerLink
 from gateway.paho_compat import PahoSocket
+from gateway.versions import unsupported_versions, version_of
 
 SUBACK = b"\x90\x03\x00\x01\x01"
 
@@ -32,7 +33,7 @@ def test_the_installed_libraries_pass_the_fence():
 def test_versions_outside_the_verified_range_are_named(installed, expected):
     """An upgrade (or downgrade) past the verified range is reported with the version."""
     supported = {"paho-mqtt": ((2, 1), (2, 3))}
-    assert paho_compat.unsupported_versions(supported, lambda _: installed) == expected
+    assert unsupported_versions(supported, lambda _: installed) == expected
 
 
 def test_an_unverified_version_falls_back_to_the_public_path_with_one_warning(monkeypatch, caplog):
@@ -69,3 +70,9 @@ def test_paho_socket_serves_the_fed_packet_then_says_try_later():
     view.feed_error(ConnectionResetError())
     with pytest.raises(ConnectionResetError):
         view.recv(1)
+
+
+def test_version_of_reads_the_leading_numbers():
+    """Pre-releases and local suffixes count by their numbers (2.5.1rc1 is 2.5.1)."""
+    assert version_of("paho-mqtt")[:2] >= (2, 0)
+    assert all(isinstance(n, int) for n in version_of("aiohttp"))
