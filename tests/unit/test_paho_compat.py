@@ -24,15 +24,15 @@ def test_the_installed_libraries_pass_the_fence():
 @pytest.mark.parametrize(
     ("installed", "expected"),
     [
-        ((2, 1, 0), None),
+        ((2, 2, 0), None),
         ((2, 2, 9), None),
-        ((2, 3), "paho-mqtt 2.3 is not in the verified range >=2.1,<2.3"),
-        ((2, 0, 9), "paho-mqtt 2.0.9 is not in the verified range >=2.1,<2.3"),
+        ((2, 3), "paho-mqtt 2.3 is not in the verified range >=2.2,<2.3"),
+        ((2, 1, 0), "paho-mqtt 2.1.0 is not in the verified range >=2.2,<2.3"),
     ],
 )
 def test_versions_outside_the_verified_range_are_named(installed, expected):
     """An upgrade (or downgrade) past the verified range is reported with the version."""
-    supported = {"paho-mqtt": ((2, 1), (2, 3))}
+    supported = {"paho-mqtt": ((2, 2), (2, 3))}
     assert unsupported_versions(supported, lambda _: installed) == expected
 
 
