@@ -1,6 +1,8 @@
-"""The broker link: the only module that knows aiomqtt.
+"""The broker link: the only module that uses aiomqtt's API (what it needs of aiomqtt's and paho's
+internals is gateway/paho_compat.py's).
 
-Connects, subscribes, hands every message to the pipeline, and reconnects forever with capped,
+Connects, subscribes, hands every message to the pipeline (read by gateway/mqtt_reader.py, or by
+aiomqtt's message iterator on the public read path), and reconnects forever with capped,
 jittered exponential backoff. A fresh aiomqtt client is made for every connection: paho keeps
 unacknowledged QoS 1 publishes queued across reconnects of one client object and would re-send a
 command the gateway already reported as `unknown` — or one that got the connection dropped.
