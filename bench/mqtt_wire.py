@@ -11,6 +11,8 @@ from __future__ import annotations
 import socket
 import struct
 
+from gateway.mqtt_reader import remaining_length
+
 
 def varint(n: int) -> bytes:
     """MQTT's remaining-length encoding (MQTT 3.1.1 section 2.2.3)."""
@@ -60,17 +62,10 @@ def read_packets(buffer: bytearray) -> list[tuple[int, bytes]]:
     at = 0
     end = len(buffer)
     while end - at >= 2:
-        length, shift, i = 0, 0, at + 1
-        while True:
-            if i >= end:
-                del buffer[:at]
-                return packets
-            byte = buffer[i]
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            i += 1
-            if not byte & 0x80:
-                break
+        header = remaining_length(buffer, at + 1, end)
+        if header is None:
+            break
+        length, i = header
         if end - i < length:
             break
         packets.append((buffer[at], bytes(buffer[i : i + length])))

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.config import BrokerConfig
 from gateway.errors import GatewayError
 
 BROKER_START_TIMEOUT_S = 15.0
@@ -38,7 +39,7 @@ def find_mosquitto() -> str | None:
     return found or next((p for p in MOSQUITTO_PATHS if os.path.exists(p)), None)
 
 
-def mosquitto_config(port: int) -> str:
+def mosquitto_config(port: int, max_payload_bytes: int = BrokerConfig().max_payload_bytes) -> str:
     """A loopback-only, anonymous broker tuned for the gateway (see docs/operations.md)."""
     return (
         f"listener {port} 127.0.0.1\n"
@@ -50,6 +51,9 @@ def mosquitto_config(port: int) -> str:
         # must hold twice the devices plus whatever telemetry queues meanwhile.
         "max_queued_messages 1000000\n"
         "persistence false\n"
+        # The gateway's own cap (broker.max_payload_bytes): a larger payload would only be
+        # dropped by the gateway, after the broker queued and sent all of it.
+        f"message_size_limit {max_payload_bytes}\n"
         # Run as whoever started it: switching user (root -> mosquitto) would clear the
         # parent-death signal that stops the broker with the demo (see _die_with_parent).
         f"user {getpass.getuser()}\n"

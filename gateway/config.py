@@ -51,6 +51,9 @@ class BrokerConfig:
     # arrive before serving snapshots and answering /readyz anyway (docs/operations.md).
     sync_timeout_s: float = 60.0
     max_payload_bytes: int = 65536  # larger messages are refused before parsing
+    # Read the broker's socket with gateway/mqtt_reader.py (uses paho/aiomqtt internals, fenced
+    # by gateway/paho_compat.py); false: aiomqtt's public message iterator (docs/operations.md).
+    fast_reader: bool = True
 
     @property
     def host(self) -> str:
@@ -134,6 +137,9 @@ class WsConfig:
     max_message_bytes: int = 65536  # client frames; larger ones close the connection with 1009
     max_subscriptions: int = 32
     compress: bool = False  # permessage-deflate
+    # Write uncompressed frames straight to the transport when it can take them (fenced by
+    # gateway/ws_socket.py); false: aiohttp's public send_frame and ping (docs/operations.md).
+    fast_writer: bool = True
     resume_buffer_bytes: int = 262144  # readings kept per connection for a resume after reconnect
     resume_window_s: float = 30.0  # how long a dropped connection's stream waits to be resumed
     max_parked: int = 1000  # dropped connections' streams kept at once for resuming

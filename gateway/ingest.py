@@ -1,6 +1,8 @@
-"""The broker link: the only module that knows aiomqtt.
+"""The broker link: the only module that uses aiomqtt's API (what it needs of aiomqtt's and paho's
+internals is gateway/paho_compat.py's).
 
-Connects, subscribes, hands every message to the pipeline, and reconnects forever with capped,
+Connects, subscribes, hands every message to the pipeline (read by gateway/mqtt_reader.py, or by
+aiomqtt's message iterator on the public read path), and reconnects forever with capped,
 jittered exponential backoff. A fresh aiomqtt client is made for every connection: paho keeps
 unacknowledged QoS 1 publishes queued across reconnects of one client object and would re-send a
 command the gateway already reported as `unknown` — or one that got the connection dropped.
@@ -20,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiomqtt
 
-from gateway import mqtt_reader
+from gateway import mqtt_reader, paho_compat
 from gateway.config import BrokerConfig
 from gateway.errors import BrokerUnavailable, PublishUnconfirmed
 from gateway.logs import RateLimitedLog
@@ -51,19 +53,27 @@ class BrokerLink:
         subscriptions: list[str],
         on_message: Callable[[str, bytes], None],
         on_state: Callable[[bool], None],
+        on_oversize: Callable[[str, int], None] | None = None,
     ) -> None:
         self._config = config
-        self._subscriptions = list(subscriptions)
+        # Insertion-ordered, looked up by topic: discovery adds and removes them one by one.
+        self._subscriptions = dict.fromkeys(subscriptions)
         self._on_message = on_message
         self._on_state = on_state
+        self._on_oversize = on_oversize
         self._client: aiomqtt.Client | None = None
-        self._added: asyncio.Queue[list[str]] = asyncio.Queue()
+        # Subscription changes for the current connection, in the order they were asked for.
+        self._changes: asyncio.Queue[tuple[bool, list[str]]] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._warn = RateLimitedLog(log, interval=30.0)
+        self._bugs = RateLimitedLog(log, interval=60.0)
         self.client_id = config.client_id or f"iotgw-{secrets.token_hex(4)}"
         # How long a connection must last for the next outage to back off from the start again.
         self.stable_after_s = max(STABLE_LINK_S, config.reconnect_max_s)
         self.stats = LinkStats()
+        # The fast read path (gateway/mqtt_reader.py) unless configured off or its fence says
+        # the installed paho/aiomqtt are not what it was verified with (then: one warning).
+        self.fast_reader = config.fast_reader and _fast_reader_usable()
 
     @property
     def connected(self) -> bool:
@@ -109,25 +119,28 @@ class BrokerLink:
     async def _session(self) -> None:
         """One connection, from connect to its loss."""
         client = self._make_client()
+        # The public path acknowledges QoS 1 after the pipeline took the message, as the fast does.
+        ack = None if self.fast_reader else paho_compat.manual_acks(client)
         async with _connected(client), asyncio.TaskGroup() as tasks:
             # Everything asked for so far, on every (re)connect: the session is clean.
-            self._added = asyncio.Queue()
+            self._changes = asyncio.Queue()
             topics = [(topic, self._config.qos) for topic in self._subscriptions]
             await client.subscribe(topics)
             if self._stopping.is_set():
                 return  # stopped while subscribing (and the cancellation may have been lost)
-            tasks.create_task(self._subscribe_added(client), name="gateway.ingest.subscriber")
+            tasks.create_task(self._apply_changes(client), name="gateway.ingest.subscriber")
             self.stats.connects += 1
             self._set_client(client)
             log.info(
-                "connected to broker %s:%d as %s, subscribed to %s",
+                "connected to broker %s:%d as %s (%s read path), subscribed to %s",
                 self._config.host,
                 self._config.port,
                 self.client_id,
+                "fast" if self.fast_reader else "public",
                 ", ".join(self._subscriptions),
             )
             try:
-                lost = tasks.create_task(_until_lost(client), name="gateway.ingest.watch")
+                lost = tasks.create_task(self._read(client, ack), name="gateway.ingest.watch")
                 stopping = tasks.create_task(self._stopping.wait(), name="gateway.ingest.stop")
                 await asyncio.wait([lost, stopping], return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
@@ -137,20 +150,51 @@ class BrokerLink:
             finally:
                 self.stats.disconnects += 1
                 self._set_client(None)
-                _retrieve_disconnect_reason(client)
+                paho_compat.retrieve_disconnect_reason(client)
 
     def add_subscriptions(self, topics: list[str]) -> None:
         """Subscribe to more topics, now and after every reconnect (conventions that discover
         their devices' topics at run time call this through the pipeline). Never awaits."""
-        new = [t for t in topics if t not in self._subscriptions]
+        new = [t for t in dict.fromkeys(topics) if t not in self._subscriptions]
         if new:
-            self._subscriptions.extend(new)
-            self._added.put_nowait(new)
+            self._subscriptions.update(dict.fromkeys(new))
+            self._changes.put_nowait((True, new))
 
-    async def _subscribe_added(self, client: aiomqtt.Client) -> None:
+    def remove_subscriptions(self, topics: list[str]) -> None:
+        """Unsubscribe from topics now, and stop subscribing to them after reconnects (a
+        discovered device's topics once its discovery config is gone). Topics not subscribed
+        are ignored. Never awaits; changes reach the broker in the order they were asked for."""
+        gone = [t for t in dict.fromkeys(topics) if t in self._subscriptions]
+        if gone:
+            for topic in gone:
+                del self._subscriptions[topic]
+            self._changes.put_nowait((False, gone))
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """The topic filters subscribed on every connection, in the order they were added."""
+        return list(self._subscriptions)
+
+    async def _apply_changes(self, client: aiomqtt.Client) -> None:
         while True:
-            topics = await self._added.get()
-            await client.subscribe([(topic, self._config.qos) for topic in topics])
+            subscribe, topics = await self._changes.get()
+            if subscribe:
+                await client.subscribe([(topic, self._config.qos) for topic in topics])
+            else:
+                await client.unsubscribe(topics)
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        """Hand one message on. A bug that its handling trips (decode, registry, hub) is logged
+        with its traceback at a limited rate, counted, and the message dropped (still
+        acknowledged): raised into the read path, it would drop the link, and a retained message
+        that trips it would do so again on every reconnect."""
+        try:
+            self._on_message(topic, payload)
+        except Exception:
+            self.stats.message_errors += 1
+            self._bugs.exception(
+                "message", "bug while handling a message on %.120r; message dropped", topic
+            )
 
     def _set_client(self, client: aiomqtt.Client | None) -> None:
         self._client = client
@@ -181,8 +225,28 @@ class BrokerLink:
             clean_session=not config.persistent_session,
             socket_options=[NO_DELAY],
         )
-        mqtt_reader.install(client, self._on_message)
+        if self.fast_reader:
+            problem = paho_compat.client_problem(client)
+            if problem is None:
+                mqtt_reader.install(
+                    client, self._deliver, self._on_oversize, config.max_payload_bytes, [NO_DELAY]
+                )
+                return client
+            log.warning("fast MQTT read path off: %s; using aiomqtt's message iterator", problem)
+            self.fast_reader = False
         return client
+
+    async def _read(self, client: aiomqtt.Client, ack: Callable[[int, int], object] | None) -> None:
+        """Hand on what aiomqtt's message iterator yields (the public read path), acknowledging
+        each QoS 1/2 message after; raise MqttError when the connection is lost. On the fast
+        path the iterator yields nothing (gateway/mqtt_reader.py hands messages on): there it
+        is only aiomqtt's way of reporting the loss."""
+        async for message in client.messages:
+            payload = message.payload
+            if isinstance(payload, bytes | bytearray):  # always, from paho
+                self._deliver(message.topic.value, bytes(payload))
+            if ack is not None and message.qos:
+                ack(message.mid, message.qos)
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1, returning after PUBACK (see commands.Publisher)."""
@@ -200,22 +264,11 @@ class BrokerLink:
             raise PublishUnconfirmed(str(exc)) from None
 
 
-async def _until_lost(client: aiomqtt.Client) -> None:
-    """Return never; raise MqttError when the connection is lost. Messages do not come through
-    here (see gateway.mqtt_reader): aiomqtt's iterator is only its way of reporting the loss."""
-    async for _ in client.messages:
-        pass
-
-
-def _retrieve_disconnect_reason(client: aiomqtt.Client) -> None:
-    """Mark aiomqtt's disconnect future as seen; the link already logs the loss itself.
-
-    aiomqtt 2.x sets an exception on it when the broker vanishes; depending on where the loss was
-    noticed nobody retrieves it, and asyncio logs "Future exception was never retrieved".
-    """
-    disconnected = client._disconnected  # private: aiomqtt 2.x has no public accessor
-    if disconnected.done() and not disconnected.cancelled():
-        disconnected.exception()
+def _fast_reader_usable() -> bool:
+    problem = paho_compat.fast_reader_problem()
+    if problem is not None:
+        log.warning("fast MQTT read path off: %s; using aiomqtt's message iterator", problem)
+    return problem is None
 
 
 @contextlib.asynccontextmanager

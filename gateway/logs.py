@@ -24,6 +24,15 @@ class RateLimitedLog:
         self._state: dict[str, tuple[float, int]] = {}  # key -> (last logged, suppressed since)
 
     def warning(self, key: str, message: str, *args: object) -> None:
+        self._log(logging.WARNING, key, message, args, exc_info=False)
+
+    def exception(self, key: str, message: str, *args: object) -> None:
+        """An error with the traceback of the exception being handled (call from `except`)."""
+        self._log(logging.ERROR, key, message, args, exc_info=True)
+
+    def _log(
+        self, level: int, key: str, message: str, args: tuple[object, ...], exc_info: bool
+    ) -> None:
         now = time.monotonic()
         last, suppressed = self._state.get(key, (-self._interval, 0))
         if now - last < self._interval:
@@ -35,7 +44,7 @@ class RateLimitedLog:
         if suppressed:
             message += " (%d similar suppressed)"
             args = (*args, suppressed)
-        self._logger.warning(message, *args)
+        self._logger.log(level, message, *args, exc_info=exc_info)
 
 
 #: Record attributes that describe the connection a line is about (set by ConnectionLog).

@@ -69,6 +69,11 @@ class GatewayCollector(Collector):
             "Failed or lost broker links",
             value=stats.link.connect_failures,
         )
+        yield CounterMetricFamily(
+            "iotgw_message_errors",
+            "MQTT messages dropped because handling them raised (a bug; see the log)",
+            value=stats.link.message_errors,
+        )
         by_status = Counter(d.status for d in self._registry)
         devices = GaugeMetricFamily("iotgw_devices", "Known devices by status", labels=["status"])
         for status in ("online", "offline", "stale", "unknown"):

@@ -81,6 +81,12 @@ class Pipeline:
                 self._check_clock(name, topic, event, received_at)
             self._apply(name, topic, event)
 
+    def refuse_oversize(self, topic: str, size: int) -> None:
+        """Count a message the read path dropped unread because its payload of `size` bytes is
+        over the cap (the same count as an oversize payload refused here)."""
+        convention = self._route(topic)
+        self._reject(convention.name if convention else "none", "oversize", topic, f"{size} bytes")
+
     def _route(self, topic: str) -> Convention | None:
         for convention in self._conventions:
             if convention.owns(topic):

@@ -48,7 +48,13 @@ class Runtime:
         self.admission = Admission(config.ws, self.auth)
         conventions = build_conventions(config.conventions)
         subscriptions = [topic for c in conventions for topic in c.subscriptions()]
-        self.link = BrokerLink(config.broker, subscriptions, self._on_message, self._on_link_state)
+        self.link = BrokerLink(
+            config.broker,
+            subscriptions,
+            self._on_message,
+            self._on_link_state,
+            self._on_oversize,
+        )
         self.sync = RetainedSync(self.link.client_id)
         self.link.add_subscriptions([self.sync.topic])
         self.status = GatewayStatus(self.sync)
@@ -92,6 +98,9 @@ class Runtime:
         if topic == self.sync.topic and self.sync.arrived(payload):
             return
         self.pipeline.handle(topic, payload)
+
+    def _on_oversize(self, topic: str, size: int) -> None:
+        self.pipeline.refuse_oversize(topic, size)
 
     def _on_link_state(self, connected: bool) -> None:
         if self._sync_task is not None:

@@ -37,7 +37,7 @@ WRITER_LINGER_S = 1.0
 
 
 class Socket(Protocol):
-    """What a session needs from its connection; ws.py adapts aiohttp's WebSocketResponse."""
+    """What a session needs from its connection; ws_socket.py adapts aiohttp's WebSocketResponse."""
 
     async def send(self, payload: bytes) -> None: ...
     def write_now(self, payload: bytes) -> bool:

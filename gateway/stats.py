@@ -29,6 +29,7 @@ class LinkStats:
     connects: int = 0
     connect_failures: int = 0
     disconnects: int = 0
+    message_errors: int = 0  # messages dropped because handling them raised (a bug)
 
 
 @dataclass(slots=True)

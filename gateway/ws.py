@@ -14,8 +14,6 @@ import asyncio
 import functools
 import logging
 import secrets
-import socket
-import struct
 import time
 from typing import Any
 
@@ -48,79 +46,12 @@ from gateway.registry import Device, Registry
 from gateway.session import Session, Socket
 from gateway.snapshots import HeldSnapshots
 from gateway.status import GatewayStatus
+from gateway.ws_socket import AiohttpSocket, fast_writer_usable, limit_send_buffer
 
 log = logging.getLogger(__name__)
 
 #: Malformed frames in a row after which the client is considered broken and closed (4501).
 MAX_MALFORMED_IN_A_ROW = 20
-#: A server's PING frame with no payload (RFC 6455 5.5.2: FIN + opcode 0x9, length 0).
-PING_FRAME = b"\x89\x00"
-
-
-class AiohttpSocket:
-    """The Socket a Session writes to, over aiohttp's WebSocketResponse."""
-
-    __slots__ = ("_request", "_ws")
-
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
-        self._ws = ws
-        self._request = request
-
-    async def send(self, payload: bytes) -> None:
-        # Text frames: browsers hand binary frames to scripts as Blobs.
-        await self._ws.send_frame(payload, WSMsgType.TEXT)
-
-    def write_now(self, payload: bytes) -> bool:
-        """Write a text frame straight to the transport when everything written before has
-        already gone to the kernel (a peer that keeps up). aiohttp's own path is a coroutine, so
-        it needs the writer task; this one does not. Frames compressed with permessage-deflate
-        are aiohttp's to make, and so is everything on a connection that is closing. aiohttp
-        writes its control frames (pings, close) whole and synchronously too, so frames never
-        interleave."""
-        transport = self._request.transport
-        if (
-            self._ws.compress
-            or self._ws.closed
-            or transport is None
-            or transport.is_closing()
-            or transport.get_write_buffer_size()
-        ):
-            return False
-        transport.write(text_frame_header(len(payload)) + payload)
-        return True
-
-    async def close(self, code: int, reason: str) -> None:
-        await self._ws.close(code=code, message=reason.encode())
-
-    def abort(self) -> None:
-        # aiohttp's close() waits on the peer; a peer that never reads needs the transport cut.
-        if self._request.transport is not None:
-            self._request.transport.abort()
-
-    def ping(self) -> None:
-        # Written straight to the transport, ahead of anything the writer waits to send (as
-        # aiohttp's own heartbeat does): every frame aiohttp writes is one synchronous write, so
-        # this cannot land inside another frame. Control frames are never compressed.
-        transport = self._request.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(PING_FRAME)
-
-
-def limit_send_buffer(request: web.Request, size: int) -> None:
-    """Fix the kernel's send buffer for this connection (see ws.send_buffer_bytes)."""
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if size and sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-
-
-def text_frame_header(length: int) -> bytes:
-    """The header of an unmasked, final text frame of `length` bytes (RFC 6455, section 5.2)."""
-    if length < 126:
-        return bytes((0x81, length))
-    if length < 65536:
-        return struct.pack("!BBH", 0x81, 126, length)
-    return struct.pack("!BBQ", 0x81, 127, length)
-
 
 #: HTTP answers to an upgrade the admission refused, by reason: (status class, Retry-After).
 _REFUSALS: dict[str, tuple[type[web.HTTPException], str | None]] = {
@@ -154,7 +85,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     connection = Connection(
         session,
         ws,
-        AiohttpSocket(ws, request),
+        AiohttpSocket(ws, request, config.ws.fast_writer and fast_writer_usable()),
         config=config,
         admission=admission,
         status=app[keys.STATUS],

@@ -7,6 +7,25 @@ import pytest
 from tests.support.broker_choice import BrokerChoiceError, own_broker_refusal, session_broker
 from tests.support.mosquitto import Mosquitto
 
+#: The settings that force the libraries' public read and write paths (gateway/paho_compat.py,
+#: gateway/ws_socket.py): what `--public-paths` applies to every gateway a test starts.
+PUBLIC_PATHS = {"broker.fast_reader": False, "ws.fast_writer": False}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--public-paths",
+        action="store_true",
+        help="run gateways on aiomqtt's message iterator and aiohttp's send_frame/ping instead "
+        "of the fast read and write paths (scripts/test runs the broker tests both ways)",
+    )
+
+
+@pytest.fixture(scope="session")
+def path_settings(request: pytest.FixtureRequest) -> dict[str, bool]:
+    """Config overrides for the read and write paths this run tests (empty: the defaults)."""
+    return dict(PUBLIC_PATHS) if request.config.getoption("--public-paths") else {}
+
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Mosquitto]:
@@ -29,5 +48,17 @@ def own_broker(request: pytest.FixtureRequest) -> Iterator[Mosquitto]:
     if refusal is not None:
         pytest.skip(refusal)
     server = Mosquitto(**getattr(request, "param", {})).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def roomy_broker() -> Iterator[Mosquitto]:
+    """A broker of this test's own that passes payloads of any size (message_size_limit 0 after
+    the gateway-matched limit of the shared config), for tests of the gateway's own cap."""
+    refusal = own_broker_refusal()
+    if refusal is not None:
+        pytest.skip(refusal)
+    server = Mosquitto(extra_config="message_size_limit 0").start()
     yield server
     server.cleanup()

@@ -28,8 +28,14 @@ def prefix() -> str:
     return f"t{secrets.token_hex(5)}"
 
 
-def gateway_config(broker: Mosquitto, prefix: str, overrides: dict[str, Any] | None) -> Config:
+def gateway_config(
+    broker: Mosquitto,
+    prefix: str,
+    overrides: dict[str, Any] | None,
+    path_settings: dict[str, bool] | None = None,
+) -> Config:
     settings: dict[str, Any] = {
+        **(path_settings or {}),
         "broker.url": broker.url,
         "conventions.native.prefix": prefix,
         "broker.reconnect_min_s": 0.05,
@@ -41,7 +47,9 @@ def gateway_config(broker: Mosquitto, prefix: str, overrides: dict[str, Any] | N
 
 
 @pytest.fixture
-async def start_gateway(broker: Mosquitto, prefix: str) -> AsyncIterator[StartGateway]:
+async def start_gateway(
+    broker: Mosquitto, prefix: str, path_settings: dict[str, bool]
+) -> AsyncIterator[StartGateway]:
     """Start gateways (on `broker`, or another one) that are stopped when the test ends."""
     async with contextlib.AsyncExitStack() as stack:
 
@@ -51,7 +59,7 @@ async def start_gateway(broker: Mosquitto, prefix: str) -> AsyncIterator[StartGa
             on: Mosquitto | None = None,
             wait_connected: bool = True,
         ) -> GatewayUnderTest:
-            config = gateway_config(on or broker, prefix, overrides)
+            config = gateway_config(on or broker, prefix, overrides, path_settings)
             gateway = await stack.enter_async_context(running_gateway(config))
             if wait_connected:
                 # Also keeps teardown from cancelling the link mid-connect, which leaves paho's

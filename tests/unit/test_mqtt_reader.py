@@ -1,4 +1,5 @@
-"""gateway.mqtt_reader: framing of the broker's byte stream, with paho replaced by a recorder.
+"""gateway.mqtt_reader: framing of the broker's byte stream, with paho replaced by a recorder
+(behind the real gateway.paho_compat hooks and socket view).
 
 The reader must hand each PUBLISH (QoS 0/1) to the pipeline and every other packet to paho
 whole, wherever the socket's reads happen to split the stream.
@@ -11,7 +12,10 @@ import struct
 import pytest
 from paho.mqtt import client as paho_mqtt
 
-from gateway.mqtt_reader import PacketReader, PahoSocket
+from bench.mqtt_wire import varint
+from gateway import mqtt_reader
+from gateway.mqtt_reader import PacketReader
+from gateway.paho_compat import PahoHooks, PahoSocket
 
 
 def remaining_length(n: int) -> bytes:
@@ -58,15 +62,27 @@ class RecordingPaho:
 
 
 class FakeClient:
+    """An aiomqtt client as the hooks see it: its paho client."""
+
     def __init__(self) -> None:
         self._client = RecordingPaho()
 
 
-def reader() -> tuple[PacketReader, RecordingPaho, list[tuple[str, bytes]]]:
+def reader(
+    oversize: list[tuple[str, int]] | None = None, max_payload: int = 1 << 20
+) -> tuple[PacketReader, RecordingPaho, list[tuple[str, bytes]]]:
     handled: list[tuple[str, bytes]] = []
+    refused = oversize if oversize is not None else []
     client = FakeClient()
-    packet_reader = PacketReader(client, sock=None, handle=lambda t, p: handled.append((t, p)))
-    client._client.sock = packet_reader.paho_socket
+    view = PahoSocket(None)
+    client._client.sock = view
+    packet_reader = PacketReader(
+        None,
+        PahoHooks(client, view),
+        handle=lambda t, p: handled.append((t, p)),
+        oversize=lambda t, n: refused.append((t, n)),
+        max_payload=max_payload,
+    )
     return packet_reader, client._client, handled
 
 
@@ -80,10 +96,20 @@ STREAM = [
 ]
 
 
+def feed(packet_reader: PacketReader, data: bytes, *cuts: int) -> None:
+    """Hand `data` to the reader as the socket would, in pieces ending at `cuts`."""
+    start = 0
+    for cut in (*cuts, len(data)):
+        if cut > start:
+            packet_reader._take(data[start:cut])
+            start = cut
+
+
 def test_every_split_of_the_stream_gives_the_same_packets():
+    """Wherever reads split the stream, the same packets are handled, in the same order."""
     data = b"".join(STREAM)
     whole_reader, whole_paho, whole_handled = reader()
-    assert whole_reader._route(data) == len(data)
+    feed(whole_reader, data)
     assert whole_handled == [
         ("p/a/telemetry", b'{"t": 1}'),
         ("p/b/telemetry", b"x" * 200),
@@ -95,9 +121,7 @@ def test_every_split_of_the_stream_gives_the_same_packets():
     boundaries = sorted({0, *range(40), *range(len(data) - 40, len(data) + 1), 250, 20000})
     for cut in boundaries:
         split_reader, split_paho, split_handled = reader()
-        rest = data[split_reader._route(data[:cut]) : cut]
-        tail = rest + data[cut:]
-        assert split_reader._route(tail) == len(tail), cut
+        feed(split_reader, data, cut)
         assert (split_handled, split_paho.packets, split_paho.acks) == (
             whole_handled,
             whole_paho.packets,
@@ -105,17 +129,55 @@ def test_every_split_of_the_stream_gives_the_same_packets():
         ), cut
 
 
-def test_an_incomplete_packet_is_left_for_the_next_read():
+def test_a_packet_in_many_small_reads_is_assembled_once_complete():
+    """A packet arriving 7 bytes at a time is handled once, whole, when its last byte comes."""
     packet_reader, _, handled = reader()
-    data = STREAM[0] + STREAM[2][:-1]
-    assert packet_reader._route(data) == len(STREAM[0])
+    data = publish("p/big/meta", bytes(range(256)) * 40) + STREAM[0]
+    feed(packet_reader, data, *range(7, len(data), 7))
+    assert handled == [("p/big/meta", bytes(range(256)) * 40), ("p/a/telemetry", b'{"t": 1}')]
+
+
+def test_an_incomplete_packet_is_left_for_the_next_read():
+    """Bytes of a packet whose end has not arrived wait; the complete ones before it do not."""
+    packet_reader, _, handled = reader()
+    feed(packet_reader, STREAM[0] + STREAM[2][:-1])
     assert handled == [("p/a/telemetry", b'{"t": 1}')]
+    feed(packet_reader, STREAM[2][-1:])
+    assert handled[1:] == [("p/b/telemetry", b"x" * 200)]
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("step", [1, 3, 1000, 1 << 20])
+def test_an_oversize_publish_is_skipped_as_it_streams_in(qos, step):
+    """A PUBLISH over the cap is counted with its topic and size, acknowledged at QoS 1, never
+    handed on, and its bytes are dropped as they come: the packets around it are unaffected."""
+    too_big = publish("p/x/telemetry", b"z" * 5000, qos=qos, mid=77)
+    data = STREAM[0] + too_big + PINGRESP + STREAM[2]
+    oversize: list[tuple[str, int]] = []
+    packet_reader, paho, handled = reader(oversize=oversize, max_payload=4999)
+    held = 0  # the most bytes the reader kept between reads
+    for start in range(0, len(data), step):
+        packet_reader._take(data[start : start + step])
+        held = max(held, sum(map(len, packet_reader._pending)))
+    assert oversize == [("p/x/telemetry", 5000)]
+    assert handled == [("p/a/telemetry", b'{"t": 1}'), ("p/b/telemetry", b"x" * 200)]
+    assert paho.packets == [PINGRESP]
+    assert paho.acks == [(77, 1), (513, 1)] if qos else [(513, 1)]
+    assert held < max(step, len(STREAM[2]))  # the 5000 bytes were never kept
+
+
+def test_a_payload_at_the_cap_is_handled():
+    """The cap is inclusive, as in the pipeline and in Mosquitto's message_size_limit."""
+    oversize: list[tuple[str, int]] = []
+    packet_reader, _, handled = reader(oversize=oversize, max_payload=200)
+    feed(packet_reader, STREAM[2], 5)
+    assert (handled, oversize) == ([("p/b/telemetry", b"x" * 200)], [])
 
 
 def test_qos_2_publishes_are_paho_s():
     packet_reader, paho, handled = reader()
     packet = publish("p/q/telemetry", b"{}", qos=2, mid=7)
-    packet_reader._route(packet)
+    feed(packet_reader, packet)
     assert (handled, paho.packets) == ([], [packet])
 
 
@@ -130,19 +192,13 @@ def test_qos_2_publishes_are_paho_s():
 def test_malformed_packets_are_a_broken_connection(data):
     packet_reader, _, handled = reader()
     with pytest.raises(ConnectionError):
-        packet_reader._route(data)
+        feed(packet_reader, data)
     assert handled == []
 
 
-def test_paho_socket_serves_the_fed_packet_then_says_try_later():
-    view = PahoSocket(sock=None)
-    view.feed(SUBACK)
-    assert [view.recv(1), view.recv(1), view.recv(3)] == [b"\x90", b"\x03", b"\x00\x01\x01"]
-    with pytest.raises(BlockingIOError):
-        view.recv(1)
-    assert view.pending() == 0
-    view.feed_error(None)
-    assert view.recv(1) == b""  # end of stream: paho reports the connection lost
-    view.feed_error(ConnectionResetError())
-    with pytest.raises(ConnectionResetError):
-        view.recv(1)
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 16383, 16384, 2_097_151, 2_097_152, 268_435_455])
+def test_remaining_length_decodes_every_width(n):
+    """The one decoder (the reader's, also used by bench/mqtt_wire) reads 1 to 4 length bytes."""
+    encoded = b"\x30" + varint(n)
+    assert mqtt_reader.remaining_length(encoded, 1, len(encoded)) == (n, len(encoded))
+    assert mqtt_reader.remaining_length(encoded, 1, len(encoded) - 1) is None  # cut short
