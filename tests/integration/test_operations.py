@@ -151,6 +151,30 @@ async def test_json_log_format_is_one_object_per_line(broker: Mosquitto) -> None
     assert access["remote"] == "127.0.0.1"
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_device_strings_cannot_forge_log_lines(
+    broker: Mosquitto, publisher: Any, prefix: str, log_format: str
+) -> None:
+    """A metric name with a newline and a forged record in it (logged as a bad metric name)
+    stays inside its own line on `iotgw run`'s stderr, in both formats, for every line splitter
+    (orjson alone escapes the newline but writes U+2028 as it is)."""
+    port = free_port()
+    args = ["run", "--port", str(port), "--broker", broker.url, "--prefix", prefix]
+    async with gateway_process(*args, "--log-format", log_format) as gw:
+        await gw.line(lambda line: "connected to broker" in line)
+        forged = "12:00:00 ERROR   gateway.app: FORGED"
+        payload = orjson.dumps({f"x\n{forged}\u2028\x1b[2J": 1, "ok": 2})
+        await publisher.publish(f"{prefix}/dev-1/telemetry", payload, qos=1)
+        warning = await gw.line(lambda line: "bad_metric_name" in line)
+        assert await gw.stop() == 0
+    assert "FORGED" in warning
+    assert not [line for line in gw.lines if "FORGED" in line and line != warning]
+    assert "\x1b" not in warning
+    assert [line for line in gw.lines if len(line.splitlines()) != 1] == []  # U+2028 too
+    if log_format == "json":
+        _json_lines(gw.lines)  # still one JSON object per line
+
+
 TOKEN = "tok-7f3a9c1e5b"
 WRONG_TOKEN = "tok-wrong-0d4e2b"
 PASSWORD = "pw-a81c55e0"
