@@ -65,7 +65,11 @@ class Authenticator:
             return ANONYMOUS
         if not token:
             return None
-        offered = token.encode()
+        try:
+            offered = token.encode()
+        except UnicodeEncodeError:
+            # aiohttp hands header bytes that are not UTF-8 on as surrogates: no token has them.
+            return None
         found = None
         for secret, principal in self._tokens:
             # Check every token so the time taken does not tell which one was close.

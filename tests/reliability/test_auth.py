@@ -312,3 +312,32 @@ async def test_refused_resume_leaves_the_owners_stream(granted):
     again, reply = await resume_as(gateway, READER_A, resume)
     assert reply["recovered"] is True, "the other token's failed attempt discarded a's stream"
     assert await again.readings(1) == [["a-2", "t", 12.0, 12]]
+
+
+async def raw_request(port: int, head: bytes) -> tuple[int, bytes]:
+    """Send one HTTP/1.1 request of raw bytes (headers no client library would send); return the
+    status and the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + b"Connection: close\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            response = await reader.read()
+    finally:
+        writer.close()
+    status_line, _, rest = response.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize(
+    "request_line", [b"GET /api/devices", b"POST /api/devices/thermo-1/commands/toggle"]
+)
+async def test_authorization_header_that_is_not_utf8_is_401(served, caplog, request_line):
+    """A Bearer token of bytes that are not UTF-8 is a bad token: 401, no traceback logged."""
+    caplog.set_level(logging.DEBUG)
+    port = served.config.http.port
+    head = request_line + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\xfe\x80\r\n"
+    status, body = await raw_request(port, head)
+    assert status == 401
+    assert b"unauthorized" in body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
