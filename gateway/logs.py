@@ -3,6 +3,7 @@ could repeat forever. No HTTP here: the access logger lives with the HTTP code (
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, MutableMapping
@@ -48,15 +49,23 @@ class RateLimitedLog:
 
 
 #: Record attributes that describe the connection a line is about (set by ConnectionLog).
-CONTEXT_FIELDS = ("session", "remote")
+CONTEXT_FIELDS = ("conn", "remote")
+
+
+def connection_label(session_id: str) -> str:
+    """A connection's name in logs: a short hash of its session id. The id itself is a resume
+    handle (whoever holds it may continue the stream), so it is logged at DEBUG only."""
+    return hashlib.blake2b(session_id.encode(), digest_size=4).hexdigest()
 
 
 class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A logger for one client connection: every record carries its `session` id and `remote`
-    address, which JSON lines write as fields and text lines append as `[session=… remote=…]`."""
+    """A logger for one client connection: every record carries its `conn` label (see
+    connection_label) and `remote` address, which JSON lines write as fields and text lines
+    append as `[conn=… remote=…]`."""
 
     def __init__(self, logger: logging.Logger, session: str, remote: str) -> None:
-        super().__init__(logger, {"session": session, "remote": remote})
+        self.conn = connection_label(session)
+        super().__init__(logger, {"conn": self.conn, "remote": remote})
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
@@ -109,7 +118,7 @@ class _EscapingFormatter(logging.Formatter):
 
 
 class TextFormatter(_EscapingFormatter):
-    """`12:00:00 INFO    gateway.ws: message [session=… remote=…]`; a traceback follows on lines
+    """`12:00:00 INFO    gateway.ws: message [conn=… remote=…]`; a traceback follows on lines
     indented by two spaces, so that only a record's first line starts at the margin."""
 
     def __init__(self) -> None:

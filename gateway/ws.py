@@ -155,7 +155,8 @@ class Connection:
         self._command_limits = commands.client_limits()
         self._command_tasks: set[asyncio.Task[None]] | None = None  # while commands are in flight
         self._malformed_in_a_row = 0
-        # Every line about this connection carries its session id and remote address.
+        # Every line about this connection carries its label and remote address (not the
+        # session id: a resume handle, logged at DEBUG only).
         self.log = ConnectionLog(log, session.id, session.remote)
         session.on_evict = self._evicted
 
@@ -165,6 +166,7 @@ class Connection:
 
     async def serve(self) -> None:
         session = self.session
+        self.log.debug("session %s", session.id)
         self._hub.add(session)
         session.offer_frame(self._hello())
         loop = asyncio.get_running_loop()
@@ -395,7 +397,7 @@ class Connection:
         )
         task = asyncio.create_task(
             self._run_command(request.id, ticket),
-            name=f"session[{session.id}].command[{ticket.command.command_id}]",
+            name=f"connection[{self.log.conn}].command[{ticket.command.command_id}]",
         )
         if self._command_tasks is None:
             self._command_tasks = set()

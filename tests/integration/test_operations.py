@@ -22,7 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
 from gateway.cli import build_parser, main
-from gateway.logs import ConnectionLog, JsonFormatter, TextFormatter, redact_url
+from gateway.logs import (
+    ConnectionLog,
+    JsonFormatter,
+    TextFormatter,
+    connection_label,
+    redact_url,
+)
 from tests.integration.conftest import AddDevice, StartGateway
 from tests.support import broker_choice
 from tests.support.gateway import WsClient
@@ -218,8 +224,9 @@ async def test_no_secrets_in_logs(broker: Mosquitto, tmp_path: Path) -> None:
         assert secret not in everything
 
 
-def test_connection_log_carries_session_and_remote_in_both_formats() -> None:
-    """ConnectionLog puts session and remote on its records: JSON fields, a text suffix."""
+def test_connection_log_carries_conn_and_remote_in_both_formats() -> None:
+    """ConnectionLog puts a connection label (not the session id) and the remote address on its
+    records: JSON fields, a text suffix."""
     records: list[logging.LogRecord] = []
     logger = logging.getLogger("test.operations.connection")
     handler = logging.Handler()
@@ -230,27 +237,40 @@ def test_connection_log_carries_session_and_remote_in_both_formats() -> None:
     finally:
         logger.removeHandler(handler)
     [record] = records
+    label = connection_label("c-abc")
+    assert re.fullmatch("[0-9a-f]{8}", label)
     entry = orjson.loads(JsonFormatter().format(record))
-    assert entry["session"] == "c-abc"
+    assert entry["conn"] == label
     assert entry["remote"] == "192.0.2.7"
     assert entry["message"] == "closing: slow consumer"
     assert entry["level"] == "warning"
+    assert "c-abc" not in str(entry)
     text = TextFormatter().format(record)
-    assert text.endswith("closing: slow consumer [session=c-abc remote=192.0.2.7]")
+    assert text.endswith(f"closing: slow consumer [conn={label} remote=192.0.2.7]")
 
 
-async def test_connection_log_lines_name_the_session_and_remote(
+def _mentions(record: logging.LogRecord, text: str) -> bool:
+    """`text` is in the record's message or in any of its attributes (context, args)."""
+    return text in record.getMessage() or any(text in str(v) for v in vars(record).values())
+
+
+async def test_session_ids_are_logged_at_debug_only(
     start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A connection's log lines (here: closed for a request before auth) carry its context."""
+    """A connection's lines at INFO and above (here: closed for a request before auth) name it
+    by its label and remote address; its session id, a resume handle, appears at DEBUG only."""
     gw = await start_gateway({"auth.tokens": [{"token": TOKEN, "name": "ops"}]})
-    client = await gw.connect()
-    with caplog.at_level(logging.INFO, logger="gateway.ws"):
+    with caplog.at_level(logging.DEBUG):
+        client = await gw.connect()
         await client.send({"type": "subscribe", "id": 1, "devices": ["*"]})
         assert await client.closed() == 4500
+    session = client.hello["session"]
     [record] = [r for r in caplog.records if "request_before_auth" in r.getMessage()]
-    assert getattr(record, "session", None) == client.hello["session"]
+    assert record.levelno == logging.INFO
+    assert getattr(record, "conn", None) == connection_label(session)
     assert getattr(record, "remote", None) == "127.0.0.1"
+    assert [r for r in caplog.records if _mentions(r, session) and r.levelno >= logging.INFO] == []
+    assert [r for r in caplog.records if _mentions(r, session) and r.levelno == logging.DEBUG]
 
 
 def test_redact_url_hides_only_the_password() -> None:

@@ -59,9 +59,9 @@ def test_text_line_cannot_be_forged_by_a_message_argument():
 
 def test_text_context_is_escaped():
     """The connection context is escaped like the message."""
-    text = TextFormatter().format(record("closing", session="c-1", remote="10.0.0.1\nforged"))
+    text = TextFormatter().format(record("closing", conn="1a2b3c4d", remote="10.0.0.1\nforged"))
     assert text.splitlines() == [text]
-    assert text.endswith("closing [session=c-1 remote=10.0.0.1\\nforged]")
+    assert text.endswith("closing [conn=1a2b3c4d remote=10.0.0.1\\nforged]")
 
 
 def test_text_traceback_lines_are_indented_and_escaped():
