@@ -117,6 +117,15 @@ class HttpConfig:
     port: int = 8080
     tls_cert_file: str = ""  # serve https:// and wss:// (or terminate TLS in a reverse proxy)
     tls_key_file: str = ""
+    # GET /metrics requires `Authorization: Bearer <this>` when set (empty: open to anyone who
+    # can reach the port); metrics_token_env names an environment variable holding it instead.
+    metrics_token: str = ""
+    metrics_token_env: str = ""
+
+    def metrics_secret(self) -> str:
+        if self.metrics_token_env:
+            return os.environ.get(self.metrics_token_env, "")
+        return self.metrics_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +403,11 @@ def validate(config: Config) -> None:
         raise ConfigError("log.format", "expected text or json")
     if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log.level", "expected debug, info, warning or error")
+    if config.http.metrics_token_env and not config.http.metrics_secret():
+        raise ConfigError(
+            "http.metrics_token_env",
+            f"environment variable {config.http.metrics_token_env} is empty",
+        )
     for i, token in enumerate(config.auth.tokens):
         if not token.secret():
             source = f"environment variable {token.token_env}" if token.token_env else "token"

@@ -105,6 +105,38 @@ async def test_metrics_after_a_short_real_run(
         assert name in names or re.sub(r"_(total|bucket|count|sum)$", "", name) in names, name
 
 
+METRICS_TOKEN = "mt-5c0ffee1d2"
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+async def test_metrics_token_protects_metrics(
+    start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """With http.metrics_token (or metrics_token_env) set, /metrics answers 401 (with
+    WWW-Authenticate: Bearer) without the token or with another one, and the metrics with it."""
+    if source == "env":
+        monkeypatch.setenv("IOTGW_TEST_METRICS_TOKEN", METRICS_TOKEN)
+        gw = await start_gateway({"http.metrics_token_env": "IOTGW_TEST_METRICS_TOKEN"})
+    else:
+        gw = await start_gateway({"http.metrics_token": METRICS_TOKEN})
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": METRICS_TOKEN}):
+        async with gw.http.get(gw.base_url + "/metrics", headers=headers) as response:
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            assert "iotgw_" not in await response.text()
+    status, text = await gw.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert status == 200
+    assert "iotgw_broker_connected 1.0" in text.splitlines()
+
+
+async def test_metrics_are_open_without_a_metrics_token(start_gateway: StartGateway) -> None:
+    """Without http.metrics_token, /metrics needs no token, even when auth tokens are set."""
+    gw = await start_gateway({"auth.tokens": [{"token": "t-1", "name": "ops"}]})
+    status, text = await gw.get("/metrics")
+    assert status == 200
+    assert "iotgw_ws_clients" in text
+
+
 # --- a real `iotgw run` process -----------------------------------------------------------------
 
 

@@ -86,6 +86,11 @@ def test_environment_overrides(env, check):
         ({"auth.tokens": "s3cret"}, "auth.tokens", "expected a list"),
         ({"auth.tokens": [{"token": "t", "nope": 1}]}, "auth.tokens[0].nope", "unknown key"),
         ({"auth.tokens": [{"token": ""}]}, "auth.tokens[0]", "empty"),
+        (
+            {"http.metrics_token_env": "IOTGW_TEST_NO_SUCH_VARIABLE"},
+            "http.metrics_token_env",
+            "empty",
+        ),
         ({"broker.url": "http://example.com"}, "broker.url", "mqtt://"),
         ({"broker.url": "mqtt://"}, "broker.url", "mqtt://"),
         ({"broker.url": "mqtt://h:70000"}, "broker.url", "port out of range"),
