@@ -1,10 +1,12 @@
-"""Who may open a WebSocket, and how many: origin, the new-connection rate, connection caps per
-token. It counts every upgrade it refuses and every connection the gateway closes, by reason.
+"""Who may open a WebSocket, and how many: the browser rules (Host and Origin, gateway/browsers.py),
+the new-connection rate, connection caps per token. It counts every upgrade it refuses and every
+connection the gateway closes, by reason.
 """
 
 from __future__ import annotations
 
 from gateway.auth import Authenticator, Principal
+from gateway.browsers import BrowserPolicy
 from gateway.config import WsConfig
 from gateway.errors import UpgradeRefused
 from gateway.limits import ConnectionCaps, TokenBucket
@@ -15,8 +17,9 @@ UNAUTHENTICATED = "(unauthenticated)"
 
 
 class Admission:
-    def __init__(self, config: WsConfig, auth: Authenticator) -> None:
+    def __init__(self, config: WsConfig, auth: Authenticator, browsers: BrowserPolicy) -> None:
         self._auth = auth
+        self._browsers = browsers
         self._connect_rate = TokenBucket(config.connect_rate, config.connect_burst)
         self._caps = ConnectionCaps(config.max_connections, config.max_connections_per_token)
         self.stats = ConnectionStats()
@@ -30,12 +33,14 @@ class Admission:
     def auth_required(self) -> bool:
         return self._auth.required
 
-    def admit(self, origin: str | None, host: str, token: str | None) -> Principal | None:
+    def admit(self, *, host: str | None, origin: str | None, token: str | None) -> Principal | None:
         """Let an upgrade request in (counted against its holder's cap: release it when the
         connection ends) and return its principal, None until it authenticates; raise
-        UpgradeRefused (counted) when it may not open. `token`: the `?token=` query value."""
-        if not self._auth.origin_allowed(origin, host):
-            raise self._refuse("origin", "origin not allowed")
+        UpgradeRefused (counted) when it may not open. `host`, `origin`: the headers;
+        `token`: the `?token=` query value."""
+        browser_refusal = self._browsers.refusal(host, origin)
+        if browser_refusal is not None:
+            raise self._refuse(browser_refusal, f"{browser_refusal} not allowed")
         if not self._connect_rate.take():
             raise self._refuse("rate", "too many new connections")
         principal = None

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.access_log import AccessLogger, redact_access_log
+from gateway.browsers import is_loopback
 from gateway.config import Config
 from gateway.http_api import add_routes
 from gateway.metrics import add_metrics
@@ -72,6 +73,18 @@ async def _close_sessions(app: web.Application) -> None:
     app[RUNTIME].close_sessions()
 
 
+def exposure_warning(config: Config) -> str | None:
+    """What to warn about at start: serving other machines with no tokens, so that anyone on the
+    network reads and commands every device. None when the bind is loopback or tokens are set."""
+    if config.auth.tokens or is_loopback(config.http.host):
+        return None
+    return (
+        f"http.host {config.http.host} is not a loopback address and no [[auth.tokens]] are "
+        f"configured: anyone who can reach port {config.http.port} can read and command every "
+        "device (docs/security.md, Operators)"
+    )
+
+
 async def serve(
     config: Config,
     stop: asyncio.Event,
@@ -104,6 +117,9 @@ async def serve(
         log.info(
             "serving %s://%s:%d/ (WebSocket at /ws)", scheme, config.http.host, config.http.port
         )
+        exposed = exposure_warning(config)
+        if exposed is not None:
+            log.warning("%s", exposed)
         if wait_for_broker:
             await app[RUNTIME].linked.wait()
         if started is not None:

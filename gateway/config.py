@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -26,6 +27,8 @@ if typing.TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 ENV_PREFIX = "IOTGW_"
+#: An http.allowed_hosts entry: a host name, with a leading dot for the names under it too.
+_HOST_ENTRY = re.compile(r"\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 T = typing.TypeVar("T", bound="DataclassInstance")
 
 
@@ -117,6 +120,10 @@ class HttpConfig:
     port: int = 8080
     tls_cert_file: str = ""  # serve https:// and wss:// (or terminate TLS in a reverse proxy)
     tls_key_file: str = ""
+    # Host names the gateway answers to besides any IP address, localhost (and names under it),
+    # `host` and the machine's host name: a reverse proxy's public name (docs/security.md).
+    # "name", ".name" (it and every name under it), or "*" (any: no DNS-rebinding guard).
+    allowed_hosts: list[str] = field(default_factory=list)
     # GET /metrics requires `Authorization: Bearer <this>` when set (empty: open to anyone who
     # can reach the port); metrics_token_env names an environment variable holding it instead.
     metrics_token: str = ""
@@ -403,6 +410,12 @@ def validate(config: Config) -> None:
         raise ConfigError("log.format", "expected text or json")
     if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log.level", "expected debug, info, warning or error")
+    for i, name in enumerate(config.http.allowed_hosts):
+        if name != "*" and not _HOST_ENTRY.fullmatch(name):
+            raise ConfigError(
+                f"http.allowed_hosts[{i}]",
+                "expected a host name without scheme or port (gw.example, .example.org or *)",
+            )
     if config.http.metrics_token_env and not config.http.metrics_secret():
         raise ConfigError(
             "http.metrics_token_env",

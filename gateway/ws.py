@@ -55,6 +55,7 @@ MAX_MALFORMED_IN_A_ROW = 20
 
 #: HTTP answers to an upgrade the admission refused, by reason: (status class, Retry-After).
 _REFUSALS: dict[str, tuple[type[web.HTTPException], str | None]] = {
+    "host": (web.HTTPForbidden, None),
     "origin": (web.HTTPForbidden, None),
     "rate": (web.HTTPTooManyRequests, "1"),
     "unauthorized": (web.HTTPUnauthorized, None),
@@ -68,7 +69,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     config = app[keys.CONFIG]
     try:
         principal = admission.admit(
-            request.headers.get("Origin"), request.host, request.query.get("token")
+            host=request.headers.get("Host"),  # request.host falls back to the server's own name
+            origin=request.headers.get("Origin"),
+            token=request.query.get("token"),
         )
     except UpgradeRefused as refused:
         status, retry_after = _REFUSALS[refused.reason]

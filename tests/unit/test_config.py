@@ -86,6 +86,9 @@ def test_environment_overrides(env, check):
         ({"auth.tokens": "s3cret"}, "auth.tokens", "expected a list"),
         ({"auth.tokens": [{"token": "t", "nope": 1}]}, "auth.tokens[0].nope", "unknown key"),
         ({"auth.tokens": [{"token": ""}]}, "auth.tokens[0]", "empty"),
+        ({"http.allowed_hosts": ["https://gw.example"]}, "http.allowed_hosts[0]", "host name"),
+        ({"http.allowed_hosts": ["gw.example:8080"]}, "http.allowed_hosts[0]", "host name"),
+        ({"http.allowed_hosts": ["ok.example", ""]}, "http.allowed_hosts[1]", "host name"),
         (
             {"http.metrics_token_env": "IOTGW_TEST_NO_SUCH_VARIABLE"},
             "http.metrics_token_env",
