@@ -1,6 +1,7 @@
-"""Who may open a WebSocket, and how many: the browser rules (Host and Origin, gateway/browsers.py),
-the new-connection rate, connection caps per token. It counts every upgrade it refuses and every
-connection the gateway closes, by reason.
+"""Who may come in. Every HTTP request: the browser rules (Host and Origin, gateway/browsers.py;
+for requests that change state, a JSON body). A WebSocket: those, the new-connection rate and
+the connection caps. It counts every request and upgrade it refuses and every connection the
+gateway closes, by reason.
 """
 
 from __future__ import annotations
@@ -8,12 +9,14 @@ from __future__ import annotations
 from gateway.auth import Authenticator, Principal
 from gateway.browsers import BrowserPolicy
 from gateway.config import WsConfig
-from gateway.errors import UpgradeRefused
+from gateway.errors import RequestRefused, UpgradeRefused
 from gateway.limits import ConnectionCaps, TokenBucket
 from gateway.stats import ConnectionStats
 
 #: The connection-cap holder for connections that have not authenticated yet.
 UNAUTHENTICATED = "(unauthenticated)"
+#: Methods that change nothing (RFC 9110, 9.2.1): for these, the Host check only.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Admission:
@@ -55,6 +58,31 @@ class Admission:
             raise self._refuse("connection_cap", refusal)
         return principal
 
+    def check_request(
+        self,
+        *,
+        method: str,
+        host: str | None,
+        origin: str | None,
+        content_type: str | None,
+        has_body: bool,
+    ) -> None:
+        """Let an HTTP request other than the upgrade in, or raise RequestRefused (counted). It
+        must name a Host the gateway answers to; one that changes state (any method but GET,
+        HEAD and OPTIONS) must also come from an allowed Origin and, when it has a body or
+        declares a type, declare `application/json`: a cross-site form or a no-cors fetch can
+        send neither an allowed Origin nor that type without a CORS preflight, which the gateway
+        never grants. A body-less POST or DELETE needs no Content-Type (no browser sends one
+        cross-site without an Origin)."""
+        if not self._browsers.host_allowed(host):
+            raise self._refuse_request("host", "host not allowed (see http.allowed_hosts)")
+        if method in SAFE_METHODS:
+            return
+        if not self._browsers.origin_allowed(origin, host):
+            raise self._refuse_request("origin", "origin not allowed")
+        if (has_body or content_type is not None) and not _is_json(content_type):
+            raise self._refuse_request("content_type", "Content-Type must be application/json")
+
     def authenticate(self, token: str) -> Principal | None:
         """The principal for an `auth` frame's token, or None."""
         return self._auth.authenticate(token)
@@ -78,6 +106,17 @@ class Admission:
     def _refuse(self, reason: str, message: str) -> UpgradeRefused:
         self.stats.refused[reason] += 1
         return UpgradeRefused(reason, message)
+
+    def _refuse_request(self, reason: str, message: str) -> RequestRefused:
+        self.stats.requests_refused[reason] += 1
+        return RequestRefused(reason, message)
+
+
+def _is_json(content_type: str | None) -> bool:
+    """`application/json`, with or without parameters (`; charset=utf-8`)."""
+    if content_type is None:
+        return False
+    return content_type.partition(";")[0].strip().lower() == "application/json"
 
 
 def holder(principal: Principal | None) -> str:

@@ -16,6 +16,7 @@ from gateway.access_log import AccessLogger, redact_access_log
 from gateway.browsers import is_loopback
 from gateway.config import Config
 from gateway.http_api import add_routes
+from gateway.http_guard import browser_guard
 from gateway.metrics import add_metrics
 from gateway.runtime import Runtime
 from gateway.ws import websocket_handler
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def create_app(config: Config) -> web.Application:
     redact_access_log()  # whichever access logger serves this app, tokens stay out of it
-    app = web.Application()
+    app = web.Application(middlewares=[browser_guard])
     runtime = Runtime(config)
     app[RUNTIME] = runtime
     _provide(app, runtime)

@@ -115,6 +115,12 @@ class GatewayCollector(Collector):
         yield _counter(
             "iotgw_ws_refused", "WebSocket upgrades refused", ["reason"], stats.connections.refused
         )
+        yield _counter(
+            "iotgw_http_refused",
+            "HTTP requests refused by the browser rules (Host, Origin, Content-Type)",
+            ["reason"],
+            stats.connections.requests_refused,
+        )
         yield GaugeMetricFamily(
             "iotgw_event_loop_lag_seconds",
             "How late the event loop ran the janitor's timer, last time",

@@ -7,9 +7,12 @@ import socket
 
 import pytest
 
+from gateway.admission import Admission
 from gateway.app import exposure_warning
+from gateway.auth import Authenticator
 from gateway.browsers import BrowserPolicy, default_hosts, host_name, is_loopback, policy_for
 from gateway.config import load_config
+from gateway.errors import RequestRefused
 
 
 @pytest.mark.parametrize(
@@ -139,3 +142,51 @@ def test_binding_the_network_without_tokens_is_warned_about():
     assert exposure_warning(load_config(env={})) is None
     tokens = {"http.host": "0.0.0.0", "auth.tokens": [{"token": "t", "name": "ops"}]}
     assert exposure_warning(load_config(env={}, overrides=tokens)) is None
+
+
+def admission() -> Admission:
+    config = load_config(env={})
+    return Admission(config.ws, Authenticator(config.auth), policy_for(config.http, config.auth))
+
+
+@pytest.mark.parametrize(
+    ("method", "content_type", "has_body", "refused"),
+    [
+        ("POST", "application/json", True, None),
+        ("POST", "application/json; charset=utf-8", True, None),
+        ("POST", "Application/JSON", True, None),
+        ("POST", None, False, None),
+        ("DELETE", None, False, None),
+        ("POST", None, True, "content_type"),
+        ("POST", "text/plain", False, "content_type"),
+        ("POST", "application/jsonp", True, "content_type"),
+        ("PUT", "text/json", True, "content_type"),
+        ("PATCH", "application/x-www-form-urlencoded", True, "content_type"),
+        ("GET", "text/plain", True, None),
+        ("HEAD", None, False, None),
+    ],
+)
+def test_state_changing_requests_must_declare_json(method, content_type, has_body, refused):
+    """Any method but GET, HEAD and OPTIONS with a body or a declared type must declare
+    application/json (parameters allowed); each refusal is counted by reason."""
+    gate = admission()
+    request = {"method": method, "content_type": content_type, "has_body": has_body}
+    if refused is None:
+        gate.check_request(host="localhost:8080", origin=None, **request)
+        assert gate.stats.requests_refused == {}
+    else:
+        with pytest.raises(RequestRefused) as refusal:
+            gate.check_request(host="localhost:8080", origin=None, **request)
+        assert refusal.value.reason == refused
+        assert gate.stats.requests_refused == {refused: 1}
+
+
+def test_safe_methods_need_only_a_known_host():
+    """A GET from a foreign Origin is let in (a read; the browser keeps the answer from the
+    page), a GET with a foreign Host is not."""
+    gate = admission()
+    request = {"method": "GET", "content_type": None, "has_body": False}
+    gate.check_request(host="localhost:8080", origin="http://evil.example", **request)
+    with pytest.raises(RequestRefused) as refused:
+        gate.check_request(host="evil.example:8080", origin=None, **request)
+    assert refused.value.reason == "host"
