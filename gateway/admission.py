@@ -1,7 +1,7 @@
 """Who may come in. Every HTTP request: the browser rules (Host and Origin, gateway/browsers.py;
 for requests that change state, a JSON body). A WebSocket: those, the new-connection rate and
-the connection caps. It counts every request and upgrade it refuses and every connection the
-gateway closes, by reason.
+the connection caps (per token, and per address for connections not authenticated yet). It
+counts every request and upgrade it refuses and every connection the gateway closes, by reason.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from gateway.errors import RequestRefused, UpgradeRefused
 from gateway.limits import ConnectionCaps, TokenBucket
 from gateway.stats import ConnectionStats
 
-#: The connection-cap holder for connections that have not authenticated yet.
-UNAUTHENTICATED = "(unauthenticated)"
 #: Methods that change nothing (RFC 9110, 9.2.1): for these, the Host check only.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -24,7 +22,9 @@ class Admission:
         self._auth = auth
         self._browsers = browsers
         self._connect_rate = TokenBucket(config.connect_rate, config.connect_burst)
-        self._caps = ConnectionCaps(config.max_connections, config.max_connections_per_token)
+        self._caps = ConnectionCaps(config.max_connections)
+        self._per_token = config.max_connections_per_token
+        self._unauthenticated_per_address = config.max_unauthenticated_per_address
         self.stats = ConnectionStats()
 
     @property
@@ -36,11 +36,13 @@ class Admission:
     def auth_required(self) -> bool:
         return self._auth.required
 
-    def admit(self, *, host: str | None, origin: str | None, token: str | None) -> Principal | None:
+    def admit(
+        self, *, host: str | None, origin: str | None, token: str | None, remote: str
+    ) -> Principal | None:
         """Let an upgrade request in (counted against its holder's cap: release it when the
         connection ends) and return its principal, None until it authenticates; raise
         UpgradeRefused (counted) when it may not open. `host`, `origin`: the headers;
-        `token`: the `?token=` query value."""
+        `token`: the `?token=` query value; `remote`: the peer's address."""
         browser_refusal = self._browsers.refusal(host, origin)
         if browser_refusal is not None:
             raise self._refuse(browser_refusal, f"{browser_refusal} not allowed")
@@ -53,9 +55,9 @@ class Admission:
                 raise self._refuse("unauthorized", "bad token")
         elif not self._auth.required:
             principal = self._auth.authenticate(None)
-        refusal = self._caps.admit(holder(principal))
+        refusal = self._count(principal, remote)
         if refusal is not None:
-            raise self._refuse("connection_cap", refusal)
+            raise self._refuse(*refusal)
         return principal
 
     def check_request(
@@ -87,17 +89,35 @@ class Admission:
         """The principal for an `auth` frame's token, or None."""
         return self._auth.authenticate(token)
 
-    def move(self, principal: Principal | None, to: Principal) -> str | None:
-        """Count a connection against `to`'s cap instead of `principal`'s (at `auth`); return why
-        it is refused (the connection stays counted where it was), or None."""
-        refusal = self._caps.admit(to.name)
-        if refusal is None:
-            self._caps.release(holder(principal))
-        return refusal
+    def move(self, principal: Principal | None, to: Principal, remote: str) -> str | None:
+        """Count a connection from `remote` against `to`'s cap instead of `principal`'s (at
+        `auth`); return why it is refused (the connection stays counted where it was), or None."""
+        refusal = self._count(to, remote)
+        if refusal is not None:
+            return refusal[1]
+        self._caps.release(_holder(principal, remote))
+        return None
 
-    def release(self, principal: Principal | None) -> None:
-        """A connection admitted for `principal` ended."""
-        self._caps.release(holder(principal))
+    def release(self, principal: Principal | None, remote: str) -> None:
+        """A connection from `remote`, counted for `principal`, ended."""
+        self._caps.release(_holder(principal, remote))
+
+    def _count(self, principal: Principal | None, remote: str) -> tuple[str, str] | None:
+        """Count a connection against the caps; (refusal reason, message) when one is full.
+        Until it authenticates, a connection counts against its address, with a cap of its own:
+        idle sockets that never send `auth` cannot crowd out anyone else."""
+        if principal is None:
+            limit = self._unauthenticated_per_address
+            reason, whose = "unauthenticated_cap", "unauthenticated connections from this address"
+        else:
+            limit = self._per_token
+            reason, whose = "connection_cap", f"connections for {principal.name}"
+        full = self._caps.admit(_holder(principal, remote), limit)
+        if full == "total":
+            return "connection_cap", "connection limit reached"
+        if full == "holder":
+            return reason, f"limit of {limit} {whose} reached"
+        return None
 
     def closed(self, reason: str) -> None:
         """Count a connection the gateway closed (a protocol.CloseReason)."""
@@ -119,6 +139,7 @@ def _is_json(content_type: str | None) -> bool:
     return content_type.partition(";")[0].strip().lower() == "application/json"
 
 
-def holder(principal: Principal | None) -> str:
-    """Whose connection cap a connection counts against."""
-    return principal.name if principal is not None else UNAUTHENTICATED
+def _holder(principal: Principal | None, remote: str) -> str:
+    """Whose connection cap a connection counts against: its token's, or, until it
+    authenticates, its address's (the prefixes keep a token's name from being an address)."""
+    return f"token:{principal.name}" if principal is not None else f"unauthenticated:{remote}"

@@ -161,6 +161,9 @@ class WsConfig:
     max_parked: int = 1000  # dropped connections' streams kept at once for resuming
     max_connections: int = 10000  # WebSocket connections in all; more are refused with 503
     max_connections_per_token: int = 1000  # per auth token (or for all anonymous clients)
+    # Connections that have not sent their `auth` frame yet, per remote address (they count
+    # against no token until they do); more are refused with 429.
+    max_unauthenticated_per_address: int = 16
     connect_rate: float = 200.0  # new WebSocket connections per second, on average...
     connect_burst: int = 400  # ...with bursts up to this; more are refused with 429
 
@@ -205,7 +208,7 @@ class TokenConfig:
 class AuthConfig:
     tokens: list[TokenConfig] = field(default_factory=list)  # empty: no authentication
     allowed_origins: list[str] = field(default_factory=list)  # empty: same host only
-    auth_timeout_s: float = 10.0
+    auth_timeout_s: float = 5.0  # a connection that has not authenticated by then: closed 4500
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +391,10 @@ def validate(config: Config) -> None:
         "ws.outbox_max_bytes": config.ws.outbox_max_bytes,
         "ws.max_message_bytes": config.ws.max_message_bytes,
         "ws.max_subscriptions": config.ws.max_subscriptions,
+        "ws.max_connections": config.ws.max_connections,
+        "ws.max_connections_per_token": config.ws.max_connections_per_token,
+        "ws.max_unauthenticated_per_address": config.ws.max_unauthenticated_per_address,
+        "auth.auth_timeout_s": config.auth.auth_timeout_s,
         "registry.max_devices": config.registry.max_devices,
         "registry.max_metrics_per_device": config.registry.max_metrics_per_device,
         "registry.history_length": config.registry.history_length,

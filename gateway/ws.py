@@ -60,6 +60,7 @@ _REFUSALS: dict[str, tuple[type[web.HTTPException], str | None]] = {
     "rate": (web.HTTPTooManyRequests, "1"),
     "unauthorized": (web.HTTPUnauthorized, None),
     "connection_cap": (web.HTTPServiceUnavailable, "5"),
+    "unauthenticated_cap": (web.HTTPTooManyRequests, "5"),
 }
 
 
@@ -72,6 +73,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             host=request.headers.get("Host"),  # request.host falls back to the server's own name
             origin=request.headers.get("Origin"),
             token=request.query.get("token"),
+            remote=request.remote or "",
         )
     except UpgradeRefused as refused:
         status, retry_after = _REFUSALS[refused.reason]
@@ -102,7 +104,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
         await connection.serve()
     finally:
-        admission.release(connection.counted_as)
+        admission.release(connection.counted_as, session.remote)
     return ws
 
 
@@ -284,7 +286,7 @@ class Connection:
         if not self._admission.auth_required:
             session.offer(error_frame("bad_request", "authentication is not enabled", request.id))
             return
-        over_cap = self._admission.move(self.counted_as, principal)
+        over_cap = self._admission.move(self.counted_as, principal, session.remote)
         if over_cap is not None:
             session.evict(
                 CloseCode.TOO_MANY_REQUESTS,
