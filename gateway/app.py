@@ -13,8 +13,10 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.access_log import AccessLogger, redact_access_log
+from gateway.browsers import is_loopback
 from gateway.config import Config
 from gateway.http_api import add_routes
+from gateway.http_guard import browser_guard
 from gateway.metrics import add_metrics
 from gateway.runtime import Runtime
 from gateway.ws import websocket_handler
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def create_app(config: Config) -> web.Application:
     redact_access_log()  # whichever access logger serves this app, tokens stay out of it
-    app = web.Application()
+    app = web.Application(middlewares=[browser_guard])
     runtime = Runtime(config)
     app[RUNTIME] = runtime
     _provide(app, runtime)
@@ -72,6 +74,18 @@ async def _close_sessions(app: web.Application) -> None:
     app[RUNTIME].close_sessions()
 
 
+def exposure_warning(config: Config) -> str | None:
+    """What to warn about at start: serving other machines with no tokens, so that anyone on the
+    network reads and commands every device. None when the bind is loopback or tokens are set."""
+    if config.auth.tokens or is_loopback(config.http.host):
+        return None
+    return (
+        f"http.host {config.http.host} is not a loopback address and no [[auth.tokens]] are "
+        f"configured: anyone who can reach port {config.http.port} can read and command every "
+        "device (docs/security.md, Operators)"
+    )
+
+
 async def serve(
     config: Config,
     stop: asyncio.Event,
@@ -104,6 +118,9 @@ async def serve(
         log.info(
             "serving %s://%s:%d/ (WebSocket at /ws)", scheme, config.http.host, config.http.port
         )
+        exposed = exposure_warning(config)
+        if exposed is not None:
+            log.warning("%s", exposed)
         if wait_for_broker:
             await app[RUNTIME].linked.wait()
         if started is not None:

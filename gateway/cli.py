@@ -117,13 +117,21 @@ def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]])
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
+    # The loop is chosen first and run outside any `except`: run inside one, every exception
+    # the gateway raised and logged carried the ImportError as its context ("No module named
+    # 'uvloop'" at the end of each traceback).
+    with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
+        loop_runner.run(runner())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (the `fast` extra), else None: asyncio's own."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(runner())
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
-            loop_runner.run(runner())
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _run(args: argparse.Namespace) -> int:

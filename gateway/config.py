@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -26,6 +27,8 @@ if typing.TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 ENV_PREFIX = "IOTGW_"
+#: An http.allowed_hosts entry: a host name, with a leading dot for the names under it too.
+_HOST_ENTRY = re.compile(r"\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 T = typing.TypeVar("T", bound="DataclassInstance")
 
 
@@ -117,6 +120,19 @@ class HttpConfig:
     port: int = 8080
     tls_cert_file: str = ""  # serve https:// and wss:// (or terminate TLS in a reverse proxy)
     tls_key_file: str = ""
+    # Host names the gateway answers to besides any IP address, localhost (and names under it),
+    # `host` and the machine's host name: a reverse proxy's public name (docs/security.md).
+    # "name", ".name" (it and every name under it), or "*" (any: no DNS-rebinding guard).
+    allowed_hosts: list[str] = field(default_factory=list)
+    # GET /metrics requires `Authorization: Bearer <this>` when set (empty: open to anyone who
+    # can reach the port); metrics_token_env names an environment variable holding it instead.
+    metrics_token: str = ""
+    metrics_token_env: str = ""
+
+    def metrics_secret(self) -> str:
+        if self.metrics_token_env:
+            return os.environ.get(self.metrics_token_env, "")
+        return self.metrics_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +161,9 @@ class WsConfig:
     max_parked: int = 1000  # dropped connections' streams kept at once for resuming
     max_connections: int = 10000  # WebSocket connections in all; more are refused with 503
     max_connections_per_token: int = 1000  # per auth token (or for all anonymous clients)
+    # Connections that have not sent their `auth` frame yet, per remote address (they count
+    # against no token until they do); more are refused with 429.
+    max_unauthenticated_per_address: int = 16
     connect_rate: float = 200.0  # new WebSocket connections per second, on average...
     connect_burst: int = 400  # ...with bursts up to this; more are refused with 429
 
@@ -189,7 +208,7 @@ class TokenConfig:
 class AuthConfig:
     tokens: list[TokenConfig] = field(default_factory=list)  # empty: no authentication
     allowed_origins: list[str] = field(default_factory=list)  # empty: same host only
-    auth_timeout_s: float = 10.0
+    auth_timeout_s: float = 5.0  # a connection that has not authenticated by then: closed 4500
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +391,10 @@ def validate(config: Config) -> None:
         "ws.outbox_max_bytes": config.ws.outbox_max_bytes,
         "ws.max_message_bytes": config.ws.max_message_bytes,
         "ws.max_subscriptions": config.ws.max_subscriptions,
+        "ws.max_connections": config.ws.max_connections,
+        "ws.max_connections_per_token": config.ws.max_connections_per_token,
+        "ws.max_unauthenticated_per_address": config.ws.max_unauthenticated_per_address,
+        "auth.auth_timeout_s": config.auth.auth_timeout_s,
         "registry.max_devices": config.registry.max_devices,
         "registry.max_metrics_per_device": config.registry.max_metrics_per_device,
         "registry.history_length": config.registry.history_length,
@@ -394,6 +417,17 @@ def validate(config: Config) -> None:
         raise ConfigError("log.format", "expected text or json")
     if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log.level", "expected debug, info, warning or error")
+    for i, name in enumerate(config.http.allowed_hosts):
+        if name != "*" and not _HOST_ENTRY.fullmatch(name):
+            raise ConfigError(
+                f"http.allowed_hosts[{i}]",
+                "expected a host name without scheme or port (gw.example, .example.org or *)",
+            )
+    if config.http.metrics_token_env and not config.http.metrics_secret():
+        raise ConfigError(
+            "http.metrics_token_env",
+            f"environment variable {config.http.metrics_token_env} is empty",
+        )
     for i, token in enumerate(config.auth.tokens):
         if not token.secret():
             source = f"environment variable {token.token_env}" if token.token_env else "token"

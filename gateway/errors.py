@@ -73,3 +73,13 @@ class UpgradeRefused(GatewayError):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class RequestRefused(GatewayError):
+    """Raised when an HTTP request breaks the browser rules (docs/security.md, rule 4); `reason`
+    is a stable label for metrics: host, origin or content_type."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

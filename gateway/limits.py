@@ -75,27 +75,28 @@ class KeyedBuckets:
 
 
 class ConnectionCaps:
-    """At most `total` connections, and at most `per_principal` for any one token."""
+    """At most `total` connections in all, and for any one holder (a token; the connections of one
+    address that have not authenticated yet) at most the limit its admit names."""
 
-    def __init__(self, total: int, per_principal: int) -> None:
+    def __init__(self, total: int) -> None:
         self._total = total
-        self._per_principal = per_principal
         self._open: Counter[str] = Counter()
 
     @property
     def open(self) -> int:
         return self._open.total()
 
-    def admit(self, principal: str) -> str | None:
-        """Count a new connection in; return why it is refused, or None when admitted."""
+    def admit(self, holder: str, limit: int) -> str | None:
+        """Count a new connection in; return which cap refused it (`total` or `holder`), or None
+        when admitted."""
         if self._open.total() >= self._total:
-            return "connection limit reached"
-        if self._open[principal] >= self._per_principal:
-            return f"connection limit for {principal} reached"
-        self._open[principal] += 1
+            return "total"
+        if self._open[holder] >= limit:
+            return "holder"
+        self._open[holder] += 1
         return None
 
-    def release(self, principal: str) -> None:
-        self._open[principal] -= 1
-        if self._open[principal] <= 0:
-            del self._open[principal]
+    def release(self, holder: str) -> None:
+        self._open[holder] -= 1
+        if self._open[holder] <= 0:
+            del self._open[holder]

@@ -3,6 +3,7 @@ could repeat forever. No HTTP here: the access logger lives with the HTTP code (
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, MutableMapping
@@ -48,15 +49,23 @@ class RateLimitedLog:
 
 
 #: Record attributes that describe the connection a line is about (set by ConnectionLog).
-CONTEXT_FIELDS = ("session", "remote")
+CONTEXT_FIELDS = ("conn", "remote")
+
+
+def connection_label(session_id: str) -> str:
+    """A connection's name in logs: a short hash of its session id. The id itself is a resume
+    handle (whoever holds it may continue the stream), so it is logged at DEBUG only."""
+    return hashlib.blake2b(session_id.encode(), digest_size=4).hexdigest()
 
 
 class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A logger for one client connection: every record carries its `session` id and `remote`
-    address, which JSON lines write as fields and text lines append as `[session=… remote=…]`."""
+    """A logger for one client connection: every record carries its `conn` label (see
+    connection_label) and `remote` address, which JSON lines write as fields and text lines
+    append as `[conn=… remote=…]`."""
 
     def __init__(self, logger: logging.Logger, session: str, remote: str) -> None:
-        super().__init__(logger, {"session": session, "remote": remote})
+        self.conn = connection_label(session)
+        super().__init__(logger, {"conn": self.conn, "remote": remote})
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
@@ -67,21 +76,65 @@ class ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         return msg, kwargs
 
 
-class TextFormatter(logging.Formatter):
-    """`12:00:00 INFO    gateway.ws: message [session=c-… remote=…]`."""
+#: Characters no log line writes as they are: the C0 and C1 controls and DEL, and the Unicode line
+#: and paragraph separators (str.splitlines() breaks lines at every one of them, and a terminal
+#: obeys the escape sequences), each mapped to its Python escape.
+_CONTROLS = {
+    code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as an escape (`\\n`, `\\x1b`, `\\u2028`), so
+    that nothing a device or a client sends can start a log line of its own or steer a terminal."""
+    return text.translate(_CONTROLS)
+
+
+class _EscapingFormatter(logging.Formatter):
+    """What both formats write, escaped once here for every record whatever its source: the
+    message, the connection context, and the traceback or stack (line by line: their own line
+    breaks are kept, and everything inside a line is escaped)."""
+
+    def message(self, record: logging.LogRecord) -> str:
+        return escape_controls(record.getMessage())
+
+    def context(self, record: logging.LogRecord) -> dict[str, str]:
+        return {
+            key: escape_controls(str(getattr(record, key)))
+            for key in CONTEXT_FIELDS
+            if hasattr(record, key)
+        }
+
+    def details(self, record: logging.LogRecord) -> list[str]:
+        """The traceback and the stack, if the record has them, as escaped lines."""
+        blocks = []
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            blocks.append(record.exc_text)
+        if record.stack_info:
+            blocks.append(self.formatStack(record.stack_info))
+        return [escape_controls(line) for block in blocks for line in block.split("\n")]
+
+
+class TextFormatter(_EscapingFormatter):
+    """`12:00:00 INFO    gateway.ws: message [conn=… remote=…]`; a traceback follows on lines
+    indented by two spaces, so that only a record's first line starts at the margin."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        context = " ".join(
-            f"{key}={getattr(record, key)}" for key in CONTEXT_FIELDS if hasattr(record, key)
-        )
-        return f"{line} [{context}]" if context else line
+        record.message = self.message(record)
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        context = " ".join(f"{key}={value}" for key, value in self.context(record).items())
+        if context:
+            line = f"{line} [{context}]"
+        return "\n  ".join((line, *self.details(record)))
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_EscapingFormatter):
     """One JSON object per line: ts, level, logger, message, the connection context, exc."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -89,13 +142,14 @@ class JsonFormatter(logging.Formatter):
             "ts": record.created,
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": self.message(record),
         }
-        for key in CONTEXT_FIELDS:  # the connection a line is about (ConnectionLog)
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        entry.update(self.context(record))  # the connection a line is about (ConnectionLog)
+        details = self.details(record)
+        if details:
+            entry["exc"] = "\n".join(details)
+        # orjson escapes the C0 controls in strings itself but writes DEL, the C1 controls and
+        # U+2028/2029 as they are: the escaping above is what keeps those out of the line.
         return orjson.dumps(entry).decode()
 
 

@@ -8,6 +8,7 @@ module that imports prometheus_client.
 
 from __future__ import annotations
 
+import hmac
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -114,6 +115,12 @@ class GatewayCollector(Collector):
         yield _counter(
             "iotgw_ws_refused", "WebSocket upgrades refused", ["reason"], stats.connections.refused
         )
+        yield _counter(
+            "iotgw_http_refused",
+            "HTTP requests refused by the browser rules (Host, Origin, Content-Type)",
+            ["reason"],
+            stats.connections.requests_refused,
+        )
         yield GaugeMetricFamily(
             "iotgw_event_loop_lag_seconds",
             "How late the event loop ran the janitor's timer, last time",
@@ -164,13 +171,28 @@ def histogram_family(name: str, documentation: str, buckets: Buckets) -> Histogr
     return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=buckets.total)
 
 
-def metrics_handler(registry: CollectorRegistry):  # type: ignore[no-untyped-def]
+def metrics_handler(registry: CollectorRegistry, token: str):  # type: ignore[no-untyped-def]
+    """The /metrics handler; with a `token`, only for `Authorization: Bearer <token>`."""
+    secret = token.encode()
+
     async def handler(request: web.Request) -> web.Response:
+        if secret and not _bearer_matches(request, secret):
+            raise web.HTTPUnauthorized(
+                text="a metrics token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
         return web.Response(
             body=generate_latest(registry), content_type="text/plain", charset="utf-8"
         )
 
     return handler
+
+
+def _bearer_matches(request: web.Request, secret: bytes) -> bool:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return False
+    # Header bytes that are not UTF-8 arrive as surrogates: surrogateescape gives them back.
+    return hmac.compare_digest(header[7:].encode(errors="surrogateescape"), secret)
 
 
 def add_metrics(app: web.Application) -> None:
@@ -180,4 +202,5 @@ def add_metrics(app: web.Application) -> None:
         app[keys.STATS], app[keys.STATUS], app[keys.REGISTRY], app[keys.HUB], app[keys.COMMANDS]
     )
     registry.register(collector)
-    app.router.add_get("/metrics", metrics_handler(registry))
+    token = app[keys.CONFIG].http.metrics_secret()
+    app.router.add_get("/metrics", metrics_handler(registry, token))

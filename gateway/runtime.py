@@ -15,6 +15,7 @@ import time
 
 from gateway.admission import Admission
 from gateway.auth import Authenticator
+from gateway.browsers import policy_for
 from gateway.commands import CommandRouter
 from gateway.config import Config
 from gateway.control import CommandService
@@ -45,7 +46,7 @@ class Runtime:
         self.registry = Registry(config.registry)
         self.hub = Hub(config.ws)
         self.auth = Authenticator(config.auth)
-        self.admission = Admission(config.ws, self.auth)
+        self.admission = Admission(config.ws, self.auth, policy_for(config.http, config.auth))
         conventions = build_conventions(config.conventions)
         subscriptions = [topic for c in conventions for topic in c.subscriptions()]
         self.link = BrokerLink(

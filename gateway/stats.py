@@ -70,11 +70,12 @@ class HubStats:
 
 @dataclass(slots=True)
 class ConnectionStats:
-    """WebSocket connections refused before the upgrade and closed by the gateway, by reason.
-    Owner: admission.Admission."""
+    """WebSocket connections refused before the upgrade and closed by the gateway, and other
+    HTTP requests refused by the browser rules, by reason. Owner: admission.Admission."""
 
     refused: Counter[str] = field(default_factory=Counter)
     closed: Counter[str] = field(default_factory=Counter)  # by protocol.CloseReason
+    requests_refused: Counter[str] = field(default_factory=Counter)  # host | origin | content_type
 
 
 #: Command round trip buckets, publish to the device's result (seconds).

@@ -55,10 +55,12 @@ MAX_MALFORMED_IN_A_ROW = 20
 
 #: HTTP answers to an upgrade the admission refused, by reason: (status class, Retry-After).
 _REFUSALS: dict[str, tuple[type[web.HTTPException], str | None]] = {
+    "host": (web.HTTPForbidden, None),
     "origin": (web.HTTPForbidden, None),
     "rate": (web.HTTPTooManyRequests, "1"),
     "unauthorized": (web.HTTPUnauthorized, None),
     "connection_cap": (web.HTTPServiceUnavailable, "5"),
+    "unauthenticated_cap": (web.HTTPTooManyRequests, "5"),
 }
 
 
@@ -68,7 +70,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     config = app[keys.CONFIG]
     try:
         principal = admission.admit(
-            request.headers.get("Origin"), request.host, request.query.get("token")
+            host=request.headers.get("Host"),  # request.host falls back to the server's own name
+            origin=request.headers.get("Origin"),
+            token=request.query.get("token"),
+            remote=request.remote or "",
         )
     except UpgradeRefused as refused:
         status, retry_after = _REFUSALS[refused.reason]
@@ -99,7 +104,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
         await connection.serve()
     finally:
-        admission.release(connection.counted_as)
+        admission.release(connection.counted_as, session.remote)
     return ws
 
 
@@ -155,7 +160,8 @@ class Connection:
         self._command_limits = commands.client_limits()
         self._command_tasks: set[asyncio.Task[None]] | None = None  # while commands are in flight
         self._malformed_in_a_row = 0
-        # Every line about this connection carries its session id and remote address.
+        # Every line about this connection carries its label and remote address (not the
+        # session id: a resume handle, logged at DEBUG only).
         self.log = ConnectionLog(log, session.id, session.remote)
         session.on_evict = self._evicted
 
@@ -165,6 +171,7 @@ class Connection:
 
     async def serve(self) -> None:
         session = self.session
+        self.log.debug("session %s", session.id)
         self._hub.add(session)
         session.offer_frame(self._hello())
         loop = asyncio.get_running_loop()
@@ -279,7 +286,7 @@ class Connection:
         if not self._admission.auth_required:
             session.offer(error_frame("bad_request", "authentication is not enabled", request.id))
             return
-        over_cap = self._admission.move(self.counted_as, principal)
+        over_cap = self._admission.move(self.counted_as, principal, session.remote)
         if over_cap is not None:
             session.evict(
                 CloseCode.TOO_MANY_REQUESTS,
@@ -395,7 +402,7 @@ class Connection:
         )
         task = asyncio.create_task(
             self._run_command(request.id, ticket),
-            name=f"session[{session.id}].command[{ticket.command.command_id}]",
+            name=f"connection[{self.log.conn}].command[{ticket.command.command_id}]",
         )
         if self._command_tasks is None:
             self._command_tasks = set()

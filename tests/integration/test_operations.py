@@ -22,7 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
 from gateway.cli import build_parser, main
-from gateway.logs import ConnectionLog, JsonFormatter, TextFormatter, redact_url
+from gateway.logs import (
+    ConnectionLog,
+    JsonFormatter,
+    TextFormatter,
+    connection_label,
+    redact_url,
+)
 from tests.integration.conftest import AddDevice, StartGateway
 from tests.support import broker_choice
 from tests.support.gateway import WsClient
@@ -99,6 +105,38 @@ async def test_metrics_after_a_short_real_run(
         assert name in names or re.sub(r"_(total|bucket|count|sum)$", "", name) in names, name
 
 
+METRICS_TOKEN = "mt-5c0ffee1d2"
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+async def test_metrics_token_protects_metrics(
+    start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """With http.metrics_token (or metrics_token_env) set, /metrics answers 401 (with
+    WWW-Authenticate: Bearer) without the token or with another one, and the metrics with it."""
+    if source == "env":
+        monkeypatch.setenv("IOTGW_TEST_METRICS_TOKEN", METRICS_TOKEN)
+        gw = await start_gateway({"http.metrics_token_env": "IOTGW_TEST_METRICS_TOKEN"})
+    else:
+        gw = await start_gateway({"http.metrics_token": METRICS_TOKEN})
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": METRICS_TOKEN}):
+        async with gw.http.get(gw.base_url + "/metrics", headers=headers) as response:
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            assert "iotgw_" not in await response.text()
+    status, text = await gw.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert status == 200
+    assert "iotgw_broker_connected 1.0" in text.splitlines()
+
+
+async def test_metrics_are_open_without_a_metrics_token(start_gateway: StartGateway) -> None:
+    """Without http.metrics_token, /metrics needs no token, even when auth tokens are set."""
+    gw = await start_gateway({"auth.tokens": [{"token": "t-1", "name": "ops"}]})
+    status, text = await gw.get("/metrics")
+    assert status == 200
+    assert "iotgw_ws_clients" in text
+
+
 # --- a real `iotgw run` process -----------------------------------------------------------------
 
 
@@ -151,6 +189,30 @@ async def test_json_log_format_is_one_object_per_line(broker: Mosquitto) -> None
     assert access["remote"] == "127.0.0.1"
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_device_strings_cannot_forge_log_lines(
+    broker: Mosquitto, publisher: Any, prefix: str, log_format: str
+) -> None:
+    """A metric name with a newline and a forged record in it (logged as a bad metric name)
+    stays inside its own line on `iotgw run`'s stderr, in both formats, for every line splitter
+    (orjson alone escapes the newline but writes U+2028 as it is)."""
+    port = free_port()
+    args = ["run", "--port", str(port), "--broker", broker.url, "--prefix", prefix]
+    async with gateway_process(*args, "--log-format", log_format) as gw:
+        await gw.line(lambda line: "connected to broker" in line)
+        forged = "12:00:00 ERROR   gateway.app: FORGED"
+        payload = orjson.dumps({f"x\n{forged}\u2028\x1b[2J": 1, "ok": 2})
+        await publisher.publish(f"{prefix}/dev-1/telemetry", payload, qos=1)
+        warning = await gw.line(lambda line: "bad_metric_name" in line)
+        assert await gw.stop() == 0
+    assert "FORGED" in warning
+    assert not [line for line in gw.lines if "FORGED" in line and line != warning]
+    assert "\x1b" not in warning
+    assert [line for line in gw.lines if len(line.splitlines()) != 1] == []  # U+2028 too
+    if log_format == "json":
+        _json_lines(gw.lines)  # still one JSON object per line
+
+
 TOKEN = "tok-7f3a9c1e5b"
 WRONG_TOKEN = "tok-wrong-0d4e2b"
 PASSWORD = "pw-a81c55e0"
@@ -194,8 +256,9 @@ async def test_no_secrets_in_logs(broker: Mosquitto, tmp_path: Path) -> None:
         assert secret not in everything
 
 
-def test_connection_log_carries_session_and_remote_in_both_formats() -> None:
-    """ConnectionLog puts session and remote on its records: JSON fields, a text suffix."""
+def test_connection_log_carries_conn_and_remote_in_both_formats() -> None:
+    """ConnectionLog puts a connection label (not the session id) and the remote address on its
+    records: JSON fields, a text suffix."""
     records: list[logging.LogRecord] = []
     logger = logging.getLogger("test.operations.connection")
     handler = logging.Handler()
@@ -206,27 +269,40 @@ def test_connection_log_carries_session_and_remote_in_both_formats() -> None:
     finally:
         logger.removeHandler(handler)
     [record] = records
+    label = connection_label("c-abc")
+    assert re.fullmatch("[0-9a-f]{8}", label)
     entry = orjson.loads(JsonFormatter().format(record))
-    assert entry["session"] == "c-abc"
+    assert entry["conn"] == label
     assert entry["remote"] == "192.0.2.7"
     assert entry["message"] == "closing: slow consumer"
     assert entry["level"] == "warning"
+    assert "c-abc" not in str(entry)
     text = TextFormatter().format(record)
-    assert text.endswith("closing: slow consumer [session=c-abc remote=192.0.2.7]")
+    assert text.endswith(f"closing: slow consumer [conn={label} remote=192.0.2.7]")
 
 
-async def test_connection_log_lines_name_the_session_and_remote(
+def _mentions(record: logging.LogRecord, text: str) -> bool:
+    """`text` is in the record's message or in any of its attributes (context, args)."""
+    return text in record.getMessage() or any(text in str(v) for v in vars(record).values())
+
+
+async def test_session_ids_are_logged_at_debug_only(
     start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A connection's log lines (here: closed for a request before auth) carry its context."""
+    """A connection's lines at INFO and above (here: closed for a request before auth) name it
+    by its label and remote address; its session id, a resume handle, appears at DEBUG only."""
     gw = await start_gateway({"auth.tokens": [{"token": TOKEN, "name": "ops"}]})
-    client = await gw.connect()
-    with caplog.at_level(logging.INFO, logger="gateway.ws"):
+    with caplog.at_level(logging.DEBUG):
+        client = await gw.connect()
         await client.send({"type": "subscribe", "id": 1, "devices": ["*"]})
         assert await client.closed() == 4500
+    session = client.hello["session"]
     [record] = [r for r in caplog.records if "request_before_auth" in r.getMessage()]
-    assert getattr(record, "session", None) == client.hello["session"]
+    assert record.levelno == logging.INFO
+    assert getattr(record, "conn", None) == connection_label(session)
     assert getattr(record, "remote", None) == "127.0.0.1"
+    assert [r for r in caplog.records if _mentions(r, session) and r.levelno >= logging.INFO] == []
+    assert [r for r in caplog.records if _mentions(r, session) and r.levelno == logging.DEBUG]
 
 
 def test_redact_url_hides_only_the_password() -> None:

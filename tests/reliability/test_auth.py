@@ -312,3 +312,90 @@ async def test_refused_resume_leaves_the_owners_stream(granted):
     again, reply = await resume_as(gateway, READER_A, resume)
     assert reply["recovered"] is True, "the other token's failed attempt discarded a's stream"
     assert await again.readings(1) == [["a-2", "t", 12.0, 12]]
+
+
+async def raw_request(port: int, head: bytes) -> tuple[int, bytes]:
+    """Send one HTTP/1.1 request of raw bytes (headers no client library would send); return the
+    status and the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + b"Connection: close\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            response = await reader.read()
+    finally:
+        writer.close()
+    status_line, _, rest = response.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize(
+    "request_line", [b"GET /api/devices", b"POST /api/devices/thermo-1/commands/toggle"]
+)
+async def test_authorization_header_that_is_not_utf8_is_401(served, caplog, request_line):
+    """A Bearer token of bytes that are not UTF-8 is a bad token: 401, no traceback logged."""
+    caplog.set_level(logging.DEBUG)
+    port = served.config.http.port
+    head = request_line + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\xfe\x80\r\n"
+    status, body = await raw_request(port, head)
+    assert status == 401
+    assert b"unauthorized" in body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+# --- connections that have not authenticated -----------------------------------------------------
+
+IDLE_CAPS = {
+    "auth.tokens": [{"token": SECRET, "name": "ops", "command": ["*"]}],
+    "ws.max_connections_per_token": 5,
+    "ws.max_unauthenticated_per_address": 3,
+    "auth.auth_timeout_s": 60.0,  # the idle sockets stay for the whole test
+}
+
+
+async def upgrade(gateway, **kwargs) -> WsClient | int:
+    """A connected client (hello read), or the HTTP status that refused the upgrade."""
+    try:
+        return await gateway.connect(**kwargs)
+    except aiohttp.WSServerHandshakeError as refused:
+        return refused.status
+
+
+async def test_idle_sockets_are_capped_per_address_and_lock_out_no_one(start_gateway):
+    """Connections that have not sent `auth` count against their own address's cap (429 past it,
+    counted as unauthenticated_cap), not a cap shared by everyone: a dashboard user from another
+    address still connects and authenticates, a token on the URL still connects from the same
+    one, and an idle socket that authenticates frees its address's slot."""
+    gateway = await start_gateway(IDLE_CAPS, wait_connected=False)
+    idle = [await upgrade(gateway) for _ in range(5)]
+    assert [c if isinstance(c, int) else "open" for c in idle] == ["open"] * 3 + [429, 429]
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as elsewhere:
+        ws = await elsewhere.ws_connect(gateway.ws_url)
+        user = WsClient(ws)
+        assert (await user.recv())["auth"] == "required"
+        assert (await user.request({"type": "auth", "token": SECRET}))["type"] == "authenticated"
+        await user.close()
+    with_token = await upgrade(gateway, params={"token": SECRET})
+    assert not isinstance(with_token, int)
+    assert await upgrade(gateway) == 429
+    first = idle[0]
+    assert not isinstance(first, int)
+    assert (await first.request({"type": "auth", "token": SECRET}))["type"] == "authenticated"
+    assert not isinstance(await upgrade(gateway), int)  # the slot it held is free again
+    _, text = await gateway.get("/metrics")
+    assert 'iotgw_ws_refused_total{reason="unauthenticated_cap"} 3.0' in text.splitlines()
+
+
+async def test_idle_socket_is_closed_at_the_auth_deadline_and_frees_its_slot(start_gateway):
+    """A socket that never authenticates is closed with 4500 at auth.auth_timeout_s, counted as
+    auth_timeout, and its address may open another in its place."""
+    caps = {**IDLE_CAPS, "ws.max_unauthenticated_per_address": 1, "auth.auth_timeout_s": 0.5}
+    gateway = await start_gateway(caps, wait_connected=False)
+    idle = await upgrade(gateway)
+    assert not isinstance(idle, int)
+    assert await idle.closed() == 4500
+    _, text = await gateway.get("/metrics")
+    assert 'iotgw_ws_closed_by_gateway_total{reason="auth_timeout"} 1.0' in text.splitlines()
+    await eventually(lambda: gateway.runtime.admission.open == 0, 5, "the slot released")
+    assert not isinstance(await upgrade(gateway), int)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.limits import KeyedBuckets, TokenBucket
+from gateway.limits import ConnectionCaps, KeyedBuckets, TokenBucket
 
 
 def test_bucket_delay_says_how_long_until_the_next_token():
@@ -41,3 +41,15 @@ def test_keyed_buckets_forget_refilled_keys_first():
     buckets.take("b")
     buckets.take("c")  # both earlier buckets have refilled at once: both forgotten
     assert len(buckets) == 1
+
+
+def test_connection_caps_limit_each_holder_and_the_total():
+    """Each holder is held to the limit its admit names, all of them to the total; a release
+    frees the slot for anyone."""
+    caps = ConnectionCaps(total=3)
+    assert [caps.admit("a", 2) for _ in range(3)] == [None, None, "holder"]
+    assert caps.admit("b", 1) is None
+    assert caps.admit("c", 5) == "total"
+    caps.release("a")
+    assert caps.open == 2
+    assert caps.admit("c", 5) is None
