@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.config import RegistryConfig
 from gateway.history import HistoryRing
+from gateway.meta import ShapeCache
 from gateway.models import DeviceMeta, Reading, Sample, Status, Value
 from gateway.stats import RegistryStats
 
@@ -62,6 +63,9 @@ class Registry:
         self._config = config
         self._devices: dict[str, Device] = {}
         self.stats = RegistryStats()
+        #: Meta declarations many devices share, parsed and kept once (conventions parse
+        #: through it: build_conventions is given it).
+        self.shapes = ShapeCache()
 
     def __len__(self) -> int:
         return len(self._devices)

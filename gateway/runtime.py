@@ -46,7 +46,7 @@ class Runtime:
         self.hub = Hub(config.ws)
         self.auth = Authenticator(config.auth)
         self.admission = Admission(config.ws, self.auth)
-        conventions = build_conventions(config.conventions)
+        conventions = build_conventions(config.conventions, self.registry.shapes)
         subscriptions = [topic for c in conventions for topic in c.subscriptions()]
         self.link = BrokerLink(
             config.broker,

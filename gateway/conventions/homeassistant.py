@@ -22,10 +22,9 @@ from typing import Any
 
 import orjson
 
+from gateway.conventions.base import PrefixConvention
 from gateway.conventions.common import (
     Echo,
-    Echoes,
-    base_topic,
     is_finite_number,
     is_publish_topic,
     is_value,
@@ -140,23 +139,17 @@ class HaDevice:
     meta_raw: dict[str, Any] | None = None
 
 
-class HomeAssistantConvention:
+class HomeAssistantConvention(PrefixConvention):
     name = "homeassistant"
+    prefix_key = "discovery_prefix"
 
     def __init__(self, discovery_prefix: str = "homeassistant") -> None:
-        self.discovery_prefix = discovery_prefix
-        self._prefix = discovery_prefix + "/"
+        super().__init__(discovery_prefix)
         self._entities: dict[str, Entity] = {}
         self._devices: dict[str, HaDevice] = {}
         self._by_topic: dict[str, set[str]] = {}  # state or availability topic -> entity keys
         self._by_config: dict[str, list[str]] = {}  # discovery topic -> entity keys it defined
         self._subscribed: set[str] = set()
-        self._echoes = Echoes()
-
-    @classmethod
-    def from_config(cls, section: Any) -> HomeAssistantConvention:
-        path = "conventions.homeassistant.discovery_prefix"
-        return cls(base_topic(section.discovery_prefix, path))
 
     def subscriptions(self) -> list[str]:
         return [f"{self._prefix}+/+/config", f"{self._prefix}+/+/+/config"]
@@ -307,7 +300,7 @@ class HomeAssistantConvention:
             return []
         device.meta_raw = raw
         try:
-            return [MetaChange(device_id, parse_meta(raw))]
+            return [MetaChange(device_id, parse_meta(raw, self._shapes))]
         except DecodeError as exc:
             return [Rejected(exc.reason, exc.detail)]
 

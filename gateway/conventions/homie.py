@@ -20,11 +20,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.conventions.base import PrefixConvention
 from gateway.conventions.common import (
     MAX_DEVICES,
     Echo,
-    Echoes,
-    base_topic,
     is_finite_number,
     is_publish_topic,
     is_value,
@@ -92,24 +91,12 @@ class HomieDevice:
     meta_raw: dict[str, Any] | None = None
 
 
-class HomieConvention:
+class HomieConvention(PrefixConvention):
     name = "homie"
 
     def __init__(self, base_topic: str = "homie") -> None:
-        self.base_topic = base_topic
-        self._prefix = base_topic + "/"
+        super().__init__(base_topic)
         self._devices: dict[str, HomieDevice] = {}
-        self._echoes = Echoes()
-
-    @classmethod
-    def from_config(cls, section: Any) -> HomieConvention:
-        return cls(base_topic(section.base_topic, "conventions.homie.base_topic"))
-
-    def subscriptions(self) -> list[str]:
-        return [self._prefix + "#"]
-
-    def owns(self, topic: str) -> bool:
-        return topic.startswith(self._prefix)
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
         levels = topic[len(self._prefix) :].split("/")
@@ -297,7 +284,7 @@ class HomieConvention:
             return []
         device.meta_raw, device.setters = raw, setters
         try:
-            return [MetaChange(device.id, parse_meta(raw))]
+            return [MetaChange(device.id, parse_meta(raw, self._shapes))]
         except DecodeError as exc:
             device.setters = {}
             return [Rejected(exc.reason, exc.detail)]

@@ -9,11 +9,9 @@ iotgw/thermo-1/result      {"id": "c-…", "status": "ok"|"error", "result": {..
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import orjson
 
+from gateway.conventions.base import PrefixConvention
 from gateway.conventions.common import (
     MAX_STRING_VALUE,
     flatten,
@@ -39,23 +37,18 @@ from gateway.names import is_command_name, is_device_id
 __all__ = ["NativeConvention", "load_json"]
 
 
-@dataclass(frozen=True, slots=True)
-class NativeConvention:
-    prefix: str = "iotgw"
-    name: str = "native"
+class NativeConvention(PrefixConvention):
+    name = "native"
+    prefix_key = "prefix"
 
-    @classmethod
-    def from_config(cls, section: Any) -> NativeConvention:
-        return cls(prefix=section.prefix)
+    def __init__(self, prefix: str = "iotgw") -> None:
+        super().__init__(prefix)
 
     def subscriptions(self) -> list[str]:
         return [f"{self.prefix}/+/{leaf}" for leaf in ("telemetry", "status", "meta", "result")]
 
-    def owns(self, topic: str) -> bool:
-        return topic.startswith(self.prefix + "/")
-
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
-        levels = topic[len(self.prefix) + 1 :].split("/")
+        levels = topic[len(self._prefix) :].split("/")
         if len(levels) != 2:
             raise DecodeError("unknown_topic", topic)
         device, leaf = levels
@@ -66,7 +59,8 @@ class NativeConvention:
         if leaf == "status":
             return [online_status(device, payload)]
         if leaf == "meta":
-            return [MetaChange(device, parse_meta(load_json(payload)) if payload else None)]
+            meta = parse_meta(load_json(payload), self._shapes) if payload else None
+            return [MetaChange(device, meta)]
         if leaf == "result":
             return [_result(device, payload)]
         raise DecodeError("unknown_topic", topic)

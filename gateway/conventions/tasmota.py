@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.conventions.base import Surroundings
 from gateway.conventions.common import (
     MAX_DEVICES,
     Echo,
@@ -30,7 +31,7 @@ from gateway.conventions.common import (
     scoped_id,
 )
 from gateway.errors import CommandError, ConfigError, DecodeError
-from gateway.meta import parse_meta
+from gateway.meta import ShapeCache, parse_meta
 from gateway.models import (
     DeviceEvent,
     DeviceMeta,
@@ -98,12 +99,16 @@ class TasmotaConvention:
         self._at_topic = self._levels.index(TOPIC)
         self._devices: dict[str, TasmotaDevice] = {}  # by gateway device id
         self._echoes = Echoes()
+        self._shapes: ShapeCache | None = None
 
     @classmethod
     def from_config(cls, section: Any) -> TasmotaConvention:
         return cls(
             section.full_topic, section.prefix_tele, section.prefix_stat, section.prefix_cmnd
         )
+
+    def bind(self, surroundings: Surroundings) -> None:
+        self._shapes = surroundings.shapes
 
     def subscriptions(self) -> list[str]:
         return [self._topic(prefix, "+", "+") for prefix in (self._tele, self._stat)]
@@ -284,7 +289,7 @@ class TasmotaConvention:
             return []
         device.meta_raw = raw
         try:
-            return [MetaChange(device.id, parse_meta(raw))]
+            return [MetaChange(device.id, parse_meta(raw, self._shapes))]
         except DecodeError as exc:
             return [Rejected(exc.reason, exc.detail)]
 

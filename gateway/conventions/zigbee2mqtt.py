@@ -18,10 +18,9 @@ from typing import Any
 
 import orjson
 
+from gateway.conventions.base import PrefixConvention
 from gateway.conventions.common import (
     Echo,
-    Echoes,
-    base_topic,
     flatten,
     is_finite_number,
     is_publish_topic,
@@ -71,25 +70,13 @@ class Z2mDevice:
     meta_raw: dict[str, Any] | None = None
 
 
-class Zigbee2MqttConvention:
+class Zigbee2MqttConvention(PrefixConvention):
     name = "zigbee2mqtt"
 
     def __init__(self, base_topic: str = "zigbee2mqtt") -> None:
-        self.base_topic = base_topic
-        self._prefix = base_topic + "/"
+        super().__init__(base_topic)
         self._by_name: dict[str, Z2mDevice] = {}
         self._by_id: dict[str, Z2mDevice] = {}
-        self._echoes = Echoes()
-
-    @classmethod
-    def from_config(cls, section: Any) -> Zigbee2MqttConvention:
-        return cls(base_topic(section.base_topic, "conventions.zigbee2mqtt.base_topic"))
-
-    def subscriptions(self) -> list[str]:
-        return [self._prefix + "#"]
-
-    def owns(self, topic: str) -> bool:
-        return topic.startswith(self._prefix)
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
         rest = topic[len(self._prefix) :]
@@ -215,7 +202,7 @@ class Zigbee2MqttConvention:
 
     def _parsed_meta(self, device: Z2mDevice, events: list[DeviceEvent]) -> DeviceMeta | None:
         try:
-            return parse_meta(device.meta_raw)
+            return parse_meta(device.meta_raw, self._shapes)
         except DecodeError as exc:
             # One device with odd exposes must not cost the others their meta.
             events.append(Rejected(exc.reason, f"{device.friendly_name[:60]}: {exc.detail}"))

@@ -1,0 +1,89 @@
+"""What every convention implements, what it is told about the rest of the gateway, and the base
+of the conventions that own everything under one topic prefix.
+
+Conventions do no I/O and read no clock; they may keep state of their own (a bridge's device list,
+discovery configs, commands awaiting their echo), bounded like everything device traffic can grow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Self
+
+from gateway.conventions.common import Echoes, base_topic
+from gateway.meta import ShapeCache
+from gateway.models import DeviceEvent, DeviceMeta, Value
+
+
+@dataclass(frozen=True, slots=True)
+class Surroundings:
+    """What `build_conventions` tells each convention once every enabled one exists."""
+
+    #: The registry's cache of parsed meta declarations (None: parsed, never shared).
+    shapes: ShapeCache | None = None
+
+
+class Convention(Protocol):
+    """The decoding interface the pipeline and the command router use."""
+
+    @property
+    def name(self) -> str:
+        """The convention's config section (`zigbee2mqtt`), also its label in metrics."""
+        ...
+
+    def bind(self, surroundings: Surroundings) -> None:
+        """Take what the rest of the gateway says (called once, before the first message)."""
+        ...
+
+    def subscriptions(self) -> list[str]:
+        """MQTT topic filters to subscribe to."""
+        ...
+
+    def owns(self, topic: str) -> bool:
+        """True if this convention decodes messages on `topic`."""
+        ...
+
+    def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
+        """Decode one message; raise DecodeError when nothing in it is usable."""
+        ...
+
+    def encode_command(
+        self, device: str, meta: DeviceMeta, command: str, command_id: str, params: dict[str, Value]
+    ) -> tuple[str, bytes]:
+        """Topic and payload that carry a validated command to `device`."""
+        ...
+
+    def owns_command_topic(self, device: str, topic: str) -> bool:
+        """True if `topic` is one this convention publishes `device`'s commands on: the command
+        service checks every topic `encode_command` built before it is published."""
+        ...
+
+
+class PrefixConvention:
+    """A convention owning every topic under one configured prefix (Zigbee2MQTT's and Homie's
+    base topic, Home Assistant's discovery prefix): the prefix and its config key, the owner
+    check, the shared meta cache and the commands awaiting their echo."""
+
+    name: ClassVar[str]
+    #: The config key of the prefix in the convention's section.
+    prefix_key: ClassVar[str] = "base_topic"
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._prefix = prefix + "/"
+        self._shapes: ShapeCache | None = None
+        self._echoes = Echoes()
+
+    @classmethod
+    def from_config(cls, section: Any) -> Self:
+        path = f"conventions.{cls.name}.{cls.prefix_key}"
+        return cls(base_topic(getattr(section, cls.prefix_key), path))
+
+    def bind(self, surroundings: Surroundings) -> None:
+        self._shapes = surroundings.shapes
+
+    def subscriptions(self) -> list[str]:
+        return [self._prefix + "#"]
+
+    def owns(self, topic: str) -> bool:
+        return topic.startswith(self._prefix)
