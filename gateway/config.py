@@ -94,6 +94,9 @@ class TasmotaConfig:
 class HomeAssistantConfig:
     enabled: bool = False
     discovery_prefix: str = "homeassistant"
+    # Topics outside the discovery prefix that discovery configs may name (state, availability,
+    # command), as MQTT filters; never another convention's or the gateway's (docs/security.md).
+    allowed_topics: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from gateway.conventions.native import NativeConvention
 from gateway.conventions.tasmota import TasmotaConvention
 from gateway.conventions.zigbee2mqtt import Zigbee2MqttConvention
 from gateway.meta import ShapeCache
+from gateway.sync import TOPIC_ROOT as SYNC_ROOT
 
 __all__ = ["FACTORIES", "Convention", "Surroundings", "build_conventions"]
 
@@ -43,6 +44,11 @@ def build_conventions(settings: Any, shapes: ShapeCache | None = None) -> list[C
     # pipeline asks `owns` in: the first convention that owns a topic decodes it.
     sections = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     conventions = [FACTORIES[name](s) for name, s in sections.items() if s.enabled]
+    # The gateway's own topics: its retained-state marker, and the native command topics (also
+    # when the native convention is off: devices may still listen there).
+    commands = f"{settings.native.prefix}/+/cmd/#"
     for convention in conventions:
-        convention.bind(Surroundings(shapes=shapes))
+        reserved = [SYNC_ROOT + "#"] if convention.name == "native" else [SYNC_ROOT + "#", commands]
+        reserved += [f for c in conventions if c is not convention for f in c.namespace.own]
+        convention.bind(Surroundings(foreign_topics=tuple(reserved), shapes=shapes))
     return conventions

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self
 
-from gateway.conventions.common import Echoes, base_topic
+from gateway.conventions.common import Echoes, Namespace, base_topic
 from gateway.meta import ShapeCache
 from gateway.models import DeviceEvent, DeviceMeta, Value
 
@@ -19,6 +19,9 @@ from gateway.models import DeviceEvent, DeviceMeta, Value
 class Surroundings:
     """What `build_conventions` tells each convention once every enabled one exists."""
 
+    #: Filters owned by the other enabled conventions and by the gateway itself: nothing device
+    #: data names may lie there (docs/security.md, rule 1).
+    foreign_topics: tuple[str, ...] = ()
     #: The registry's cache of parsed meta declarations (None: parsed, never shared).
     shapes: ShapeCache | None = None
 
@@ -29,6 +32,12 @@ class Convention(Protocol):
     @property
     def name(self) -> str:
         """The convention's config section (`zigbee2mqtt`), also its label in metrics."""
+        ...
+
+    @property
+    def namespace(self) -> Namespace:
+        """The topics this convention owns (`namespace.own`, MQTT filters) and the check that
+        keeps every topic taken from device data inside them (docs/security.md, rule 1)."""
         ...
 
     def bind(self, surroundings: Surroundings) -> None:
@@ -50,12 +59,14 @@ class Convention(Protocol):
     def encode_command(
         self, device: str, meta: DeviceMeta, command: str, command_id: str, params: dict[str, Value]
     ) -> tuple[str, bytes]:
-        """Topic and payload that carry a validated command to `device`."""
+        """Topic and payload that carry a validated command to `device`; raise CommandError
+        (not_found) when the device offers no such command or no topic it may be sent on."""
         ...
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
-        """True if `topic` is one this convention publishes `device`'s commands on: the command
-        service checks every topic `encode_command` built before it is published."""
+        """True if `topic` is a command topic of `device` inside this convention's namespace:
+        the command service checks every topic `encode_command` built before it is published
+        (docs/security.md, rule 3)."""
         ...
 
 
@@ -71,15 +82,22 @@ class PrefixConvention:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self._prefix = prefix + "/"
+        self.namespace = Namespace((self._prefix + "#",))
         self._shapes: ShapeCache | None = None
         self._echoes = Echoes()
 
     @classmethod
     def from_config(cls, section: Any) -> Self:
+        return cls(cls.prefix_from(section))
+
+    @classmethod
+    def prefix_from(cls, section: Any) -> str:
+        """The configured prefix, checked (ConfigError naming the key)."""
         path = f"conventions.{cls.name}.{cls.prefix_key}"
-        return cls(base_topic(getattr(section, cls.prefix_key), path))
+        return base_topic(getattr(section, cls.prefix_key), path)
 
     def bind(self, surroundings: Surroundings) -> None:
+        self.namespace = self.namespace.excluding(surroundings.foreign_topics)
         self._shapes = surroundings.shapes
 
     def subscriptions(self) -> list[str]:

@@ -1,4 +1,5 @@
-"""Helpers several conventions share: JSON loading, flattening, device ids, topics, echoes.
+"""Helpers several conventions share: JSON loading, flattening, device ids, topics and the
+namespace check, echoes.
 
 Everything here treats its input as untrusted device data: nothing raises but DecodeError, and
 every collection that device traffic can grow is bounded.
@@ -10,10 +11,12 @@ import hashlib
 import math
 import reprlib
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import orjson
+from paho.mqtt.matcher import MQTTMatcher
 
 from gateway.errors import ConfigError, DecodeError
 from gateway.models import CommandResult, DeviceEvent, Rejected, Sample, StatusChange, Value
@@ -162,6 +165,81 @@ def is_publish_topic(topic: object) -> TypeGuard[str]:
         and 0 < len(topic.encode(errors="replace")) <= MAX_TOPIC_BYTES
         and not any(c in topic for c in "+#\x00")
     )
+
+
+def is_topic_filter(value: object) -> TypeGuard[str]:
+    """True for a valid MQTT topic filter: `+` only as a whole level, `#` only as the whole last
+    level (MQTT 3.1.1 §4.7.1), no NUL, not empty."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return False
+    if len(value.encode(errors="replace")) > MAX_TOPIC_BYTES:
+        return False
+    levels = value.split("/")
+    last = len(levels) - 1
+    return all(
+        ("+" not in level or level == "+") and ("#" not in level or (level == "#" and i == last))
+        for i, level in enumerate(levels)
+    )
+
+
+class Filters:
+    """A set of MQTT topic filters, asked whether any of them matches a topic.
+
+    Matched by paho's topic trie, which follows MQTT's rules (a `#` also matches its parent level;
+    wildcards at the first level never match a `$` topic, MQTT 3.1.1 §4.7.2).
+    """
+
+    __slots__ = ("_matcher", "filters")
+
+    def __init__(self, filters: Iterable[str]) -> None:
+        self.filters = tuple(dict.fromkeys(filters))
+        self._matcher = MQTTMatcher()  # type: ignore[no-untyped-call]  # paho's is unannotated
+        for topic_filter in self.filters:
+            self._matcher[topic_filter] = True
+
+    def match(self, topic: str) -> bool:
+        matches = self._matcher.iter_match(topic)  # type: ignore[no-untyped-call]  # as above
+        return next(matches, None) is not None
+
+
+class Namespace:
+    """The topics a convention may subscribe or publish to when device data names them
+    (docs/security.md, rule 1).
+
+    A topic is allowed when it is a plain topic (no wildcard, no NUL), not a `$` topic, inside
+    the convention's own filters (or the ones it was allowed to borrow, Home Assistant's
+    `allowed_topics`), and outside every filter owned by another enabled convention or by the
+    gateway itself. Only `own` counts as this convention's when the others' are worked out.
+    """
+
+    __slots__ = ("_foreign", "_inside", "borrowed", "foreign", "own")
+
+    def __init__(
+        self, own: Iterable[str], borrowed: Iterable[str] = (), foreign: Iterable[str] = ()
+    ) -> None:
+        self.own = tuple(own)
+        self.borrowed = tuple(borrowed)
+        self.foreign = Filters(foreign)
+        self._inside = Filters((*self.own, *self.borrowed))
+
+    def excluding(self, foreign: Iterable[str]) -> Namespace:
+        """The same namespace, minus the topics of its neighbours."""
+        return Namespace(self.own, self.borrowed, foreign)
+
+    def refusal(self, topic: object) -> str | None:
+        """Why `topic` may not be used, or None when it may."""
+        if not is_publish_topic(topic):
+            return "not a plain topic (empty, wildcards, NUL or too long)"
+        if topic.startswith("$"):
+            return "a $ topic"
+        if not self._inside.match(topic):
+            return "outside the convention's namespace"
+        if self.foreign.match(topic):
+            return "owned by another convention or by the gateway"
+        return None
+
+    def allows(self, topic: object) -> TypeGuard[str]:
+        return self.refusal(topic) is None
 
 
 def same_value(a: object, b: object) -> bool:

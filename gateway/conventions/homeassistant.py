@@ -10,6 +10,9 @@ homeassistant/switch/irrigation/config           {"~": "homeassistant/switch/irr
 Entities are grouped into one gateway device per discovery `device` block; each entity is one
 metric (its object id) and, for switches, lights, numbers, selects and buttons, one command. The
 state and availability topics a config names are subscribed to at run time (Subscribe events).
+Every topic a config names must lie in the namespace: under the discovery prefix, or matching
+`conventions.homeassistant.allowed_topics`, never a topic of another convention or the gateway
+(docs/security.md, rule 1); an entity naming another is refused and counted (`bad_topic`).
 Value templates are evaluated only in their simple forms (`{{ value }}`, `{{ value_json.a.b }}`,
 `{{ value_json['a'] }}`); anything else is counted as `unsupported_template`, never guessed at.
 """
@@ -17,16 +20,18 @@ Value templates are evaluated only in their simple forms (`{{ value }}`, `{{ val
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self, TypeGuard
 
 import orjson
 
 from gateway.conventions.base import PrefixConvention
 from gateway.conventions.common import (
     Echo,
+    Namespace,
     is_finite_number,
-    is_publish_topic,
+    is_topic_filter,
     is_value,
     load_json,
     load_text,
@@ -34,7 +39,7 @@ from gateway.conventions.common import (
     sample,
     scoped_id,
 )
-from gateway.errors import CommandError, DecodeError
+from gateway.errors import CommandError, ConfigError, DecodeError
 from gateway.meta import parse_meta
 from gateway.models import (
     DeviceEvent,
@@ -143,13 +148,26 @@ class HomeAssistantConvention(PrefixConvention):
     name = "homeassistant"
     prefix_key = "discovery_prefix"
 
-    def __init__(self, discovery_prefix: str = "homeassistant") -> None:
+    def __init__(
+        self, discovery_prefix: str = "homeassistant", allowed_topics: Iterable[str] = ()
+    ) -> None:
         super().__init__(discovery_prefix)
+        self.namespace = Namespace(self.namespace.own, borrowed=allowed_topics)
         self._entities: dict[str, Entity] = {}
         self._devices: dict[str, HaDevice] = {}
         self._by_topic: dict[str, set[str]] = {}  # state or availability topic -> entity keys
+        self._by_command_topic: dict[str, set[str]] = {}  # command topic -> entity keys
         self._by_config: dict[str, list[str]] = {}  # discovery topic -> entity keys it defined
         self._subscribed: set[str] = set()
+
+    @classmethod
+    def from_config(cls, section: Any) -> Self:
+        allowed = list(section.allowed_topics)
+        for i, topic_filter in enumerate(allowed):
+            if not is_topic_filter(topic_filter) or topic_filter.startswith("$"):
+                path = f"conventions.{cls.name}.allowed_topics[{i}]"
+                raise ConfigError(path, "must be an MQTT topic filter, not a $ topic")
+        return cls(cls.prefix_from(section), allowed)
 
     def subscriptions(self) -> list[str]:
         return [f"{self._prefix}+/+/config", f"{self._prefix}+/+/+/config"]
@@ -176,6 +194,8 @@ class HomeAssistantConvention(PrefixConvention):
         )
         if entity is None or entity.command_topic is None:
             raise CommandError("not_found", f"{device} announced no {command!r:.80}")
+        if not self.owns_command_topic(device, entity.command_topic):
+            raise CommandError("not_found", f"{device}: {command} has no command topic of its own")
         value = next(iter(params.values()), None)
         payload = entity.payloads.get(value) if value is not None else entity.payloads.get("")
         if payload is None:  # a number: its value, as Home Assistant renders `{{ value }}`
@@ -187,15 +207,14 @@ class HomeAssistantConvention(PrefixConvention):
         return entity.command_topic, payload.encode()
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
-        # One of the command topics the device's own discovery configs named. Whether a config
-        # may name such a topic at all is for the namespace rule (docs/security.md, rule 1) to
-        # decide when the config is read.
-        known = self._devices.get(device)
-        return (
-            known is not None
-            and is_publish_topic(topic)
-            and any(e.command_topic == topic for e in known.entities.values())
-        )
+        """Inside the namespace, a command topic of `device`, and no topic of any other device:
+        otherwise a token allowed to command one device could command (or fake the state of)
+        another through it."""
+        commanding = self._by_command_topic.get(topic)
+        if not commanding or not self.namespace.allows(topic):
+            return False
+        keys = commanding | self._by_topic.get(topic, set())
+        return all(self._entities[key].device == device for key in keys)
 
     # --- discovery ------------------------------------------------------------------------
 
@@ -252,9 +271,9 @@ class HomeAssistantConvention(PrefixConvention):
         device = self._devices.get(device_id)
         if device is None:
             device = self._devices[device_id] = HaDevice(device_id, device_name, model)
-        _state_of(entity, config, events)
-        _availability_of(entity, config, events)
-        _command_of(entity, config, events)
+        _state_of(entity, config, self.namespace, events)
+        _availability_of(entity, config, self.namespace, events)
+        _command_of(entity, config, self.namespace, events)
         if entity.state_topic is not None:
             entity.metric = _metric(device, entity, events)
             if entity.metric is None:
@@ -265,6 +284,8 @@ class HomeAssistantConvention(PrefixConvention):
         self._entities[key] = entity
         for topic in entity_topics(entity):
             self._by_topic.setdefault(topic, set()).add(key)
+        if entity.command_topic is not None:
+            self._by_command_topic.setdefault(entity.command_topic, set()).add(key)
         return entity
 
     def _remove(self, config_topic: str) -> set[str]:
@@ -276,11 +297,9 @@ class HomeAssistantConvention(PrefixConvention):
             del device.entities[key]
             touched.add(entity.device)
             for topic in entity_topics(entity):
-                bound = self._by_topic.get(topic)
-                if bound is not None:
-                    bound.discard(key)
-                    if not bound:
-                        del self._by_topic[topic]
+                _unbind(self._by_topic, topic, key)
+            if entity.command_topic is not None:
+                _unbind(self._by_command_topic, entity.command_topic, key)
         return touched
 
     def _meta_events(self, device_id: str) -> list[DeviceEvent]:
@@ -350,6 +369,14 @@ class HomeAssistantConvention(PrefixConvention):
             events.append(Rejected("bad_value", f"{entity.metric}={sample(value)}"))
             return None
         return value
+
+
+def _unbind(index: dict[str, set[str]], topic: str, key: str) -> None:
+    bound = index.get(topic)
+    if bound is not None:
+        bound.discard(key)
+        if not bound:
+            del index[topic]
 
 
 def entity_topics(entity: Entity) -> set[str]:
@@ -436,12 +463,21 @@ def _device_of(config: dict[str, Any], node_id: str, object_id: str) -> tuple[st
     return scoped_id(TAG, ident), name, _text(device.get("model")) or "homeassistant"
 
 
-def _state_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent]) -> None:
+def _usable(
+    topic: object, namespace: Namespace, field: str, entity: Entity, events: list[DeviceEvent]
+) -> TypeGuard[str]:
+    """True when a topic the config names may be used; otherwise counted as bad_topic."""
+    refusal = namespace.refusal(topic)
+    if refusal is not None:
+        events.append(Rejected("bad_topic", f"{entity.key[:80]}: {field} {refusal}"))
+    return refusal is None
+
+
+def _state_of(
+    entity: Entity, config: dict[str, Any], namespace: Namespace, events: list[DeviceEvent]
+) -> None:
     topic = config.get("state_topic")
-    if topic is None:
-        return
-    if not is_publish_topic(topic):
-        events.append(Rejected("bad_topic", f"{entity.key[:80]}: state_topic"))
+    if topic is None or not _usable(topic, namespace, "state_topic", entity, events):
         return
     entity.state_topic = topic
     if entity.component == "light" and config.get("schema") == "json":
@@ -451,7 +487,9 @@ def _state_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent])
     entity.template = _template(config.get(key), entity.key, events)
 
 
-def _availability_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent]) -> None:
+def _availability_of(
+    entity: Entity, config: dict[str, Any], namespace: Namespace, events: list[DeviceEvent]
+) -> None:
     online = _text(config.get("payload_available")) or "online"
     offline = _text(config.get("payload_not_available")) or "offline"
     entries: list[dict[str, Any]] = []
@@ -462,8 +500,7 @@ def _availability_of(entity: Entity, config: dict[str, Any], events: list[Device
         entries += [e for e in config["availability"] if isinstance(e, dict)]
     for entry in entries:
         topic = entry.get("topic")
-        if not is_publish_topic(topic):
-            events.append(Rejected("bad_topic", f"{entity.key[:80]}: availability"))
+        if not _usable(topic, namespace, "availability", entity, events):
             continue
         entity.availability.append(
             (
@@ -475,14 +512,15 @@ def _availability_of(entity: Entity, config: dict[str, Any], events: list[Device
         )
 
 
-def _command_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent]) -> None:
+def _command_of(
+    entity: Entity, config: dict[str, Any], namespace: Namespace, events: list[DeviceEvent]
+) -> None:
     """The command a switch, light (on/off), number, select or button entity accepts."""
     topic = config.get("command_topic")
     component = entity.component
     if topic is None or component not in ("switch", "light", "number", "select", "button"):
         return
-    if not is_publish_topic(topic):
-        events.append(Rejected("bad_topic", f"{entity.key[:80]}: command_topic"))
+    if not _usable(topic, namespace, "command_topic", entity, events):
         return
     template = config.get("command_template")
     if template is not None and _template(template, entity.key, []).path != RAW:

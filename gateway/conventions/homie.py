@@ -25,7 +25,6 @@ from gateway.conventions.common import (
     MAX_DEVICES,
     Echo,
     is_finite_number,
-    is_publish_topic,
     is_value,
     load_json_object,
     load_text,
@@ -132,23 +131,24 @@ class HomieConvention(PrefixConvention):
         if known is None or target is None:
             raise CommandError("not_found", f"{device} has no settable {command!r:.80}")
         node, prop = target
-        version = "5/" if known.v5 else ""
         # Every level was announced by the device and checked against the id pattern.
-        topic = f"{self._prefix}{version}{known.homie_id}/{node}/{prop}/set"
-        if not is_publish_topic(topic):
+        topic = self._set_topic(known, node, prop)
+        if not self.namespace.allows(topic):
             raise CommandError("not_found", f"{device}: cannot build its command topic")
         self._echoes.expect(device, Echo(command_id, f"{node}.{prop}"))
         return topic, _payload(params["value"]).encode()
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
         known = self._devices.get(device)
-        if known is None:
-            return False
-        version = "5/" if known.v5 else ""
-        return any(
-            topic == f"{self._prefix}{version}{known.homie_id}/{node}/{prop}/set"
-            for node, prop in known.setters.values()
+        return (
+            known is not None
+            and any(topic == self._set_topic(known, *target) for target in known.setters.values())
+            and self.namespace.allows(topic)
         )
+
+    def _set_topic(self, device: HomieDevice, node: str, prop: str) -> str:
+        version = "5/" if device.v5 else ""
+        return f"{self._prefix}{version}{device.homie_id}/{node}/{prop}/set"
 
     # --- attributes -----------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from gateway.conventions.common import (
     online_status,
     sample,
 )
-from gateway.errors import DecodeError
+from gateway.errors import CommandError, DecodeError
 from gateway.meta import parse_meta
 from gateway.models import (
     CommandResult,
@@ -69,12 +69,19 @@ class NativeConvention(PrefixConvention):
         self, device: str, meta: DeviceMeta, command: str, command_id: str, params: dict[str, Value]
     ) -> tuple[str, bytes]:
         # device and command passed the allow-lists in gateway.names before reaching here.
-        topic = f"{self.prefix}/{device}/cmd/{command}"
+        topic = f"{self._prefix}{device}/cmd/{command}"
+        if not self.owns_command_topic(device, topic):
+            raise CommandError("not_found", f"{device}: no command topic of its own")
         return topic, orjson.dumps({"id": command_id, "params": params})
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
-        command = topic.removeprefix(f"{self.prefix}/{device}/cmd/")
-        return command != topic and is_command_name(command)
+        head = f"{self._prefix}{device}/cmd/"
+        return (
+            is_device_id(device)
+            and topic.startswith(head)
+            and is_command_name(topic[len(head) :])
+            and self.namespace.allows(topic)
+        )
 
 
 def _telemetry(device: str, payload: bytes, received_at: float) -> list[DeviceEvent]:

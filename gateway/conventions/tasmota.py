@@ -23,6 +23,7 @@ from gateway.conventions.common import (
     MAX_DEVICES,
     Echo,
     Echoes,
+    Namespace,
     flatten,
     is_publish_topic,
     load_json_object,
@@ -100,6 +101,8 @@ class TasmotaConvention:
         self._devices: dict[str, TasmotaDevice] = {}  # by gateway device id
         self._echoes = Echoes()
         self._shapes: ShapeCache | None = None
+        prefixes = (self._tele, self._stat, self._cmnd)
+        self.namespace = Namespace(self._topic(prefix, "+", "+") for prefix in prefixes)
 
     @classmethod
     def from_config(cls, section: Any) -> TasmotaConvention:
@@ -108,6 +111,7 @@ class TasmotaConvention:
         )
 
     def bind(self, surroundings: Surroundings) -> None:
+        self.namespace = self.namespace.excluding(surroundings.foreign_topics)
         self._shapes = surroundings.shapes
 
     def subscriptions(self) -> list[str]:
@@ -134,6 +138,8 @@ class TasmotaConvention:
             raise CommandError("not_found", f"{device} has not shown a {command!r:.80}")
         # The topic level is the one the device publishes on, never client text.
         topic = self._topic(self._cmnd, known.topic, command)
+        if not self.namespace.allows(topic):
+            raise CommandError("not_found", f"{device}: its topic cannot carry commands")
         value = params["state"] if _POWER.fullmatch(command) else params["value"]
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # "50", not "50.0": Tasmota parses integers
@@ -147,6 +153,7 @@ class TasmotaConvention:
             known is not None
             and command in known.commands
             and topic == self._topic(self._cmnd, known.topic, command)
+            and self.namespace.allows(topic)
         )
 
     # --- topics ---------------------------------------------------------------------------

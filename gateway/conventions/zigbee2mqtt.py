@@ -8,7 +8,10 @@ zigbee2mqtt/kitchen/lamp/set            {"brightness": 128}   (published by the 
 Friendly names may hold `/` and spaces, so a topic is matched against the names the bridge
 announced before it is split. Device ids are `z2m.<name>` (see common.scoped_id); meta and
 commands come from each device's exposes; a command's result is the state echo that shows the
-value it set.
+value it set. A name is refused when its topics would not be its own: one Zigbee2MQTT itself
+refuses (empty, `/` at either end, control characters, wildcards), one with a `set` or `get`
+level or ending in `/availability` (its topics would be another name's requests or status), and
+one whose command topic leaves the namespace (docs/security.md, rule 1).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from gateway.conventions.common import (
     Echo,
     flatten,
     is_finite_number,
-    is_publish_topic,
     is_value,
     load_json,
     load_json_object,
@@ -52,6 +54,7 @@ MAX_EXPOSE_DEPTH = 4
 AVAILABILITY = "/availability"
 # Requests other clients (or the gateway itself) publish under the base topic: not device state.
 REQUEST_LEAVES = ("set", "get")
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +105,8 @@ class Zigbee2MqttConvention(PrefixConvention):
         if known is None or setter is None:
             raise CommandError("not_found", f"{device} did not expose {command!r:.80}")
         # The friendly name is what the bridge announced, never client text.
-        topic = f"{self._prefix}{known.friendly_name}/set"
-        if not is_publish_topic(topic):
+        topic = self._set_topic(known.friendly_name)
+        if not self.namespace.allows(topic):
             raise CommandError("not_found", f"{device}: its name cannot be used in a topic")
         value = params[setter.property]
         expected = None if setter.toggle is not None and value == setter.toggle else value
@@ -112,7 +115,14 @@ class Zigbee2MqttConvention(PrefixConvention):
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
         known = self._by_id.get(device)
-        return known is not None and topic == f"{self._prefix}{known.friendly_name}/set"
+        return (
+            known is not None
+            and topic == self._set_topic(known.friendly_name)
+            and self.namespace.allows(topic)
+        )
+
+    def _set_topic(self, friendly_name: str) -> str:
+        return f"{self._prefix}{friendly_name}/set"
 
     def device_id(self, friendly_name: str) -> str:
         known = self._by_name.get(friendly_name)
@@ -180,8 +190,12 @@ class Zigbee2MqttConvention(PrefixConvention):
         if not isinstance(entry, dict) or entry.get("type") == "Coordinator":
             return None
         name = entry.get("friendly_name")
-        if not isinstance(name, str) or not name or name.startswith("bridge/"):
+        if not isinstance(name, str) or not _usable_name(name):
             events.append(Rejected("bad_device", sample(name)))
+            return None
+        refusal = self.namespace.refusal(self._set_topic(name))
+        if refusal is not None:
+            events.append(Rejected("bad_topic", f"{sample(name)}: {refusal}"))
             return None
         definition = entry.get("definition")
         if not isinstance(definition, dict):
@@ -208,6 +222,19 @@ class Zigbee2MqttConvention(PrefixConvention):
             events.append(Rejected(exc.reason, f"{device.friendly_name[:60]}: {exc.detail}"))
             device.setters.clear()
             return None
+
+
+def _usable_name(name: str) -> bool:
+    """A friendly name whose topics are its own (see the module docstring)."""
+    levels = name.split("/")
+    return (
+        bool(name)
+        and levels[0] != "bridge"
+        and "" not in levels
+        and not any(level in REQUEST_LEAVES for level in levels)
+        and levels[-1] != AVAILABILITY[1:]
+        and not any(c in _CONTROL or c in "+#" for c in name)
+    )
 
 
 def _generic_exposes(

@@ -86,9 +86,14 @@ DEVICE_DISCOVERY = {
 }
 
 
+#: The examples' devices publish their state outside the discovery prefix (as ESPHome and
+#: Tasmota do): topics an operator lists in conventions.homeassistant.allowed_topics.
+EXAMPLE_TOPICS = ("sensorBedroom/#", "dev1/#", "meter/#", "amp/#", "dev/#", "plug/#", "t1/#")
+
+
 @pytest.fixture
 def ha() -> HomeAssistantConvention:
-    return HomeAssistantConvention()
+    return HomeAssistantConvention(allowed_topics=EXAMPLE_TOPICS)
 
 
 def send(conv: HomeAssistantConvention, topic: str, payload: object) -> list[DeviceEvent]:

@@ -1,0 +1,148 @@
+"""Device-side trust through a real Mosquitto (issue 12; docs/security.md, rules 1, 2, 5, 6):
+what device and discovery data can make the gateway subscribe, publish, overwrite, confirm and
+keep, by both front doors (WebSocket and REST)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomqtt
+import orjson
+import pytest
+
+from tests.integration.conftest import StartGateway
+from tests.support.devices import THERMOSTAT_META, mqtt_client
+from tests.support.gateway import GatewayUnderTest, WsClient
+from tests.support.mosquitto import Mosquitto
+
+HA_ONLY = "ha-only-5d1e"  # may command ha.* devices only
+EVERYTHING = "all-77c2"
+
+
+class Retained:
+    """A publisher whose retained messages are cleared when the test ends."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.topics: set[str] = set()
+
+    async def publish(self, topic: str, payload: Any, retain: bool = True) -> None:
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        await self.client.publish(topic, body, qos=1, retain=retain)
+        if retain:
+            self.topics.add(topic)
+
+
+@pytest.fixture
+async def retained(broker: Mosquitto) -> AsyncIterator[Retained]:
+    async with mqtt_client(broker.host, broker.port) as client:
+        publisher = Retained(client)
+        yield publisher
+        for topic in publisher.topics:
+            await client.publish(topic, b"", qos=1, retain=True)
+
+
+@pytest.fixture
+async def spy(broker: Mosquitto, prefix: str) -> AsyncIterator[asyncio.Queue[tuple[str, bytes]]]:
+    """Every publish on the native command topics of this test's prefix (SUBACK received)."""
+    seen: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    async with mqtt_client(broker.host, broker.port) as client:
+        await client.subscribe(f"{prefix}/+/cmd/#", qos=1)
+
+        async def collect() -> None:
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                seen.put_nowait((message.topic.value, message.payload))
+
+        task = asyncio.create_task(collect(), name="test-spy")
+        yield seen
+        task.cancel()
+
+
+async def authenticated(gateway: GatewayUnderTest, token: str) -> WsClient:
+    client = await gateway.connected_client()
+    await client.send({"type": "auth", "token": token})
+    await client.expect(lambda f: f["type"] == "authenticated")
+    return client
+
+
+async def device_where(
+    gateway: GatewayUnderTest, device_id: str, predicate: Any, token: str = EVERYTHING
+) -> dict[str, Any]:
+    """The gateway's view of `device_id` once it satisfies `predicate` (by its frames)."""
+    watcher = await authenticated(gateway, token)
+    await watcher.request({"type": "subscribe", "devices": [device_id]}, "subscribed")
+    snapshot = await watcher.expect(lambda f: f["type"] == "snapshot")
+    found = [d for d in snapshot["devices"] if predicate(d)]
+    if not found:
+        event = await watcher.expect(lambda f: f["type"] == "device" and predicate(f["device"]))
+        found = [event["device"]]
+    await watcher.close()
+    return found[0]
+
+
+def tokens() -> list[dict[str, Any]]:
+    return [
+        {"token": HA_ONLY, "name": "ha-only", "command": ["ha.*"]},
+        {"token": EVERYTHING, "name": "all", "command": ["*"]},
+    ]
+
+
+async def test_discovery_data_cannot_choose_where_the_gateway_publishes_or_subscribes(
+    start_gateway: StartGateway, retained: Retained, spy: asyncio.Queue[Any], prefix: str
+) -> None:
+    """12.1: a retained Home Assistant config naming another device's native command topic and a
+    secret topic is refused (bad_topic): the entity has no metric and no command, commanding it
+    by WebSocket or REST publishes nothing, and the only publish the victim's topic ever sees is
+    a real command to it."""
+    discovery = f"ha-{prefix}"
+    gateway = await start_gateway(
+        {
+            "conventions.homeassistant.enabled": True,
+            "conventions.homeassistant.discovery_prefix": discovery,
+            "auth.tokens": tokens(),
+        }
+    )
+    await retained.publish(f"{prefix}/thermo-1/meta", THERMOSTAT_META)
+    await retained.publish(f"secret-{prefix}/alarm/code", b"1234")
+    await retained.publish(
+        f"{discovery}/switch/evil/config",
+        {
+            "name": "evil",
+            "cmd_t": f"{prefix}/thermo-1/cmd/set_target",
+            "stat_t": f"secret-{prefix}/alarm/code",
+            "pl_on": '{"id": "x", "params": {"target": 30}}',
+        },
+    )
+    evil = await device_where(gateway, "ha.evil", lambda d: d["meta"] is not None)
+    await device_where(gateway, "thermo-1", lambda d: d["meta"] is not None)
+    assert evil["meta"]["metrics"] == {}
+    assert evil["meta"]["commands"] == {}
+    status, body = await gateway.get("/metrics")
+    assert 'iotgw_decode_errors_total{convention="homeassistant",reason="bad_topic"} 2.0' in body
+
+    client = await authenticated(gateway, HA_ONLY)
+    command = {"type": "command", "device": "ha.evil", "command": "set_evil"}
+    reply = await client.request({**command, "params": {"state": "ON"}})
+    assert (reply["type"], reply["code"]) == ("error", "not_found")
+    headers = {"Authorization": f"Bearer {HA_ONLY}"}
+    status, body = await gateway.post(
+        "/api/devices/ha.evil/commands/set_evil", json={"params": {"state": "ON"}}, headers=headers
+    )
+    assert (status, body["code"]) == (404, "not_found")
+
+    # The sentinel: a real command to thermo-1 by a token allowed to send it. One connection's
+    # publishes reach a subscriber in order, so anything published before it arrives first.
+    headers = {"Authorization": f"Bearer {EVERYTHING}"}
+    status, body = await gateway.post(
+        "/api/devices/thermo-1/commands/set_target",
+        json={"params": {"target": 21}, "timeout_ms": 100},
+        headers=headers,
+    )
+    assert (status, body["status"]) == (200, "timeout")
+    topic, payload = await asyncio.wait_for(spy.get(), 5)
+    assert topic == f"{prefix}/thermo-1/cmd/set_target"
+    assert orjson.loads(payload)["params"] == {"target": 21}
+    assert spy.empty()
