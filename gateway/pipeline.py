@@ -26,7 +26,7 @@ from gateway.models import (
     Subscribe,
     Telemetry,
 )
-from gateway.registry import Device, Registry
+from gateway.registry import CREATED, Device, Registry
 from gateway.stats import IngestStats
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,12 @@ class Pipeline:
                 if device is not None and device.meta != meta:
                     device.meta = meta
                     self._hub.device_event(device, "meta")
-            case CommandResult():
-                if not self._router.resolve(event):
+            case CommandResult(device=device_id):
+                # A device may only answer its own commands, and only its own convention speaks
+                # for it (the router checks the first, this the second).
+                owner = self._registry.get(device_id)
+                mine = owner is not None and owner.convention == convention
+                if not (mine and self._router.resolve(event)):
                     self._reject(convention, "unmatched_result", topic, event.command_id)
             case Rejected(reason=reason, detail=detail):
                 self._reject(convention, reason, topic, detail)
@@ -132,10 +136,10 @@ class Pipeline:
             self._reject(convention, "clock_skew", topic, f"{skew:+.0f}s from the gateway's clock")
 
     def _device(self, convention: str, device_id: str) -> Device | None:
-        device, created = self._registry.observe(device_id, convention)
+        device, outcome = self._registry.observe(device_id, convention)
         if device is None:
-            self._reject(convention, "registry_full", device_id, "")
-        elif created:
+            self._reject(convention, outcome, device_id, "")  # registry_full, foreign_device
+        elif outcome is CREATED:
             self._hub.device_event(device, "status")
         return device
 

@@ -3,14 +3,18 @@
 Bounded everywhere: a cap on devices, on metrics per device and on history points per metric;
 what the caps refuse is counted, never silently grown. Staleness runs on the monotonic clock, so
 a device whose clock is wrong (or a wall-clock jump) cannot make others look stale.
+
+Each device belongs to the convention that created it, and ids tagged by a convention (`z2m.`,
+`ha.`, ...) to that convention alone: a message of one convention never creates or touches
+another's device (docs/security.md, rule 2).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from gateway.config import RegistryConfig
 from gateway.history import HistoryRing
@@ -58,9 +62,18 @@ class Device:
         return entry
 
 
+#: What `Registry.observe` did: found the device, created it, or why it refused it.
+KNOWN: Final = ""
+CREATED: Final = "created"
+FULL: Final = "registry_full"
+FOREIGN: Final = "foreign_device"
+
+
 class Registry:
-    def __init__(self, config: RegistryConfig) -> None:
+    def __init__(self, config: RegistryConfig, id_tags: Mapping[str, str] | None = None) -> None:
+        """`id_tags`: device id tag -> the convention whose ids carry it (conventions.id_tags)."""
         self._config = config
+        self._owners = dict(id_tags or {})
         self._devices: dict[str, Device] = {}
         self.stats = RegistryStats()
         #: Meta declarations many devices share, parsed and kept once (conventions parse
@@ -79,16 +92,21 @@ class Registry:
     def matching(self, wants_device: Any) -> list[Device]:
         return [d for d in self._devices.values() if wants_device(d.id)]
 
-    def observe(self, device_id: str, convention: str) -> tuple[Device | None, bool]:
-        """The device's record, creating it if there is room; the flag says it was created."""
+    def observe(self, device_id: str, convention: str) -> tuple[Device | None, str]:
+        """The record of `convention`'s device, created if there is room; the word says what
+        happened: KNOWN, CREATED, or why there is none: FULL, or FOREIGN (the id is another
+        convention's: its device, or its tag)."""
         device = self._devices.get(device_id)
         if device is not None:
-            return device, False
+            return (device, KNOWN) if device.convention == convention else (None, FOREIGN)
+        owner = self._owners.get(device_id.partition(".")[0])
+        if owner is not None and owner != convention:
+            return None, FOREIGN
         if len(self._devices) >= self._config.max_devices:
             self.stats.devices_refused += 1
-            return None, False
+            return None, FULL
         device = self._devices[device_id] = Device(device_id, convention)
-        return device, True
+        return device, CREATED
 
     def apply_samples(self, device: Device, samples: Iterable[Sample], now: float) -> list[Reading]:
         """Store the samples; return the readings accepted (metrics past the cap are refused)."""

@@ -18,7 +18,7 @@ from gateway.auth import Authenticator
 from gateway.commands import CommandRouter
 from gateway.config import Config
 from gateway.control import CommandService
-from gateway.conventions import build_conventions
+from gateway.conventions import build_conventions, id_tags
 from gateway.errors import BrokerUnavailable, PublishUnconfirmed
 from gateway.hub import Hub
 from gateway.ingest import BrokerLink
@@ -42,7 +42,7 @@ class Runtime:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.registry = Registry(config.registry)
+        self.registry = Registry(config.registry, id_tags())
         self.hub = Hub(config.ws)
         self.auth = Authenticator(config.auth)
         self.admission = Admission(config.ws, self.auth)

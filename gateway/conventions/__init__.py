@@ -1,15 +1,14 @@
 """Device conventions: each module turns one family of topics into DeviceEvents and back.
 
 A convention owns its topic layout completely; the rest of the gateway only ever sees device ids,
-metrics and events. A new convention is a module with a class implementing `Convention`, an entry
-in `FACTORIES` and a config section of its own (gateway.config.ConventionsConfig); nothing in the
-hub or the registry changes.
+metrics and events. A new convention is a module with a class implementing `Convention` (its
+`name`, its device id `tag`, `from_config`), an entry in `CONVENTIONS` and a config section of its
+own (gateway.config.ConventionsConfig); nothing in the hub or the registry changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 from gateway.conventions.base import Convention, Surroundings
@@ -21,18 +20,33 @@ from gateway.conventions.zigbee2mqtt import Zigbee2MqttConvention
 from gateway.meta import ShapeCache
 from gateway.sync import TOPIC_ROOT as SYNC_ROOT
 
-__all__ = ["FACTORIES", "Convention", "Surroundings", "build_conventions"]
+__all__ = ["CONVENTIONS", "Convention", "Surroundings", "build_conventions", "id_tags"]
 
-ConventionFactory = Callable[[Any], Convention]
+ConventionClass = (
+    type[NativeConvention]
+    | type[Zigbee2MqttConvention]
+    | type[TasmotaConvention]
+    | type[HomieConvention]
+    | type[HomeAssistantConvention]
+)
 
-#: Config section -> the factory building the convention from it.
-FACTORIES: dict[str, ConventionFactory] = {
-    "native": NativeConvention.from_config,
-    "zigbee2mqtt": Zigbee2MqttConvention.from_config,
-    "tasmota": TasmotaConvention.from_config,
-    "homie": HomieConvention.from_config,
-    "homeassistant": HomeAssistantConvention.from_config,
+#: Config section -> the convention built from it.
+CONVENTIONS: dict[str, ConventionClass] = {
+    cls.name: cls
+    for cls in (
+        NativeConvention,
+        Zigbee2MqttConvention,
+        TasmotaConvention,
+        HomieConvention,
+        HomeAssistantConvention,
+    )
 }
+
+
+def id_tags() -> dict[str, str]:
+    """Device id tag -> the convention whose ids carry it (`z2m` -> `zigbee2mqtt`), for every
+    known convention, enabled or not: ids of one never become another's."""
+    return {cls.tag: name for name, cls in CONVENTIONS.items() if cls.tag}
 
 
 def build_conventions(settings: Any, shapes: ShapeCache | None = None) -> list[Convention]:
@@ -43,12 +57,20 @@ def build_conventions(settings: Any, shapes: ShapeCache | None = None) -> list[C
     # Sections are instantiated in ConventionsConfig's field order, which is also the order the
     # pipeline asks `owns` in: the first convention that owns a topic decodes it.
     sections = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
-    conventions = [FACTORIES[name](s) for name, s in sections.items() if s.enabled]
+    conventions: list[Convention] = [
+        CONVENTIONS[name].from_config(s) for name, s in sections.items() if s.enabled
+    ]
+    tags = frozenset(id_tags())
     # The gateway's own topics: its retained-state marker, and the native command topics (also
     # when the native convention is off: devices may still listen there).
     commands = f"{settings.native.prefix}/+/cmd/#"
     for convention in conventions:
         reserved = [SYNC_ROOT + "#"] if convention.name == "native" else [SYNC_ROOT + "#", commands]
         reserved += [f for c in conventions if c is not convention for f in c.namespace.own]
-        convention.bind(Surroundings(foreign_topics=tuple(reserved), shapes=shapes))
+        surroundings = Surroundings(
+            foreign_topics=tuple(reserved),
+            foreign_tags=tags - {CONVENTIONS[convention.name].tag},
+            shapes=shapes,
+        )
+        convention.bind(surroundings)
     return conventions

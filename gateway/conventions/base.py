@@ -22,6 +22,8 @@ class Surroundings:
     #: Filters owned by the other enabled conventions and by the gateway itself: nothing device
     #: data names may lie there (docs/security.md, rule 1).
     foreign_topics: tuple[str, ...] = ()
+    #: The device id tags of every other convention (`z2m`, `ha`, ...): ids this one may not make.
+    foreign_tags: frozenset[str] = frozenset()
     #: The registry's cache of parsed meta declarations (None: parsed, never shared).
     shapes: ShapeCache | None = None
 
@@ -76,6 +78,8 @@ class PrefixConvention:
     check, the shared meta cache and the commands awaiting their echo."""
 
     name: ClassVar[str]
+    #: The tag its device ids start with (`z2m` in `z2m.lamp`; "" for the native convention).
+    tag: ClassVar[str]
     #: The config key of the prefix in the convention's section.
     prefix_key: ClassVar[str] = "base_topic"
 

@@ -146,6 +146,7 @@ class HaDevice:
 
 class HomeAssistantConvention(PrefixConvention):
     name = "homeassistant"
+    tag = TAG
     prefix_key = "discovery_prefix"
 
     def __init__(

@@ -92,6 +92,7 @@ class HomieDevice:
 
 class HomieConvention(PrefixConvention):
     name = "homie"
+    tag = TAG
 
     def __init__(self, base_topic: str = "homie") -> None:
         super().__init__(base_topic)

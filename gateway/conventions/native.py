@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.conventions.base import PrefixConvention
+from gateway.conventions.base import PrefixConvention, Surroundings
 from gateway.conventions.common import (
     MAX_STRING_VALUE,
     flatten,
@@ -38,11 +38,20 @@ __all__ = ["NativeConvention", "load_json"]
 
 
 class NativeConvention(PrefixConvention):
+    """Native ids carry no tag, and may not start with another convention's (`z2m.lamp` is a
+    Zigbee2MQTT device: a native message for it is refused as `foreign_device`)."""
+
     name = "native"
+    tag = ""
     prefix_key = "prefix"
 
     def __init__(self, prefix: str = "iotgw") -> None:
         super().__init__(prefix)
+        self._foreign_tags: frozenset[str] = frozenset()
+
+    def bind(self, surroundings: Surroundings) -> None:
+        super().bind(surroundings)
+        self._foreign_tags = surroundings.foreign_tags
 
     def subscriptions(self) -> list[str]:
         return [f"{self.prefix}/+/{leaf}" for leaf in ("telemetry", "status", "meta", "result")]
@@ -54,6 +63,8 @@ class NativeConvention(PrefixConvention):
         device, leaf = levels
         if not is_device_id(device):
             raise DecodeError("bad_device_id", device)
+        if device.partition(".")[0] in self._foreign_tags:
+            raise DecodeError("foreign_device", device)
         if leaf == "telemetry":
             return _telemetry(device, payload, received_at)
         if leaf == "status":
@@ -78,6 +89,7 @@ class NativeConvention(PrefixConvention):
         head = f"{self._prefix}{device}/cmd/"
         return (
             is_device_id(device)
+            and device.partition(".")[0] not in self._foreign_tags
             and topic.startswith(head)
             and is_command_name(topic[len(head) :])
             and self.namespace.allows(topic)

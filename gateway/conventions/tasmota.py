@@ -83,6 +83,7 @@ class TasmotaDevice:
 
 class TasmotaConvention:
     name = "tasmota"
+    tag = TAG
 
     def __init__(
         self,

@@ -75,6 +75,7 @@ class Z2mDevice:
 
 class Zigbee2MqttConvention(PrefixConvention):
     name = "zigbee2mqtt"
+    tag = TAG
 
     def __init__(self, base_topic: str = "zigbee2mqtt") -> None:
         super().__init__(base_topic)

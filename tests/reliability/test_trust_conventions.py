@@ -146,3 +146,62 @@ async def test_discovery_data_cannot_choose_where_the_gateway_publishes_or_subsc
     assert topic == f"{prefix}/thermo-1/cmd/set_target"
     assert orjson.loads(payload)["params"] == {"target": 21}
     assert spy.empty()
+
+
+LAMP_EXPOSES = [
+    {"type": "binary", "property": "state", "value_on": "ON", "value_off": "OFF",
+     "value_toggle": "TOGGLE", "access": 7},
+]  # fmt: skip
+
+
+async def test_a_native_device_cannot_write_another_conventions_device(
+    start_gateway: StartGateway, retained: Retained, prefix: str
+) -> None:
+    """12.2: a native device publishing status, meta (with wider params) and telemetry on
+    `<prefix>/z2m.lamp/…` is refused (foreign_device): the Zigbee2MQTT lamp keeps its status,
+    values and meta, commands are still checked against its own exposes, and no native device
+    with its tag is created."""
+    base = f"z2m-{prefix}"
+    gateway = await start_gateway(
+        {
+            "conventions.zigbee2mqtt.enabled": True,
+            "conventions.zigbee2mqtt.base_topic": base,
+            "auth.tokens": tokens(),
+        }
+    )
+    lamp = {"friendly_name": "lamp", "definition": {"model": "L1", "exposes": LAMP_EXPOSES}}
+    await retained.publish(f"{base}/bridge/devices", [lamp])
+    await retained.publish(f"{base}/lamp/availability", {"state": "online"})
+    await retained.client.publish(f"{base}/lamp", b'{"state": "OFF"}', qos=1)
+    await device_where(gateway, "z2m.lamp", lambda d: d["meta"] and d["status"] == "online")
+
+    wide = {"type": "evil", "commands": {"set_state": {"params": {"state": {"type": "string"}}}}}
+    await retained.publish(f"{prefix}/z2m.lamp/meta", wide)
+    await retained.publish(f"{prefix}/z2m.lamp/status", b"offline")
+    await retained.client.publish(f"{prefix}/z2m.lamp/telemetry", b'{"state": "HACKED"}', qos=1)
+    await retained.publish(f"{prefix}/z2m.other/status", b"online")
+    # The sentinel: the lamp's own next state, published after the forgeries on one connection.
+    await retained.client.publish(f"{base}/lamp", b'{"state": "ON"}', qos=1)
+    lamp_now = await device_where(
+        gateway, "z2m.lamp", lambda d: d["values"].get("state", [0, ""])[1] == "ON"
+    )
+    assert lamp_now["status"] == "online"
+    assert lamp_now["type"] == "L1"
+    params = lamp_now["meta"]["commands"]["set_state"]["params"]
+    assert params == {"state": {"type": "string", "enum": ["ON", "OFF", "TOGGLE"]}}
+    headers = {"Authorization": f"Bearer {EVERYTHING}"}
+    status, body = await gateway.get("/api/devices/z2m.other", headers=headers)
+    assert status == 404
+    status, body = await gateway.get("/metrics")
+    assert 'iotgw_decode_errors_total{convention="native",reason="foreign_device"} 4.0' in body
+
+    client = await authenticated(gateway, EVERYTHING)
+    hacked = {"state": "HACKED"}
+    reply = await client.request(
+        {"type": "command", "device": "z2m.lamp", "command": "set_state", "params": hacked}
+    )
+    assert (reply["type"], reply["code"]) == ("error", "bad_params")
+    history = await client.request(
+        {"type": "history", "device": "z2m.lamp", "metric": "state"}, "history"
+    )
+    assert [value for _, value in history["points"]] == ["OFF", "ON"]

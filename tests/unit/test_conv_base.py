@@ -7,7 +7,7 @@ import dataclasses
 import orjson
 
 from gateway.config import ConventionsConfig, load_config
-from gateway.conventions import FACTORIES, build_conventions
+from gateway.conventions import CONVENTIONS, build_conventions, id_tags
 from gateway.conventions.base import PrefixConvention
 from gateway.models import MetaChange
 from gateway.registry import Registry
@@ -15,9 +15,19 @@ from gateway.registry import Registry
 META = {"type": "plug", "metrics": {"power": {"unit": "W"}}, "commands": {"toggle": {}}}
 
 
-def test_every_config_section_has_a_factory() -> None:
-    """FACTORIES names exactly the sections of ConventionsConfig, in the same order."""
-    assert list(FACTORIES) == [f.name for f in dataclasses.fields(ConventionsConfig)]
+def test_every_config_section_has_a_convention() -> None:
+    """CONVENTIONS names exactly the sections of ConventionsConfig, in the same order."""
+    assert list(CONVENTIONS) == [f.name for f in dataclasses.fields(ConventionsConfig)]
+
+
+def test_each_convention_has_its_own_id_tag() -> None:
+    """Every convention but native tags its ids, and no two share a tag."""
+    assert id_tags() == {
+        "z2m": "zigbee2mqtt",
+        "tasmota": "tasmota",
+        "homie": "homie",
+        "ha": "homeassistant",
+    }
 
 
 def test_conventions_parse_meta_through_the_registrys_cache() -> None:

@@ -25,7 +25,7 @@ from gateway.conventions.homeassistant import HomeAssistantConvention
 from gateway.conventions.homie import HomieConvention
 from gateway.conventions.native import NativeConvention
 from gateway.conventions.zigbee2mqtt import Zigbee2MqttConvention
-from gateway.errors import CommandError, DecodeError
+from gateway.errors import CommandError, ConfigError, DecodeError
 from gateway.models import DeviceEvent, MetaChange, Rejected, Subscribe, Value
 
 ENABLE_ALL = {
@@ -190,8 +190,6 @@ def test_a_command_topic_another_device_also_names_belongs_to_neither() -> None:
 )
 def test_allowed_topics_must_be_plain_filters(allowed: list[str]) -> None:
     """allowed_topics holds MQTT filters; `$` topics and malformed filters are config errors."""
-    from gateway.errors import ConfigError
-
     with pytest.raises(ConfigError, match=r"allowed_topics\[0\]"):
         build(**{"conventions.homeassistant.allowed_topics": allowed})
 
