@@ -111,7 +111,7 @@ class AuditEntry:
     command: str
     params: dict[str, Value]
     command_id: str  # "" when refused before an id was assigned
-    # ok | error | timeout | unknown (the device's outcome), or refused (nothing was published)
+    # ok | error | timeout | unknown | unconfirmed (the outcome), or refused (nothing published)
     status: str
     rtt_ms: float | None = None
     error: str | None = None  # the device's message, or why it was refused

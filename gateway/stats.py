@@ -102,7 +102,7 @@ class Buckets:
 class CommandStats:
     """Command outcomes, refusals by code, and round trips. Owner: control.CommandService."""
 
-    outcomes: Counter[str] = field(default_factory=Counter)  # ok | error | timeout | unknown
+    outcomes: Counter[str] = field(default_factory=Counter)  # ok|error|timeout|unknown|unconfirmed
     refused: Counter[str] = field(default_factory=Counter)  # by error code: nothing published
     rtt: Buckets = field(default_factory=lambda: Buckets(RTT_BUCKETS_S))
 

@@ -7,6 +7,7 @@ discovery configs, commands awaiting their echo), bounded like everything device
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self
 
@@ -71,6 +72,16 @@ class Convention(Protocol):
         (docs/security.md, rule 3)."""
         ...
 
+    def arm(self, device: str, command_id: str, before: Mapping[str, tuple[float, Value]]) -> bool:
+        """The broker acknowledged the publish of an encoded command (PUBACK): from now on what
+        the device sends may confirm it; nothing it sent before can (docs/security.md, rule 5).
+
+        `before` is the device's latest values when the command was prepared (metric -> (ts,
+        value)), for conventions that confirm by a state report showing a change. False: nothing
+        the device can send will confirm this command (the router answers `unconfirmed`).
+        """
+        ...
+
 
 class PrefixConvention:
     """A convention owning every topic under one configured prefix (Zigbee2MQTT's and Homie's
@@ -103,6 +114,9 @@ class PrefixConvention:
     def bind(self, surroundings: Surroundings) -> None:
         self.namespace = self.namespace.excluding(surroundings.foreign_topics)
         self._shapes = surroundings.shapes
+
+    def arm(self, device: str, command_id: str, before: Mapping[str, tuple[float, Value]]) -> bool:
+        return self._echoes.arm(device, command_id, before)
 
     def subscriptions(self) -> list[str]:
         return [self._prefix + "#"]

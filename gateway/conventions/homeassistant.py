@@ -202,9 +202,13 @@ class HomeAssistantConvention(PrefixConvention):
         if payload is None:  # a number: its value, as Home Assistant renders `{{ value }}`
             number = int(value) if isinstance(value, float) and value.is_integer() else value
             payload = str(number)
-        if entity.state_topic is not None and entity.metric is not None:
+        metric = entity.metric if entity.state_topic is not None else None
+        if metric is None or entity.component == "button":
+            # Optimistic entities and buttons show nothing a command could be confirmed by.
+            self._echoes.expect(device, Echo(command_id, None))
+        else:
             expected = entity.echoes.get(value, value) if value is not None else None
-            self._echoes.expect(device, Echo(command_id, entity.metric, expected))
+            self._echoes.expect(device, Echo(command_id, metric, expected, metric=metric))
         return entity.command_topic, payload.encode()
 
     def owns_command_topic(self, device: str, topic: str) -> bool:

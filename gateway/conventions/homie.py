@@ -136,7 +136,8 @@ class HomieConvention(PrefixConvention):
         topic = self._set_topic(known, node, prop)
         if not self.namespace.allows(topic):
             raise CommandError("not_found", f"{device}: cannot build its command topic")
-        self._echoes.expect(device, Echo(command_id, f"{node}.{prop}"))
+        metric = f"{node}.{prop}"
+        self._echoes.expect(device, Echo(command_id, metric, params["value"], metric=metric))
         return topic, _payload(params["value"]).encode()
 
     def owns_command_topic(self, device: str, topic: str) -> bool:

@@ -15,6 +15,7 @@ own answer on stat/…/RESULT (SetOption4 0, the default) or stat/…/<COMMAND> 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +147,9 @@ class TasmotaConvention:
             value = int(value)  # "50", not "50.0": Tasmota parses integers
         self._echoes.expect(device, Echo(command_id, _echo_key(command)))
         return topic, str(value).encode()
+
+    def arm(self, device: str, command_id: str, before: Mapping[str, tuple[float, Value]]) -> bool:
+        return self._echoes.arm(device, command_id, before)
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
         known = self._devices.get(device)

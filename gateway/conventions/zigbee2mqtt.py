@@ -111,7 +111,9 @@ class Zigbee2MqttConvention(PrefixConvention):
             raise CommandError("not_found", f"{device}: its name cannot be used in a topic")
         value = params[setter.property]
         expected = None if setter.toggle is not None and value == setter.toggle else value
-        self._echoes.expect(device, Echo(command_id, setter.property, expected))
+        # The property is also the metric its state shows (a top-level key of the state).
+        echo = Echo(command_id, setter.property, expected, metric=setter.property)
+        self._echoes.expect(device, echo)
         return topic, orjson.dumps({setter.property: value})
 
     def owns_command_topic(self, device: str, topic: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -71,16 +72,18 @@ async def authenticated(gateway: GatewayUnderTest, token: str) -> WsClient:
 async def device_where(
     gateway: GatewayUnderTest, device_id: str, predicate: Any, token: str = EVERYTHING
 ) -> dict[str, Any]:
-    """The gateway's view of `device_id` once it satisfies `predicate` (by its frames)."""
+    """The gateway's view of `device_id` (GET /api/devices/{id}, values included) once it
+    satisfies `predicate`, looked at again after every frame that announces a change."""
     watcher = await authenticated(gateway, token)
     await watcher.request({"type": "subscribe", "devices": [device_id]}, "subscribed")
-    snapshot = await watcher.expect(lambda f: f["type"] == "snapshot")
-    found = [d for d in snapshot["devices"] if predicate(d)]
-    if not found:
-        event = await watcher.expect(lambda f: f["type"] == "device" and predicate(f["device"]))
-        found = [event["device"]]
-    await watcher.close()
-    return found[0]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with asyncio.timeout(10):
+        while True:
+            status, body = await gateway.get(f"/api/devices/{device_id}", headers=headers)
+            if status == 200 and predicate(body):
+                await watcher.close()
+                return dict(body)
+            await watcher.expect(lambda f: f["type"] in ("snapshot", "device", "readings"))
 
 
 def tokens() -> list[dict[str, Any]]:
@@ -205,3 +208,101 @@ async def test_a_native_device_cannot_write_another_conventions_device(
         {"type": "history", "device": "z2m.lamp", "metric": "state"}, "history"
     )
     assert [value for _, value in history["points"]] == ["OFF", "ON"]
+
+
+@dataclass(frozen=True)
+class ReportingLamp:
+    """A lamp of one convention that reports ON every 200 ms and consumes no command."""
+
+    settings: dict[str, Any]  # gateway config
+    announce: dict[str, Any]  # retained topic -> payload
+    report: tuple[str, bytes]
+    device: str
+    command: str
+    on: dict[str, Any]
+    off: dict[str, Any]
+    toggle: dict[str, Any] | None = None
+    metric: str = "state"
+
+
+def reporting_lamp(convention: str, base: str) -> ReportingLamp:
+    if convention == "zigbee2mqtt":
+        lamp = {"friendly_name": "lamp", "definition": {"exposes": LAMP_EXPOSES}}
+        return ReportingLamp(
+            {"conventions.zigbee2mqtt.enabled": True, "conventions.zigbee2mqtt.base_topic": base},
+            {f"{base}/bridge/devices": [lamp]},
+            (f"{base}/lamp", b'{"state": "ON"}'),
+            "z2m.lamp",
+            "set_state",
+            {"state": "ON"},
+            {"state": "OFF"},
+            {"state": "TOGGLE"},
+        )
+    if convention == "homeassistant":
+        config = {"~": f"{base}/light/lamp", "name": "lamp", "cmd_t": "~/set", "stat_t": "~/state"}
+        return ReportingLamp(
+            {
+                "conventions.homeassistant.enabled": True,
+                "conventions.homeassistant.discovery_prefix": base,
+            },
+            {f"{base}/light/lamp/config": config},
+            (f"{base}/light/lamp/state", b"ON"),
+            "ha.lamp",
+            "set_lamp",
+            {"state": "ON"},
+            {"state": "OFF"},
+            metric="lamp",
+        )
+    attributes = {"$nodes": b"light", "light/$properties": b"power",
+                  "light/power/$datatype": b"boolean", "light/power/$settable": b"true",
+                  "$state": b"ready"}  # fmt: skip
+    return ReportingLamp(
+        {"conventions.homie.enabled": True, "conventions.homie.base_topic": base},
+        {f"{base}/lamp/{leaf}": payload for leaf, payload in attributes.items()},
+        (f"{base}/lamp/light/power", b"true"),
+        "homie.lamp",
+        "set_light_power",
+        {"value": True},
+        {"value": False},
+        metric="light.power",
+    )
+
+
+@pytest.mark.parametrize("convention", ["zigbee2mqtt", "homeassistant", "homie"])
+async def test_a_report_that_was_already_being_sent_confirms_nothing(
+    start_gateway: StartGateway, retained: Retained, prefix: str, convention: str
+) -> None:
+    """12.10: a lamp reporting ON every 200 ms with nothing consuming its commands. Switching it
+    on cannot be confirmed by a report (`unconfirmed`, by WebSocket and REST), switching it off
+    or toggling it times out: never `ok`."""
+    lamp = reporting_lamp(convention, f"{convention}-{prefix}")
+    gateway = await start_gateway({**lamp.settings, "auth.tokens": tokens()})
+    for topic, payload in lamp.announce.items():
+        await retained.publish(topic, payload)
+
+    async def keep_reporting() -> None:
+        while True:
+            await retained.client.publish(*lamp.report, qos=1)
+            await asyncio.sleep(0.2)
+
+    reporter = asyncio.create_task(keep_reporting(), name="test-reporting-lamp")
+    try:
+        await device_where(gateway, lamp.device, lambda d: d["meta"] and lamp.metric in d["values"])
+        client = await authenticated(gateway, EVERYTHING)
+        command = {"type": "command", "device": lamp.device, "command": lamp.command}
+        reply = await client.request({**command, "params": lamp.on}, "command_result")
+        assert (reply["status"], reply["result"], reply["error"]) == ("unconfirmed", None, None)
+        headers = {"Authorization": f"Bearer {EVERYTHING}"}
+        status, body = await gateway.post(
+            f"/api/devices/{lamp.device}/commands/{lamp.command}",
+            json={"params": lamp.on},
+            headers=headers,
+        )
+        assert (status, body["status"]) == (200, "unconfirmed")
+        for params in (lamp.off, lamp.toggle):
+            if params is not None:
+                request = {**command, "params": params, "timeout_ms": 1000}
+                reply = await client.request(request, "command_result")
+                assert reply["status"] == "timeout", params
+    finally:
+        reporter.cancel()

@@ -229,6 +229,7 @@ def test_switch_with_abbreviations_and_base_topic(ha: HomeAssistantConvention) -
         "ha.irrigation", meta, "set_irrigation", "c-1", {"state": "ON"}
     )
     assert (topic, payload) == ("homeassistant/switch/irrigation/set", b"ON")
+    assert ha.arm("ha.irrigation", "c-1", {"irrigation": (NOW, "OFF")})
     assert send(ha, "homeassistant/switch/irrigation/state", b"OFF")[1:] == []
     answered = send(ha, "homeassistant/switch/irrigation/state", b"ON")
     assert answered[1:] == [CommandResult("ha.irrigation", "c-1", "ok", {"irrigation": "ON"})]
@@ -244,6 +245,7 @@ def test_json_schema_light_on_off(ha: HomeAssistantConvention) -> None:
     )
     assert topic == "homeassistant/light/kitchen/set"
     assert orjson.loads(payload) == {"state": "ON"}
+    assert ha.arm("ha.kitchen_light", "c-2", {})
     events = send(ha, "homeassistant/light/kitchen/state", {"state": "ON", "brightness": 255})
     assert readings(events) == {("ha.kitchen_light", "kitchen"): "ON"}
     assert CommandResult("ha.kitchen_light", "c-2", "ok", {"kitchen": "ON"}) in events
@@ -280,12 +282,13 @@ def test_number_select_and_custom_payload_commands(
     )
     topic, body = ha.encode_command("ha.amp-vol-83787870", meta, command, "c-3", params)
     assert (topic, body) == ("amp/vol/set", payload)
+    assert ha.arm("ha.amp-vol-83787870", "c-3", {})
     results = [e for e in send(ha, "amp/vol", echo) if isinstance(e, CommandResult)]
     assert [r.status for r in results] == ["ok"]
 
 
 def test_button_press_has_no_echo(ha: HomeAssistantConvention) -> None:
-    """A button publishes payload_press; without a state topic nothing can answer it."""
+    """A button publishes payload_press; nothing can confirm it (arm says so)."""
     meta = meta_of(
         send(ha, "homeassistant/button/reboot/config", {"cmd_t": "dev/reboot"}), "ha.reboot"
     )
@@ -294,6 +297,7 @@ def test_button_press_has_no_echo(ha: HomeAssistantConvention) -> None:
         "dev/reboot",
         b"PRESS",
     )
+    assert not ha.arm("ha.reboot", "c-4", {})
 
 
 @pytest.mark.parametrize(

@@ -222,13 +222,15 @@ def test_settable_properties_become_typed_commands(homie: HomieConvention) -> No
 def test_command_publishes_set_and_the_next_value_answers(
     homie: HomieConvention, command: str, value: object, payload: bytes
 ) -> None:
-    """`…/<node>/<prop>/set ← true`; the property's next value is the echo that answers ok."""
+    """`…/<node>/<prop>/set ← true`; once armed, the property's next value showing the requested
+    one is the echo that answers ok."""
     meta = last_meta(replay(homie, KITCHEN_LIGHT))
     topic, body = homie.encode_command(
         "homie.kitchen-light", meta, command, "c-1", {"value": value}
     )
     prop = command.removeprefix("set_light_")
     assert (topic, body) == (f"homie/kitchen-light/light/{prop}/set", payload)
+    assert homie.arm("homie.kitchen-light", "c-1", {})
     assert homie.decode(f"homie/kitchen-light/light/{prop}/set", payload, NOW) == []
     events = homie.decode(f"homie/kitchen-light/light/{prop}", payload, NOW)
     (result,) = [e for e in events if isinstance(e, CommandResult)]

@@ -189,11 +189,13 @@ def test_commands_go_to_cmnd_and_resolve_on_the_device_answer(
     answer: object,
     result: dict[str, Any],
 ) -> None:
-    """cmnd/<topic>/<Command> carries the value; stat/RESULT (or stat/<COMMAND>) answers ok."""
+    """cmnd/<topic>/<Command> carries the value; once armed, stat/RESULT (or stat/<COMMAND>)
+    answers ok: the device's own answer, also when it shows no change."""
     meta = last_meta(decode(tasmota, "tele/plug/STATE", {"POWER": "ON", "Dimmer": 100}))
     assert set(meta.commands) == {"POWER", "Dimmer"}
     topic, body = tasmota.encode_command("tasmota.plug", meta, command, "c-9", params)
     assert (topic, body) == (f"cmnd/plug/{command}", payload)
+    assert tasmota.arm("tasmota.plug", "c-9", {"POWER": (NOW, "ON"), "Dimmer": (NOW, 100)})
     events = decode(tasmota, answer_topic, answer)
     assert [e for e in events if isinstance(e, CommandResult)] == [
         CommandResult("tasmota.plug", "c-9", "ok", result)
@@ -204,6 +206,7 @@ def test_unknown_command_answer_is_an_error(tasmota: TasmotaConvention) -> None:
     """{"Command":"Unknown"} answers the waiting command with an error, not ok."""
     meta = last_meta(decode(tasmota, "tele/plug/STATE", {"POWER": "ON"}))
     tasmota.encode_command("tasmota.plug", meta, "POWER", "c-1", {"state": "ON"})
+    assert tasmota.arm("tasmota.plug", "c-1", {})
     events = decode(tasmota, "stat/plug/RESULT", {"Command": "Unknown"})
     assert events == [CommandResult("tasmota.plug", "c-1", "error", None, "Command Unknown")]
 
@@ -233,6 +236,7 @@ def test_configured_full_topic_layout(tasmota: TasmotaConvention) -> None:
         "tasmota.sonoff-mylight", meta, "POWER1", "c-2", {"state": "TOGGLE"}
     )
     assert (topic, body) == ("tasmota/sonoff-mylight/cmnd/POWER1", b"TOGGLE")
+    assert custom.arm("tasmota.sonoff-mylight", "c-2", {})
     events = decode(custom, "tasmota/sonoff-mylight/stat/RESULT", {"POWER1": "ON"})
     assert CommandResult("tasmota.sonoff-mylight", "c-2", "ok", {"POWER1": "ON"}) in events
     assert readings(events) == {"POWER1": "ON"}
