@@ -158,6 +158,8 @@ class RegistryConfig:
     max_metrics_per_device: int = 64
     history_length: int = 1000  # points kept per (device, metric)
     stale_after_s: float = 120.0  # online but silent this long: shown as stale
+    # Silent this long (no reading, no status): forgotten, as if removed; 0 never forgets.
+    forget_after_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,7 @@ class TokenConfig:
     name: str = ""  # shown in logs instead of the token
     read: list[str] = field(default_factory=lambda: ["*"])  # device globs it may read
     command: list[str] = field(default_factory=list)  # device globs it may command
+    admin: bool = False  # may also forget devices (DELETE /api/devices/{id})
 
     def secret(self) -> str:
         return os.environ.get(self.token_env, "") if self.token_env else self.token
@@ -389,6 +392,8 @@ def validate(config: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(key, "must be greater than 0")
+    if config.registry.forget_after_s < 0:
+        raise ConfigError("registry.forget_after_s", "must be 0 (never) or more")
     if config.ws.send_buffer_bytes < 0:
         raise ConfigError("ws.send_buffer_bytes", "must be 0 (the OS default) or more")
     if config.http.port > 65535:

@@ -90,7 +90,31 @@ class Subscribe:
     topics: tuple[str, ...]
 
 
-DeviceEvent = Telemetry | StatusChange | MetaChange | CommandResult | Rejected | Subscribe
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """The convention no longer needs topics it asked for (their discovery config is gone)."""
+
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """The device withdrew itself (its discovery data or retained announcements were cleared):
+    the gateway forgets it."""
+
+    device: str
+
+
+DeviceEvent = (
+    Telemetry
+    | StatusChange
+    | MetaChange
+    | CommandResult
+    | Rejected
+    | Subscribe
+    | Unsubscribe
+    | Removed
+)
 
 
 # --- The command audit trail ---------------------------------------------------------------------

@@ -6,7 +6,8 @@ a device whose clock is wrong (or a wall-clock jump) cannot make others look sta
 
 Each device belongs to the convention that created it, and ids tagged by a convention (`z2m.`,
 `ha.`, ...) to that convention alone: a message of one convention never creates or touches
-another's device (docs/security.md, rule 2).
+another's device (docs/security.md, rule 2). Devices can be forgotten (`forget`): when they
+withdraw themselves, when silent past `forget_after_s`, or by an administrator.
 """
 
 from __future__ import annotations
@@ -105,8 +106,25 @@ class Registry:
         if len(self._devices) >= self._config.max_devices:
             self.stats.devices_refused += 1
             return None, FULL
-        device = self._devices[device_id] = Device(device_id, convention)
+        # Silence (forget_after_s) counts from here for a device that never says anything more.
+        device = Device(device_id, convention, last_seen_mono=time.monotonic())
+        self._devices[device_id] = device
         return device, CREATED
+
+    def forget(self, device_id: str) -> Device | None:
+        """Remove a device and everything kept for it; return it (None: unknown)."""
+        device = self._devices.pop(device_id, None)
+        if device is not None:
+            self.stats.devices_forgotten += 1
+        return device
+
+    def silent(self, now_mono: float | None = None) -> list[Device]:
+        """Devices silent for longer than forget_after_s (none when it is 0: never forget)."""
+        age = self._config.forget_after_s
+        if age <= 0:
+            return []
+        deadline = (time.monotonic() if now_mono is None else now_mono) - age
+        return [d for d in self._devices.values() if d.last_seen_mono < deadline]
 
     def apply_samples(self, device: Device, samples: Iterable[Sample], now: float) -> list[Reading]:
         """Store the samples; return the readings accepted (metrics past the cap are refused)."""

@@ -71,6 +71,7 @@ class Runtime:
             self.router,
             config.broker.max_payload_bytes,
             self.link.add_subscriptions,
+            self.link.remove_subscriptions,
         )
         self.ready = asyncio.Event()
         self.stats = GatewayStats(
@@ -160,7 +161,8 @@ class Runtime:
         self.held_snapshots.release(self.registry, self.hub)
 
     async def _janitor(self) -> None:
-        """Mark silent devices stale. Timers here run on the monotonic clock, never device time."""
+        """Mark silent devices stale, and forget those silent past registry.forget_after_s.
+        Timers here run on the monotonic clock, never device time."""
         interval = min(JANITOR_INTERVAL_S, self.config.registry.stale_after_s / 4)
         loop = asyncio.get_running_loop()
         while True:
@@ -170,6 +172,8 @@ class Runtime:
             self.stats.loop.lag_s = max(0.0, loop.time() - started - interval)
             for device in self.registry.expire():
                 self.hub.device_event(device, "status")
+            for device in self.registry.silent():
+                self.pipeline.forget(device.id)
             now = time.monotonic()
             for session in self.hub.sessions:
                 session.check_send(now)

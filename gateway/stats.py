@@ -34,10 +34,11 @@ class LinkStats:
 
 @dataclass(slots=True)
 class RegistryStats:
-    """What the registry's caps refused. Owner: registry.Registry."""
+    """What the registry's caps refused, and the devices it forgot. Owner: registry.Registry."""
 
     devices_refused: int = 0
     metrics_refused: int = 0
+    devices_forgotten: int = 0
 
 
 @dataclass(slots=True)

@@ -72,6 +72,11 @@ class Convention(Protocol):
         (docs/security.md, rule 3)."""
         ...
 
+    def forget(self, device: str) -> list[DeviceEvent]:
+        """Drop everything kept for a device the gateway forgot; return what follows from it
+        (Unsubscribe for topics no longer needed)."""
+        ...
+
     def arm(self, device: str, command_id: str, before: Mapping[str, tuple[float, Value]]) -> bool:
         """The broker acknowledged the publish of an encoded command (PUBACK): from now on what
         the device sends may confirm it; nothing it sent before can (docs/security.md, rule 5).
@@ -117,6 +122,10 @@ class PrefixConvention:
 
     def arm(self, device: str, command_id: str, before: Mapping[str, tuple[float, Value]]) -> bool:
         return self._echoes.arm(device, command_id, before)
+
+    def forget(self, device: str) -> list[DeviceEvent]:
+        self._echoes.forget(device)
+        return []
 
     def subscriptions(self) -> list[str]:
         return [self._prefix + "#"]

@@ -46,16 +46,20 @@ from gateway.models import (
     DeviceMeta,
     MetaChange,
     Rejected,
+    Removed,
     Sample,
     StatusChange,
     Subscribe,
     Telemetry,
+    Unsubscribe,
     Value,
 )
 from gateway.names import is_command_name, is_metric_name
 
 TAG = "ha"
 MAX_ENTITIES = 65536
+#: Entities one device may have (a device's announcements cannot grow its meta without end).
+MAX_ENTITIES_PER_DEVICE = 256
 # The abbreviations of the keys this module reads; others are kept as they are (they are unused).
 ABBREVIATIONS = {
     "avty": "availability",
@@ -134,6 +138,10 @@ class Entity:
     echoes: dict[Value, Value] = field(default_factory=dict)  # param value -> state it shows
     availability: list[tuple[str, str, str, Template]] = field(default_factory=list)
 
+    def declares(self) -> tuple[object, ...]:
+        """What the entity contributes to its device's meta (and which device)."""
+        return (self.device, self.metric, self.unit, self.command, self.params)
+
 
 @dataclass(slots=True)
 class HaDevice:
@@ -141,6 +149,8 @@ class HaDevice:
     name: str
     model: str
     entities: dict[str, Entity] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)  # metric -> entity key
+    commands: dict[str, str] = field(default_factory=dict)  # command -> entity key
     meta_raw: dict[str, Any] | None = None
 
 
@@ -159,7 +169,6 @@ class HomeAssistantConvention(PrefixConvention):
         self._by_topic: dict[str, set[str]] = {}  # state or availability topic -> entity keys
         self._by_command_topic: dict[str, set[str]] = {}  # command topic -> entity keys
         self._by_config: dict[str, list[str]] = {}  # discovery topic -> entity keys it defined
-        self._subscribed: set[str] = set()
 
     @classmethod
     def from_config(cls, section: Any) -> Self:
@@ -190,9 +199,8 @@ class HomeAssistantConvention(PrefixConvention):
         self, device: str, meta: DeviceMeta, command: str, command_id: str, params: dict[str, Value]
     ) -> tuple[str, bytes]:
         known = self._devices.get(device)
-        entity = next(
-            (e for e in (known.entities.values() if known else ()) if e.command == command), None
-        )
+        key = known.commands.get(command) if known is not None else None
+        entity = self._entities[key] if key is not None else None
         if entity is None or entity.command_topic is None:
             raise CommandError("not_found", f"{device} announced no {command!r:.80}")
         if not self.owns_command_topic(device, entity.command_topic):
@@ -221,14 +229,36 @@ class HomeAssistantConvention(PrefixConvention):
         keys = commanding | self._by_topic.get(topic, set())
         return all(self._entities[key].device == device for key in keys)
 
+    def forget(self, device: str) -> list[DeviceEvent]:
+        known = self._devices.pop(device, None)
+        super().forget(device)
+        if known is None:
+            return []
+        topics: set[str] = set()
+        for key in list(known.entities):
+            config_keys = self._by_config.get(key.partition("#")[0])
+            if config_keys is not None:
+                config_keys.remove(key)
+                if not config_keys:
+                    del self._by_config[key.partition("#")[0]]
+            topics |= entity_topics(self._drop(key))
+        gone = tuple(sorted(t for t in topics if t not in self._by_topic))
+        return [Unsubscribe(gone)] if gone else []
+
     # --- discovery ------------------------------------------------------------------------
 
     def _config(self, topic: str, levels: list[str], payload: bytes) -> list[DeviceEvent]:
+        """A config (re)defines the entities of its topic. The broker is asked for topics no
+        entity used before and told to drop those none uses any more; meta is rebuilt only for
+        devices whose declarations changed, so a config republished as it was costs the work of
+        its own entities, not of its device's."""
         component, object_id = levels[0], levels[-2]
         node_id = levels[1] if len(levels) == 4 else ""
-        touched = self._remove(topic)
+        old = [self._drop(key) for key in self._by_config.pop(topic, [])]
+        before = {e.key: e.declares() for e in old}
+        old_topics = {t for e in old for t in entity_topics(e)}
         events: list[DeviceEvent] = []
-        new_topics: list[str] = []
+        fresh: set[str] = set()
         if payload.strip():
             config = load_json(payload)
             if not isinstance(config, dict):
@@ -239,16 +269,18 @@ class HomeAssistantConvention(PrefixConvention):
             else:
                 entries = [(topic, component, object_id, config)]
             for key, comp, obj, entry in entries:
-                entity = self._entity(key, comp, node_id, obj, entry, events)
+                entity = self._entity(key, comp, node_id, obj, entry, events, fresh)
                 if entity is not None:
-                    touched.add(entity.device)
                     self._by_config.setdefault(topic, []).append(key)
-                    new_topics += [t for t in entity_topics(entity) if t not in self._subscribed]
-        if new_topics:
-            self._subscribed.update(new_topics)
-            events.append(Subscribe(tuple(sorted(set(new_topics)))))
-        for device_id in sorted(touched):
-            events += self._meta_events(device_id)
+        new = [self._entities[key] for key in self._by_config.get(topic, ())]
+        if fresh - old_topics:
+            events.append(Subscribe(tuple(sorted(fresh - old_topics))))
+        gone = sorted(t for t in old_topics if t not in self._by_topic)
+        if gone:
+            events.append(Unsubscribe(tuple(gone)))
+        if {e.key: e.declares() for e in new} != before:
+            for device_id in sorted({e.device for e in (*old, *new)}):
+                events += self._meta_events(device_id)
         return events
 
     def _entity(
@@ -259,11 +291,15 @@ class HomeAssistantConvention(PrefixConvention):
         object_id: str,
         config: dict[str, Any],
         events: list[DeviceEvent],
+        fresh: set[str],
     ) -> Entity | None:
-        if len(self._entities) >= MAX_ENTITIES:
+        """Define one entity; `fresh` collects the topics no entity used before."""
+        device_id, device_name, model = _device_of(config, node_id, object_id)
+        known = self._devices.get(device_id)
+        crowded = known is not None and len(known.entities) >= MAX_ENTITIES_PER_DEVICE
+        if len(self._entities) >= MAX_ENTITIES or crowded:
             events.append(Rejected("too_many_entities", key[:120]))
             return None
-        device_id, device_name, model = _device_of(config, node_id, object_id)
         name = config.get("name")
         entity = Entity(
             key,
@@ -283,35 +319,51 @@ class HomeAssistantConvention(PrefixConvention):
             entity.metric = _metric(device, entity, events)
             if entity.metric is None:
                 entity.state_topic = None
+            else:
+                device.metrics[entity.metric] = key
         elif entity.command is None:
             events.append(Rejected("unsupported_component", f"{component}: {key[:100]}"))
+        if entity.command is not None:
+            if entity.command in device.commands:
+                events.append(Rejected("duplicate_entity", f"{key[:100]}: {entity.command}"))
+                entity.command = entity.command_topic = None
+            else:
+                device.commands[entity.command] = key
         device.entities[key] = entity
         self._entities[key] = entity
         for topic in entity_topics(entity):
+            if topic not in self._by_topic:
+                fresh.add(topic)
             self._by_topic.setdefault(topic, set()).add(key)
         if entity.command_topic is not None:
             self._by_command_topic.setdefault(entity.command_topic, set()).add(key)
         return entity
 
-    def _remove(self, config_topic: str) -> set[str]:
-        """Forget the entities a config topic defined; return the devices that changed."""
-        touched = set()
-        for key in self._by_config.pop(config_topic, []):
-            entity = self._entities.pop(key)
-            device = self._devices[entity.device]
+    def _drop(self, key: str) -> Entity:
+        """Remove one entity from every index (its device stays, for the caller to judge)."""
+        entity = self._entities.pop(key)
+        device = self._devices.get(entity.device)
+        if device is not None:
             del device.entities[key]
-            touched.add(entity.device)
-            for topic in entity_topics(entity):
-                _unbind(self._by_topic, topic, key)
-            if entity.command_topic is not None:
-                _unbind(self._by_command_topic, entity.command_topic, key)
-        return touched
+            if entity.metric is not None and device.metrics.get(entity.metric) == key:
+                del device.metrics[entity.metric]
+            if entity.command is not None and device.commands.get(entity.command) == key:
+                del device.commands[entity.command]
+        for topic in entity_topics(entity):
+            _unbind(self._by_topic, topic, key)
+        if entity.command_topic is not None:
+            _unbind(self._by_command_topic, entity.command_topic, key)
+        return entity
 
     def _meta_events(self, device_id: str) -> list[DeviceEvent]:
-        device = self._devices[device_id]
+        device = self._devices.get(device_id)
+        if device is None:
+            return []
         if not device.entities:
+            # Its last config was cleared: the device is gone.
             del self._devices[device_id]
-            return [MetaChange(device_id, None)] if device.meta_raw is not None else []
+            self._echoes.forget(device_id)
+            return [Removed(device_id)] if device.meta_raw is not None else []
         metrics: dict[str, Any] = {}
         commands: dict[str, Any] = {}
         for entity in device.entities.values():
@@ -572,9 +624,8 @@ def _command_of(
 
 def _metric(device: HaDevice, entity: Entity, events: list[DeviceEvent]) -> str | None:
     """The entity's object id, or `<component>.<object id>` when another entity has it."""
-    taken = {e.metric for e in device.entities.values() if e.key != entity.key}
     for metric in (entity.object_id, f"{entity.component}.{entity.object_id}"):
-        if metric not in taken and is_metric_name(metric):
+        if metric not in device.metrics and is_metric_name(metric):
             return metric
     events.append(Rejected("duplicate_entity", entity.key[:120]))
     return None

@@ -38,6 +38,7 @@ from gateway.models import (
     DeviceMeta,
     MetaChange,
     Rejected,
+    Removed,
     StatusChange,
     Telemetry,
     Value,
@@ -46,6 +47,7 @@ from gateway.names import is_command_name
 
 TAG = "homie"
 MAX_PROPERTIES = 512  # per device: a device's own announcements cannot grow memory without end
+MAX_NODES = 128  # per device, likewise
 # Homie ids are [a-z0-9-]; be lenient on case and `_` (v3 arrays, sloppy firmware), never on
 # anything that could change a topic the gateway publishes to.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -107,6 +109,8 @@ class HomieConvention(PrefixConvention):
             return []  # v5 $broadcast and other controller-wide topics
         if not _ID.fullmatch(levels[0]):
             raise DecodeError("bad_device_id", levels[0][:80])
+        if not payload and scoped_id(TAG, levels[0]) not in self._devices:
+            return []  # a removed device's retained topics being cleared: nothing to bring back
         device = self._device(levels[0], v5)
         text = load_text(payload)
         rest = levels[1:]
@@ -139,6 +143,10 @@ class HomieConvention(PrefixConvention):
         metric = f"{node}.{prop}"
         self._echoes.expect(device, Echo(command_id, metric, params["value"], metric=metric))
         return topic, _payload(params["value"]).encode()
+
+    def forget(self, device: str) -> list[DeviceEvent]:
+        self._devices.pop(device, None)
+        return super().forget(device)
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
         known = self._devices.get(device)
@@ -173,7 +181,7 @@ class HomieConvention(PrefixConvention):
         if attribute == "$name":
             device.name = text[:256]
         elif attribute == "$nodes":
-            device.nodes = _ids(text)
+            device.nodes = _ids(text)[:MAX_NODES]
         elif attribute == "$description":
             if not text.strip():
                 return self._forget(device)
@@ -185,7 +193,11 @@ class HomieConvention(PrefixConvention):
     def _node_attribute(
         self, device: HomieDevice, node: str, attribute: str, text: str
     ) -> list[DeviceEvent]:
-        info = device.node_info.setdefault(node, Node())
+        info = device.node_info.get(node)
+        if info is None:
+            if len(device.node_info) >= MAX_NODES:
+                return [Rejected("too_many_nodes", device.id)]
+            info = device.node_info[node] = Node()
         if attribute == "$name":
             info.name = text[:256]
         elif attribute == "$properties":
@@ -223,7 +235,7 @@ class HomieConvention(PrefixConvention):
         name = description.get("name")
         device.name = name[:256] if isinstance(name, str) else ""
         nodes = _keyed(description.get("nodes"))
-        device.nodes = [n for n in nodes if _ID.fullmatch(n)]
+        device.nodes = [n for n in nodes if _ID.fullmatch(n)][:MAX_NODES]
         device.node_info = {}
         device.props = {}
         for node_id in device.nodes:
@@ -246,7 +258,7 @@ class HomieConvention(PrefixConvention):
 
     def _state(self, device: HomieDevice, state: str) -> list[DeviceEvent]:
         if not state:
-            return [StatusChange(device.id, None)]
+            return self._forget(device)  # $state cleared: the device was removed
         if state not in STATES:
             raise DecodeError("bad_status", state[:40])
         device.state = state
@@ -258,7 +270,8 @@ class HomieConvention(PrefixConvention):
 
     def _forget(self, device: HomieDevice) -> list[DeviceEvent]:
         self._devices.pop(device.id, None)
-        return [MetaChange(device.id, None)] if device.meta_raw is not None else []
+        self._echoes.forget(device.id)
+        return [Removed(device.id)]
 
     # --- meta and values ------------------------------------------------------------------
 

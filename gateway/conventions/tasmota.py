@@ -39,12 +39,15 @@ from gateway.models import (
     DeviceMeta,
     MetaChange,
     Rejected,
+    Removed,
     Sample,
     Telemetry,
     Value,
 )
 
 TAG = "tasmota"
+#: Metrics with units, and state keys, kept per device (what its messages show, bounded).
+MAX_KEYS = 256
 PREFIX = "%prefix%"
 TOPIC = "%topic%"
 _POWER = re.compile(r"POWER\d{0,2}")
@@ -77,7 +80,7 @@ class TasmotaDevice:
     topic: str
     module: str = ""
     commands: set[str] = field(default_factory=set)
-    state_keys: set[str] = field(default_factory=set)  # keys tele/STATE has shown
+    state_keys: dict[str, None] = field(default_factory=dict)  # keys tele/STATE has shown
     units: dict[str, str] = field(default_factory=dict)
     meta_raw: dict[str, Any] | None = None
 
@@ -127,6 +130,11 @@ class TasmotaConvention:
         if match is None:
             raise DecodeError("unknown_topic", topic)
         prefix, name, leaf = match
+        if prefix == self._tele and leaf == "LWT" and not payload.strip():
+            # The retained last will cleared: the device was removed.
+            device_id = scoped_id(TAG, name)
+            self.forget(device_id)
+            return [Removed(device_id)]
         device = self._device(name)
         if prefix == self._tele:
             return self._tele_message(device, leaf, payload, received_at)
@@ -150,6 +158,11 @@ class TasmotaConvention:
 
     def arm(self, device: str, command_id: str, before: Mapping[str, tuple[float, Value]]) -> bool:
         return self._echoes.arm(device, command_id, before)
+
+    def forget(self, device: str) -> list[DeviceEvent]:
+        self._devices.pop(device, None)
+        self._echoes.forget(device)
+        return []
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
         known = self._devices.get(device)
@@ -240,7 +253,8 @@ class TasmotaConvention:
     ) -> list[DeviceEvent]:
         events, samples = _readings(body, received_at)
         units = {metric: unit for metric, _, _ in samples if (unit := _unit(metric, body))}
-        device.units.update(units)
+        if _bounded_update(device.units, units):
+            events.append(Rejected("too_many_metrics", device.id))
         events += self._meta_events(device)
         return _with_telemetry(device.id, samples, events)
 
@@ -248,7 +262,9 @@ class TasmotaConvention:
         self, device: TasmotaDevice, body: dict[str, Any], received_at: float
     ) -> list[DeviceEvent]:
         events, samples = _readings(body, received_at)
-        device.state_keys.update(k for k in body if isinstance(k, str) and k not in NOT_READINGS)
+        keys = dict.fromkeys(k for k in body if isinstance(k, str) and k not in NOT_READINGS)
+        if _bounded_update(device.state_keys, keys):
+            events.append(Rejected("too_many_metrics", device.id))
         self._learn_commands(device, body)
         events += self._meta_events(device)
         return _with_telemetry(device.id, samples, events)
@@ -304,6 +320,17 @@ class TasmotaConvention:
             return [MetaChange(device.id, parse_meta(raw, self._shapes))]
         except DecodeError as exc:
             return [Rejected(exc.reason, exc.detail)]
+
+
+def _bounded_update(kept: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Update `kept` with `new`, adding no key past MAX_KEYS; True if some were left out."""
+    left_out = False
+    for key, value in new.items():
+        if key in kept or len(kept) < MAX_KEYS:
+            kept[key] = value
+        else:
+            left_out = True
+    return left_out
 
 
 def _full_topic_levels(full_topic: str) -> list[str]:

@@ -39,6 +39,7 @@ from gateway.models import (
     DeviceMeta,
     MetaChange,
     Rejected,
+    Removed,
     Sample,
     StatusChange,
     Telemetry,
@@ -116,6 +117,12 @@ class Zigbee2MqttConvention(PrefixConvention):
         self._echoes.expect(device, echo)
         return topic, orjson.dumps({setter.property: value})
 
+    def forget(self, device: str) -> list[DeviceEvent]:
+        known = self._by_id.pop(device, None)
+        if known is not None:
+            del self._by_name[known.friendly_name]
+        return super().forget(device)
+
     def owns_command_topic(self, device: str, topic: str) -> bool:
         known = self._by_id.get(device)
         return (
@@ -178,8 +185,9 @@ class Zigbee2MqttConvention(PrefixConvention):
             if device is not None and device.friendly_name not in seen:
                 seen[device.friendly_name] = device
         for name, gone in self._by_name.items():
-            if name not in seen:
-                events.append(MetaChange(gone.id, None))
+            if name not in seen:  # left the network: the device is gone
+                self._echoes.forget(gone.id)
+                events.append(Removed(gone.id))
         for name, device in seen.items():
             before = self._by_name.get(name)
             if before is None or before.meta_raw != device.meta_raw:

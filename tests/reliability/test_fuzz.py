@@ -26,9 +26,11 @@ from gateway.models import (
     CommandResult,
     MetaChange,
     Rejected,
+    Removed,
     StatusChange,
     Subscribe,
     Telemetry,
+    Unsubscribe,
 )
 from gateway.names import (
     DEVICE_ID_MAX,
@@ -310,7 +312,7 @@ def check_event(convention: Any, event: Any) -> None:
                 assert is_metric_name(metric), metric
                 assert isinstance(ts, float)
                 assert is_value(value), value
-        case StatusChange(device=device) | CommandResult(device=device):
+        case StatusChange(device=device) | CommandResult(device=device) | Removed(device=device):
             assert is_device_id(device), device
         case MetaChange(device=device, meta=meta):
             assert is_device_id(device), device
@@ -326,7 +328,7 @@ def check_event(convention: Any, event: Any) -> None:
                 assert isinstance(payload, bytes)
         case Rejected(reason=reason):
             assert reason.isidentifier()
-        case Subscribe(topics=topics):
+        case Subscribe(topics=topics) | Unsubscribe(topics=topics):
             for topic in topics:
                 assert "\x00" not in topic
         case _:

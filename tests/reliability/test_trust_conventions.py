@@ -306,3 +306,97 @@ async def test_a_report_that_was_already_being_sent_confirms_nothing(
                 assert reply["status"] == "timeout", params
     finally:
         reporter.cancel()
+
+
+async def test_republished_discovery_neither_grows_subscriptions_nor_rebuilds_meta(
+    start_gateway: StartGateway, retained: Retained, prefix: str
+) -> None:
+    """12.11: one Home Assistant config published 500 times, then 500 times with a state topic
+    that moves each time: the broker link holds exactly the topics the last config names, clients
+    see one meta, and clearing the config unsubscribes them and removes the device."""
+    discovery, ext = f"ha-{prefix}", f"ext-{prefix}"
+    gateway = await start_gateway(
+        {
+            "conventions.homeassistant.enabled": True,
+            "conventions.homeassistant.discovery_prefix": discovery,
+            "conventions.homeassistant.allowed_topics": [f"{ext}/#"],
+        }
+    )
+    link = gateway.runtime.link
+    before = set(link.subscriptions)  # what the link subscribes to on every connect
+    client = await gateway.connected_client()
+    await client.request({"type": "subscribe", "devices": ["ha.*"]}, "subscribed")
+    config_topic = f"{discovery}/switch/pump/config"
+    config = {"~": f"{ext}/pump", "stat_t": "~/state", "cmd_t": "~/set", "avty_t": "~/status"}
+    for _ in range(500):
+        await retained.publish(config_topic, config)
+    for i in range(500):
+        await retained.publish(config_topic, {**config, "stat_t": f"~/state-{i}"})
+    # The sentinel: a retained state on the last topic, delivered once it is subscribed to.
+    await retained.publish(f"{ext}/pump/state-499", b"ON")
+    await client.readings(1, where=lambda r: r[:2] == ["ha.pump", "pump"])
+    assert set(link.subscriptions) - before == {f"{ext}/pump/state-499", f"{ext}/pump/status"}
+    metas = [f for f in client.seen if f["type"] == "device" and f["event"] == "meta"]
+    assert len(metas) == 1
+
+    await retained.publish(config_topic, b"")
+    removed = await client.expect(lambda f: f["type"] == "device" and f["event"] == "removed")
+    assert removed["device"]["id"] == "ha.pump"
+    assert set(link.subscriptions) == before
+    status, _ = await gateway.get("/api/devices/ha.pump")
+    assert status == 404
+
+
+ADMIN = "admin-3f9a"
+
+
+async def test_devices_can_be_forgotten_and_their_clients_are_told(
+    start_gateway: StartGateway, retained: Retained, prefix: str
+) -> None:
+    """12.11: DELETE /api/devices/{id} needs an admin token (403 for others, 404 for unknown
+    ids); a device whose retained status and meta are cleared, and one silent past
+    registry.forget_after_s, are forgotten too. Each time its subscribers get `removed`."""
+    gateway = await start_gateway(
+        {
+            "registry.forget_after_s": 1.0,
+            "auth.tokens": [*tokens(), {"token": ADMIN, "name": "admin", "admin": True}],
+        }
+    )
+    client = await authenticated(gateway, EVERYTHING)
+    await client.request({"type": "subscribe", "devices": ["*"]}, "subscribed")
+
+    async def removed(device: str) -> None:
+        await client.expect(
+            lambda f: (
+                f["type"] == "device" and f["event"] == "removed" and f["device"]["id"] == device
+            )
+        )
+
+    for device in ("kept-1", "cleared-1"):
+        await retained.publish(f"{prefix}/{device}/meta", THERMOSTAT_META)
+        await retained.publish(f"{prefix}/{device}/status", b"online")
+    await client.expect(lambda f: f["type"] == "device" and f["device"]["id"] == "cleared-1")
+
+    url = "/api/devices/kept-1"
+    async with gateway.http.delete(
+        gateway.base_url + url, headers={"Authorization": f"Bearer {EVERYTHING}"}
+    ) as response:
+        assert response.status == 403
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    async with gateway.http.delete(gateway.base_url + "/api/devices/nobody", headers=admin) as r:
+        assert r.status == 404
+    async with gateway.http.delete(gateway.base_url + url, headers=admin) as response:
+        assert response.status == 204
+    await removed("kept-1")
+    assert (await gateway.get(url, headers=admin))[0] == 404
+
+    await retained.publish(f"{prefix}/cleared-1/status", b"")
+    await retained.publish(f"{prefix}/cleared-1/meta", b"")
+    await removed("cleared-1")
+
+    await retained.client.publish(f"{prefix}/silent-1/telemetry", b'{"t": 1}', qos=1)
+    await client.expect(lambda f: f["type"] == "device" and f["device"]["id"] == "silent-1")
+    await removed("silent-1")  # within the janitor's second after forget_after_s
+    status, body = await gateway.get("/metrics")
+    assert status == 200
+    assert "iotgw_devices_forgotten_total 3.0" in body

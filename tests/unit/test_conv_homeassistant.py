@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.conventions.homeassistant import HomeAssistantConvention
+from gateway.conventions.homeassistant import MAX_ENTITIES_PER_DEVICE, HomeAssistantConvention
 from gateway.errors import CommandError, DecodeError
 from gateway.models import (
     CommandResult,
@@ -22,9 +22,11 @@ from gateway.models import (
     DeviceMeta,
     MetaChange,
     Rejected,
+    Removed,
     StatusChange,
     Subscribe,
     Telemetry,
+    Unsubscribe,
 )
 from tests.support.conventions import JSON, refusal
 
@@ -113,7 +115,8 @@ def readings(events: list[DeviceEvent]) -> dict[tuple[str, str], Any]:
 
 
 def test_motion_sensor_example_discovery_state_and_removal(ha: HomeAssistantConvention) -> None:
-    """The binary sensor example: config subscribes its state topic, ON arrives, '' removes it."""
+    """The binary sensor example: config subscribes its state topic, ON arrives, '' removes the
+    entity and with its last entity the device, and unsubscribes the topic."""
     events = send(
         ha,
         "homeassistant/binary_sensor/garden/config",
@@ -131,7 +134,8 @@ def test_motion_sensor_example_discovery_state_and_removal(ha: HomeAssistantConv
     state = send(ha, "homeassistant/binary_sensor/garden/state", b"ON")
     assert state == [Telemetry("ha.garden", [("garden", NOW, "ON")])]
     assert send(ha, "homeassistant/binary_sensor/garden/config", b"") == [
-        MetaChange("ha.garden", None)
+        Unsubscribe(("homeassistant/binary_sensor/garden/state",)),
+        Removed("ha.garden"),
     ]
     with pytest.raises(DecodeError):
         send(ha, "homeassistant/binary_sensor/garden/state", b"OFF")
@@ -403,3 +407,11 @@ def test_arbitrary_input_raises_nothing_but_decode_errors(
         with contextlib.suppress(DecodeError):
             events = send(ha, topic, state)
             assert all(isinstance(e, DeviceEvent) for e in events)
+
+
+def test_entities_per_device_are_bounded(ha: HomeAssistantConvention) -> None:
+    """Past MAX_ENTITIES_PER_DEVICE entities of one device, more are refused and counted."""
+    for i in range(MAX_ENTITIES_PER_DEVICE):
+        send(ha, f"homeassistant/sensor/s{i}/config", {"stat_t": "t1/s", "dev": {"ids": "big"}})
+    events = send(ha, "homeassistant/sensor/more/config", {"stat_t": "t1/s", "dev": {"ids": "big"}})
+    assert events == [Rejected("too_many_entities", "homeassistant/sensor/more/config")]

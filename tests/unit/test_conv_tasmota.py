@@ -15,13 +15,15 @@ from hypothesis import strategies as st
 
 from gateway.config import load_config
 from gateway.conventions import build_conventions
-from gateway.conventions.tasmota import TasmotaConvention
+from gateway.conventions.tasmota import MAX_KEYS, TasmotaConvention
 from gateway.errors import CommandError, ConfigError, DecodeError
 from gateway.models import (
     CommandResult,
     DeviceEvent,
     DeviceMeta,
     MetaChange,
+    Rejected,
+    Removed,
     StatusChange,
     Telemetry,
 )
@@ -155,13 +157,21 @@ def test_state_gives_readings_and_a_power_command(tasmota: TasmotaConvention) ->
 
 @pytest.mark.parametrize(
     ("payload", "online"),
-    [(b"Online", True), (b"Offline", False), (b"online", True), (b"", None)],
+    [(b"Online", True), (b"Offline", False), (b"online", True)],
 )
 def test_lwt_sets_status(tasmota: TasmotaConvention, payload: bytes, online: bool | None) -> None:
     """tele/LWT Online/Offline (the retained last will) is the device status."""
     assert decode(tasmota, "tele/tasmota_plug/LWT", payload) == [
         StatusChange("tasmota.tasmota_plug", online)
     ]
+
+
+def test_a_cleared_last_will_removes_the_device(tasmota: TasmotaConvention) -> None:
+    """The retained LWT cleared: the device was removed, and its commands are gone with it."""
+    meta = last_meta(decode(tasmota, "tele/plug/STATE", {"POWER": "ON"}))
+    assert decode(tasmota, "tele/plug/LWT", b"") == [Removed("tasmota.plug")]
+    with pytest.raises(CommandError):
+        tasmota.encode_command("tasmota.plug", meta, "POWER", "c-1", {"state": "ON"})
 
 
 @pytest.mark.parametrize(
@@ -314,3 +324,13 @@ def test_arbitrary_input_raises_nothing_but_decode_errors(
     with contextlib.suppress(DecodeError):
         events = tasmota.decode(f"{prefix}/plug/{leaf}", payload, NOW)
         assert all(isinstance(e, DeviceEvent) for e in events)
+
+
+def test_units_and_state_keys_per_device_are_bounded(tasmota: TasmotaConvention) -> None:
+    """A SENSOR or STATE with more keys than MAX_KEYS keeps MAX_KEYS and counts the rest."""
+    sensors = {f"S{i}": {"Temperature": 1} for i in range(MAX_KEYS + 5)}
+    events = decode(tasmota, "tele/plug/SENSOR", {**sensors, "TempUnit": "C"})
+    assert Rejected("too_many_metrics", "tasmota.plug") in events
+    assert len(last_meta(events).units) == MAX_KEYS
+    state = decode(tasmota, "tele/plug/STATE", {f"K{i}": i for i in range(MAX_KEYS + 5)})
+    assert Rejected("too_many_metrics", "tasmota.plug") in state
