@@ -26,7 +26,8 @@ from gateway.conventions.homie import HomieConvention
 from gateway.conventions.native import NativeConvention
 from gateway.conventions.zigbee2mqtt import Zigbee2MqttConvention
 from gateway.errors import CommandError, ConfigError, DecodeError
-from gateway.models import DeviceEvent, MetaChange, Rejected, Subscribe, Value
+from gateway.models import DeviceEvent, MetaChange, Rejected, Subscribe
+from tests.support.params import fitting_params
 
 ENABLE_ALL = {
     f"conventions.{name}.enabled": True
@@ -359,21 +360,6 @@ TOPIC = st.lists(LEVELS, min_size=1, max_size=5).map("/".join)
 TILDE_TOPIC = TOPIC | TOPIC.map(lambda t: "~/" + t) | TOPIC.map(lambda t: t + "/~") | st.just("~")
 
 
-def params_for(spec: Any) -> dict[str, Value]:
-    """Valid params for a parsed command spec (the router would have checked them)."""
-    params: dict[str, Value] = {}
-    for name, p in spec.params.items():
-        if p.enum:
-            params[name] = p.enum[0]
-        elif p.type == "boolean":
-            params[name] = True
-        elif p.type == "string":
-            params[name] = "x"
-        else:
-            params[name] = p.min if p.min is not None else 1
-    return params
-
-
 def assert_inside(
     name: str, conv: Convention, events: list[DeviceEvent], also_foreign: list[str] = ()
 ) -> None:
@@ -387,7 +373,7 @@ def assert_inside(
         for command, spec in event.meta.commands.items():
             with contextlib.suppress(CommandError):
                 topic, _ = conv.encode_command(
-                    event.device, event.meta, command, "c-1", params_for(spec)
+                    event.device, event.meta, command, "c-1", fitting_params(spec)
                 )
                 assert in_namespace(topic, own, foreign), topic
                 assert conv.owns_command_topic(event.device, topic)
