@@ -18,7 +18,7 @@ from typing import Any, TypeGuard
 import orjson
 from paho.mqtt.matcher import MQTTMatcher
 
-from gateway.errors import ConfigError, DecodeError
+from gateway.errors import CommandError, ConfigError, DecodeError
 from gateway.models import CommandResult, DeviceEvent, Rejected, Sample, StatusChange, Value
 from gateway.names import DEVICE_ID_MAX, is_device_id, is_metric_name, slugify
 
@@ -240,6 +240,14 @@ class Namespace:
 
     def allows(self, topic: object) -> TypeGuard[str]:
         return self.refusal(topic) is None
+
+
+def not_its_own(device: str, topic: str) -> CommandError:
+    """The refusal of a command whose topic is not the device's own (as the command service
+    words it when its own check at publish time says so)."""
+    return CommandError(
+        "forbidden", f"the command topic {topic!r:.120} is not {device}'s own", reason="bad_topic"
+    )
 
 
 def same_value(a: object, b: object) -> bool:

@@ -35,6 +35,7 @@ from gateway.conventions.common import (
     is_value,
     load_json,
     load_text,
+    not_its_own,
     parse_scalar,
     sample,
     scoped_id,
@@ -204,7 +205,7 @@ class HomeAssistantConvention(PrefixConvention):
         if entity is None or entity.command_topic is None:
             raise CommandError("not_found", f"{device} announced no {command!r:.80}")
         if not self.owns_command_topic(device, entity.command_topic):
-            raise CommandError("not_found", f"{device}: {command} has no command topic of its own")
+            raise not_its_own(device, entity.command_topic)
         value = next(iter(params.values()), None)
         payload = entity.payloads.get(value) if value is not None else entity.payloads.get("")
         if payload is None:  # a number: its value, as Home Assistant renders `{{ value }}`

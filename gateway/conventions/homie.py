@@ -28,6 +28,7 @@ from gateway.conventions.common import (
     is_value,
     load_json_object,
     load_text,
+    not_its_own,
     parse_scalar,
     scoped_id,
 )
@@ -139,7 +140,7 @@ class HomieConvention(PrefixConvention):
         # Every level was announced by the device and checked against the id pattern.
         topic = self._set_topic(known, node, prop)
         if not self.namespace.allows(topic):
-            raise CommandError("not_found", f"{device}: cannot build its command topic")
+            raise not_its_own(device, topic)
         metric = f"{node}.{prop}"
         self._echoes.expect(device, Echo(command_id, metric, params["value"], metric=metric))
         return topic, _payload(params["value"]).encode()

@@ -19,10 +19,11 @@ from gateway.conventions.common import (
     flatten,
     is_finite_number,
     load_json,
+    not_its_own,
     online_status,
     sample,
 )
-from gateway.errors import CommandError, DecodeError
+from gateway.errors import DecodeError
 from gateway.meta import parse_meta
 from gateway.models import (
     CommandResult,
@@ -84,7 +85,7 @@ class NativeConvention(PrefixConvention):
         # device and command passed the allow-lists in gateway.names before reaching here.
         topic = f"{self._prefix}{device}/cmd/{command}"
         if not self.owns_command_topic(device, topic):
-            raise CommandError("not_found", f"{device}: no command topic of its own")
+            raise not_its_own(device, topic)
         return topic, orjson.dumps({"id": command_id, "params": params})
 
     def arm(self, device: str, command_id: str, before: Mapping[str, tuple[float, Value]]) -> bool:

@@ -29,6 +29,7 @@ from gateway.conventions.common import (
     is_publish_topic,
     load_json_object,
     load_text,
+    not_its_own,
     online_status,
     scoped_id,
 )
@@ -149,7 +150,7 @@ class TasmotaConvention:
         # The topic level is the one the device publishes on, never client text.
         topic = self._topic(self._cmnd, known.topic, command)
         if not self.namespace.allows(topic):
-            raise CommandError("not_found", f"{device}: its topic cannot carry commands")
+            raise not_its_own(device, topic)
         value = params["state"] if _POWER.fullmatch(command) else params["value"]
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # "50", not "50.0": Tasmota parses integers

@@ -29,6 +29,7 @@ from gateway.conventions.common import (
     is_value,
     load_json,
     load_json_object,
+    not_its_own,
     sample,
     scoped_id,
 )
@@ -109,7 +110,7 @@ class Zigbee2MqttConvention(PrefixConvention):
         # The friendly name is what the bridge announced, never client text.
         topic = self._set_topic(known.friendly_name)
         if not self.namespace.allows(topic):
-            raise CommandError("not_found", f"{device}: its name cannot be used in a topic")
+            raise not_its_own(device, topic)
         value = params[setter.property]
         expected = None if setter.toggle is not None and value == setter.toggle else value
         # The property is also the metric its state shows (a top-level key of the state).
