@@ -1,6 +1,6 @@
 // Command forms generated from a device's `meta.commands`, and the outcome of each send shown
-// next to its form: pending, accepted, then ok / error / timeout / unknown with the round trip,
-// or the gateway's refusal (an `error` frame with code and message).
+// next to its form: pending, accepted, then ok / error / timeout / unknown / unconfirmed with the
+// round trip, or the gateway's refusal (an `error` frame with code and message).
 //
 // While the device has the command, a countdown shows the time left of the effective timeout the
 // gateway announced in `command_accepted.timeout_ms` (the request's, capped by the gateway).
@@ -215,6 +215,9 @@ function outcome(frame) {
       return ["timeout", `Timed out${rtt ? ` · ${rtt}` : ""}`, "the device did not answer in time"];
     case "unknown":
       return ["unknown", "Outcome unknown", "the broker link dropped; the device may still receive it"];
+    case "unconfirmed":
+      // Published and acknowledged, but no report the device sends could confirm it.
+      return ["unknown", `Sent, not confirmed${rtt ? ` · ${rtt}` : ""}`, "the device already showed this state, or reports none"];
     default:
       return ["unknown", `Unexpected status ${String(frame.status)}`, ""];
   }

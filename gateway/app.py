@@ -51,6 +51,7 @@ def _provide(app: web.Application, runtime: Runtime) -> None:
     app[keys.COMMANDS] = runtime.commands
     app[keys.STATUS] = runtime.status
     app[keys.STATS] = runtime.stats
+    app[keys.PIPELINE] = runtime.pipeline
 
 
 async def _run_runtime(app: web.Application) -> AsyncIterator[None]:

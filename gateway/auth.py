@@ -13,16 +13,22 @@ from gateway.matching import compile_globs
 
 
 class Principal:
-    """Who a client is, by name, and the device globs it may read and command (None: all)."""
+    """Who a client is, by name, the device globs it may read and command (None: all), and
+    whether it may administer devices (forget them)."""
 
-    __slots__ = ("_command_re", "_read_re", "command", "name", "read")
+    __slots__ = ("_command_re", "_read_re", "admin", "command", "name", "read")
 
     def __init__(
-        self, name: str, read: tuple[str, ...] | None, command: tuple[str, ...] | None
+        self,
+        name: str,
+        read: tuple[str, ...] | None,
+        command: tuple[str, ...] | None,
+        admin: bool = False,
     ) -> None:
         self.name = name
         self.read = read
         self.command = command
+        self.admin = admin
         self._read_re = _compile(read)
         self._command_re = _compile(command)
 
@@ -40,6 +46,8 @@ def _compile(globs: tuple[str, ...] | None) -> re.Pattern[str] | None:
     return compile_globs(globs) if globs else re.compile("\x00")
 
 
+# Without tokens anyone may read and command, but nobody administers: forgetting a device takes a
+# token with `admin = true`, which a cross-site request cannot carry either.
 ANONYMOUS = Principal("anonymous", read=None, command=None)
 
 
@@ -49,7 +57,12 @@ class Authenticator:
         self._tokens = [
             (
                 token.secret().encode(),
-                Principal(token.name or f"token-{i + 1}", tuple(token.read), tuple(token.command)),
+                Principal(
+                    token.name or f"token-{i + 1}",
+                    tuple(token.read),
+                    tuple(token.command),
+                    token.admin,
+                ),
             )
             for i, token in enumerate(config.tokens)
         ]

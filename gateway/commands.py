@@ -3,7 +3,9 @@
 The mechanism under the command service (gateway/control.py, which decides who may send what).
 The topic is built by the device's convention from registry data, never from client text. Each
 pending command lives in `_pending` only inside `_awaiting`, whose `finally` removes it, so a
-timeout, a disconnect or a cancelled client task cannot leak a future.
+timeout, a disconnect or a cancelled client task cannot leak a future. Once the broker has
+acknowledged the publish the convention is told (`arm`): only what the device sends from then on
+may confirm the command, and a command nothing can confirm ends at once as `unconfirmed`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from gateway.config import CommandsConfig
@@ -24,7 +26,7 @@ from gateway.models import CommandResult, Value
 from gateway.names import is_command_name
 from gateway.registry import Device
 
-Outcome = Literal["ok", "error", "timeout", "unknown"]
+Outcome = Literal["ok", "error", "timeout", "unknown", "unconfirmed"]
 
 
 class Publisher(Protocol):
@@ -41,6 +43,9 @@ class PreparedCommand:
     topic: str
     payload: bytes
     timeout_s: float
+    convention: str = "native"
+    #: The device's latest values when the command was prepared: what an echo must change.
+    before: Mapping[str, tuple[float, Value]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +100,16 @@ class CommandRouter:
             device_id, meta, command, command_id, checked
         )
         timeout_ms = min(timeout_ms or self._config.default_timeout_ms, self._config.max_timeout_ms)
-        return PreparedCommand(device_id, command, command_id, topic, payload, timeout_ms / 1000)
+        return PreparedCommand(
+            device_id,
+            command,
+            command_id,
+            topic,
+            payload,
+            timeout_ms / 1000,
+            device.convention,
+            before=dict(device.values),  # at most max_metrics_per_device entries
+        )
 
     async def execute(
         self, command: PreparedCommand, on_accepted: Callable[[str], None]
@@ -116,7 +130,11 @@ class CommandRouter:
                 async with asyncio.timeout(command.timeout_s):
                     await self._publisher.publish(command.topic, command.payload)
                     accepted = True
+                    convention = self._conventions[command.convention]
+                    confirmable = convention.arm(command.device, command.command_id, command.before)
                     on_accepted(command.command_id)
+                    if not confirmable:
+                        return outcome("unconfirmed")
                     result = await answer
             except PublishUnconfirmed:
                 return outcome("unknown")

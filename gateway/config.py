@@ -97,6 +97,9 @@ class TasmotaConfig:
 class HomeAssistantConfig:
     enabled: bool = False
     discovery_prefix: str = "homeassistant"
+    # Topics outside the discovery prefix that discovery configs may name (state, availability,
+    # command), as MQTT filters; never another convention's or the gateway's (docs/security.md).
+    allowed_topics: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +177,8 @@ class RegistryConfig:
     max_metrics_per_device: int = 64
     history_length: int = 1000  # points kept per (device, metric)
     stale_after_s: float = 120.0  # online but silent this long: shown as stale
+    # Silent this long (no reading, no status): forgotten, as if removed; 0 never forgets.
+    forget_after_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +204,7 @@ class TokenConfig:
     name: str = ""  # shown in logs instead of the token
     read: list[str] = field(default_factory=lambda: ["*"])  # device globs it may read
     command: list[str] = field(default_factory=list)  # device globs it may command
+    admin: bool = False  # may also forget devices (DELETE /api/devices/{id})
 
     def secret(self) -> str:
         return os.environ.get(self.token_env, "") if self.token_env else self.token
@@ -409,6 +415,8 @@ def validate(config: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(key, "must be greater than 0")
+    if config.registry.forget_after_s < 0:
+        raise ConfigError("registry.forget_after_s", "must be 0 (never) or more")
     if config.ws.send_buffer_bytes < 0:
         raise ConfigError("ws.send_buffer_bytes", "must be 0 (the OS default) or more")
     if config.http.port > 65535:

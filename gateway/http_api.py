@@ -120,6 +120,19 @@ async def post_command(request: web.Request) -> web.Response:
     return _json(outcome.fields())
 
 
+async def delete_device(request: web.Request) -> web.Response:
+    """Forget a device (admin tokens only): registry, clients (`removed`), its convention's state.
+    It comes back when it speaks again or its retained messages are delivered again."""
+    principal = _principal(request)
+    device_id = request.match_info["device"]
+    if request.app[keys.REGISTRY].get(device_id) is None or not principal.may_read(device_id):
+        return _error(404, "not_found", f"unknown device {device_id!r:.80}")
+    if not principal.admin:
+        return _error(403, "forbidden", "forgetting a device needs a token with admin = true")
+    request.app[keys.PIPELINE].forget(device_id)
+    return web.Response(status=204)
+
+
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(DASHBOARD_DIR / "index.html")
 
@@ -129,6 +142,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/devices", list_devices)
     app.router.add_get("/api/devices/{device}", get_device)
+    app.router.add_delete("/api/devices/{device}", delete_device)
     app.router.add_post("/api/devices/{device}/commands/{command}", post_command)
     if (DASHBOARD_DIR / "index.html").is_file():
         app.router.add_get("/", index)

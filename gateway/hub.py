@@ -220,6 +220,11 @@ class Hub:
             for session in self._members[interest]:
                 session.offer(payload)
 
+    def device_removed(self, device: Device) -> None:
+        """Tell sessions that want `device` it is gone (`removed`), then forget its matches."""
+        self.device_event(device, "removed")
+        self._index.forget(device.id)
+
     def broadcast(self, frame: dict[str, object]) -> None:
         """Offer one frame to every connected session (gateway events)."""
         self.flush()

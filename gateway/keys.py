@@ -13,6 +13,7 @@ from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.control import CommandService
 from gateway.hub import Hub
+from gateway.pipeline import Pipeline
 from gateway.registry import Registry
 from gateway.snapshots import HeldSnapshots
 from gateway.stats import GatewayStats
@@ -27,3 +28,4 @@ HELD_SNAPSHOTS = web.AppKey("held_snapshots", HeldSnapshots)
 COMMANDS = web.AppKey("commands", CommandService)
 STATUS = web.AppKey("status", GatewayStatus)
 STATS = web.AppKey("stats", GatewayStats)
+PIPELINE = web.AppKey("pipeline", Pipeline)  # forgets devices (DELETE /api/devices/{id})

@@ -161,6 +161,11 @@ class InterestIndex:
             if interest in matched:
                 matched.remove(interest)
 
+    def forget(self, device: str) -> None:
+        """Drop what is kept for a device the registry removed (its matches, their caches)."""
+        for interest in (*self._by_device.pop(device, ()), *self.everything):
+            interest.forget(device)
+
     def for_device(self, device: str) -> list[Interest]:
         """The interests (other than match-all ones) that want `device`."""
         matched = self._by_device.get(device)

@@ -21,11 +21,7 @@ _PARAM_TYPES = ("number", "integer", "boolean", "string")
 MAX_TEXT = 256
 
 
-#: Metrics and commands declared identically by many devices (a fleet of one model) are parsed
-#: and kept once: at 50,000 devices that is most of a device's memory (docs/performance.md, S6).
-#: Keyed by their canonical JSON; bounded in bytes, and simply emptied when full.
-_shapes: dict[bytes, _Shape] = {}
-_shape_bytes = 0
+#: The bytes of canonical JSON a ShapeCache keeps before it starts over.
 MAX_SHAPE_BYTES = 1 << 20
 
 
@@ -37,11 +33,55 @@ class _Shape:
     commands: dict[str, CommandSpec]
 
 
-def parse_meta(raw: object) -> DeviceMeta:
-    """Build a DeviceMeta from the JSON a device published on its meta topic."""
+class ShapeCache:
+    """Metrics and commands declared identically by many devices (a fleet of one model), parsed
+    and kept once: at 50,000 devices that is most of a device's memory (docs/performance.md, S6).
+
+    Keyed by their canonical JSON; bounded in bytes, and simply emptied when full (devices keep
+    theirs; sharing starts over). The registry owns one; conventions parse meta through it.
+    """
+
+    __slots__ = ("_bytes", "_shapes", "max_bytes")
+
+    def __init__(self, max_bytes: int = MAX_SHAPE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._shapes: dict[bytes, _Shape] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+    @property
+    def bytes(self) -> int:
+        """The size of the keys held, which is what the bound counts."""
+        return self._bytes
+
+    def shape(self, metrics: object, commands_raw: object) -> _Shape:
+        try:
+            key = orjson.dumps([metrics, commands_raw], option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # not JSON (a convention's own dict with odd keys): parsed, not shared
+            return _new_shape(metrics, commands_raw, copy=False)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = _new_shape(metrics, commands_raw, copy=True)
+            if self._bytes + len(key) > self.max_bytes:
+                self._shapes.clear()
+                self._bytes = 0
+            self._shapes[key] = shape
+            self._bytes += len(key)
+        return shape
+
+
+def parse_meta(raw: object, shapes: ShapeCache | None = None) -> DeviceMeta:
+    """Build a DeviceMeta from the JSON a device published on its meta topic.
+
+    With `shapes` (the registry's), declarations many devices share are parsed and kept once.
+    """
     if not isinstance(raw, dict):
         raise DecodeError("bad_meta", "meta must be a JSON object")
-    shape = _shape(raw.get("metrics", {}), raw.get("commands", {}))
+    # Without a cache of its own the caller gets a fresh one: parsed and copied, never shared.
+    cache = shapes if shapes is not None else ShapeCache()
+    shape = cache.shape(raw.get("metrics", {}), raw.get("commands", {}))
     shared = dict(raw)  # the caller's dict stays the caller's (conventions may keep it)
     if "metrics" in raw:
         shared["metrics"] = shape.metrics
@@ -61,25 +101,12 @@ def parse_meta(raw: object) -> DeviceMeta:
     )
 
 
-def _shape(metrics: object, commands_raw: object) -> _Shape:
-    global _shape_bytes
-    try:
-        key = orjson.dumps([metrics, commands_raw], option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # not JSON (a convention's own dict with odd keys): parsed, not shared
-        units, commands = _parse_shape(metrics, commands_raw)
-        return _Shape(metrics, commands_raw, units, commands)
-    shape = _shapes.get(key)
-    if shape is None:
-        units, commands = _parse_shape(metrics, commands_raw)
-        # A deep copy owned here: a convention may still change the dicts it passed in.
-        metrics_copy, commands_copy = orjson.loads(orjson.dumps([metrics, commands_raw]))
-        shape = _Shape(metrics_copy, commands_copy, units, commands)
-        if _shape_bytes + len(key) > MAX_SHAPE_BYTES:
-            _shapes.clear()  # devices keep theirs; sharing starts over
-            _shape_bytes = 0
-        _shapes[key] = shape
-        _shape_bytes += len(key)
-    return shape
+def _new_shape(metrics: object, commands_raw: object, *, copy: bool) -> _Shape:
+    units, commands = _parse_shape(metrics, commands_raw)
+    if copy:
+        # A deep copy owned by the cache: a convention may still change the dicts it passed in.
+        metrics, commands_raw = orjson.loads(orjson.dumps([metrics, commands_raw]))
+    return _Shape(metrics, commands_raw, units, commands)
 
 
 def _parse_shape(

@@ -86,6 +86,11 @@ class GatewayCollector(Collector):
             value=stats.registry.devices_refused,
         )
         yield CounterMetricFamily(
+            "iotgw_devices_forgotten",
+            "Devices forgotten: withdrawn, silent past registry.forget_after_s, or by an admin",
+            value=stats.registry.devices_forgotten,
+        )
+        yield CounterMetricFamily(
             "iotgw_metrics_refused",
             "Metrics refused by the per-device cap",
             value=stats.registry.metrics_refused,

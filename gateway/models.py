@@ -90,7 +90,31 @@ class Subscribe:
     topics: tuple[str, ...]
 
 
-DeviceEvent = Telemetry | StatusChange | MetaChange | CommandResult | Rejected | Subscribe
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """The convention no longer needs topics it asked for (their discovery config is gone)."""
+
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """The device withdrew itself (its discovery data or retained announcements were cleared):
+    the gateway forgets it."""
+
+    device: str
+
+
+DeviceEvent = (
+    Telemetry
+    | StatusChange
+    | MetaChange
+    | CommandResult
+    | Rejected
+    | Subscribe
+    | Unsubscribe
+    | Removed
+)
 
 
 # --- The command audit trail ---------------------------------------------------------------------
@@ -111,7 +135,7 @@ class AuditEntry:
     command: str
     params: dict[str, Value]
     command_id: str  # "" when refused before an id was assigned
-    # ok | error | timeout | unknown (the device's outcome), or refused (nothing was published)
+    # ok | error | timeout | unknown | unconfirmed (the outcome), or refused (nothing published)
     status: str
     rtt_ms: float | None = None
     error: str | None = None  # the device's message, or why it was refused

@@ -4,12 +4,18 @@ The broker link's reader (gateway/mqtt_reader.py) calls `handle` for every messa
 socket's reader callback; it runs synchronously and never raises for bad input: oversize payloads
 are refused before parsing, undecodable ones are counted by convention and reason and logged at a
 limited rate, and everything else carries on.
+
+The topics conventions ask for at run time are reference-counted here: the broker is asked to
+subscribe when the first convention needs a topic and to unsubscribe when the last one lets go.
+Devices are forgotten here too (`forget`): from the registry, from clients' view (a `removed`
+event) and from their convention's state.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from gateway.commands import CommandRouter
@@ -22,11 +28,13 @@ from gateway.models import (
     DeviceEvent,
     MetaChange,
     Rejected,
+    Removed,
     StatusChange,
     Subscribe,
     Telemetry,
+    Unsubscribe,
 )
-from gateway.registry import Device, Registry
+from gateway.registry import CREATED, Device, Registry
 from gateway.stats import IngestStats
 
 log = logging.getLogger(__name__)
@@ -44,13 +52,19 @@ class Pipeline:
         router: CommandRouter,
         max_payload_bytes: int,
         subscribe: Callable[[list[str]], None],
+        unsubscribe: Callable[[list[str]], None],
     ) -> None:
         self._conventions = conventions
+        self._by_name = {c.name: c for c in conventions}
         self._registry = registry
         self._hub = hub
         self._router = router
         self._max_payload = max_payload_bytes
         self._subscribe = subscribe
+        self._unsubscribe = unsubscribe
+        # Topic -> how many conventions asked for it. The static subscriptions hold one each,
+        # never given back: nothing a convention lets go of can take those off the broker.
+        self._asked = Counter(t for c in conventions for t in c.subscriptions())
         self._warn = RateLimitedLog(log)
         self.stats = IngestStats()
 
@@ -104,22 +118,64 @@ class Pipeline:
                         self._hub.device_event(device, "status")
                     self._hub.add_readings(readings)
             case StatusChange(device=device_id, online=online):
-                device = self._device(convention, device_id)
+                # A cleared status (None) creates nothing: it withdraws what was there.
+                device = self._device(convention, device_id, create=online is not None)
                 if device is not None and self._registry.set_online(device, online):
                     self._hub.device_event(device, "status")
+                if device is not None and online is None:
+                    self._withdrawn(device)
             case MetaChange(device=device_id, meta=meta):
-                device = self._device(convention, device_id)
+                device = self._device(convention, device_id, create=meta is not None)
                 # A reconnect brings every retained meta again: only a change is news to clients.
                 if device is not None and device.meta != meta:
                     device.meta = meta
                     self._hub.device_event(device, "meta")
-            case CommandResult():
-                if not self._router.resolve(event):
+                if device is not None and meta is None:
+                    self._withdrawn(device)
+            case Removed(device=device_id):
+                device = self._registry.get(device_id)
+                if device is not None and device.convention == convention:
+                    self.forget(device_id)
+            case CommandResult(device=device_id):
+                # A device may only answer its own commands, and only its own convention speaks
+                # for it (the router checks the first, this the second).
+                owner = self._registry.get(device_id)
+                mine = owner is not None and owner.convention == convention
+                if not (mine and self._router.resolve(event)):
                     self._reject(convention, "unmatched_result", topic, event.command_id)
             case Rejected(reason=reason, detail=detail):
                 self._reject(convention, reason, topic, detail)
             case Subscribe(topics=topics):
-                self._subscribe(list(topics))
+                fresh = [t for t in topics if self._asked[t] == 0]
+                self._asked.update(topics)
+                if fresh:
+                    self._subscribe(fresh)
+            case Unsubscribe(topics=topics):
+                held = [t for t in topics if self._asked[t] > 0]
+                self._asked.subtract(held)
+                gone = [t for t in held if self._asked[t] == 0]
+                for topic in gone:
+                    del self._asked[topic]
+                if gone:
+                    self._unsubscribe(gone)
+
+    def forget(self, device_id: str) -> bool:
+        """Forget a device: registry, clients (a `removed` event), its convention's state.
+        False: no such device."""
+        device = self._registry.forget(device_id)
+        if device is None:
+            return False
+        self._hub.device_removed(device)
+        convention = self._by_name.get(device.convention)
+        if convention is not None:
+            for event in convention.forget(device_id):
+                self._apply(convention.name, "", event)
+        return True
+
+    def _withdrawn(self, device: Device) -> None:
+        """A device whose retained status and meta were both cleared has withdrawn itself."""
+        if device.online is None and device.meta is None:
+            self.forget(device.id)
 
     def _check_clock(self, convention: str, topic: str, event: Telemetry, now: float) -> None:
         """Count device timestamps far from the gateway's clock (an unset RTC, a wrong epoch).
@@ -131,11 +187,15 @@ class Pipeline:
         if abs(skew) > MAX_CLOCK_SKEW_S:
             self._reject(convention, "clock_skew", topic, f"{skew:+.0f}s from the gateway's clock")
 
-    def _device(self, convention: str, device_id: str) -> Device | None:
-        device, created = self._registry.observe(device_id, convention)
+    def _device(self, convention: str, device_id: str, create: bool = True) -> Device | None:
+        if not create:
+            known = self._registry.get(device_id)
+            if known is None or known.convention == convention:
+                return known
+        device, outcome = self._registry.observe(device_id, convention)
         if device is None:
-            self._reject(convention, "registry_full", device_id, "")
-        elif created:
+            self._reject(convention, outcome, device_id, "")  # registry_full, foreign_device
+        elif outcome is CREATED:
             self._hub.device_event(device, "status")
         return device
 

@@ -3,17 +3,23 @@
 Bounded everywhere: a cap on devices, on metrics per device and on history points per metric;
 what the caps refuse is counted, never silently grown. Staleness runs on the monotonic clock, so
 a device whose clock is wrong (or a wall-clock jump) cannot make others look stale.
+
+Each device belongs to the convention that created it, and ids tagged by a convention (`z2m.`,
+`ha.`, ...) to that convention alone: a message of one convention never creates or touches
+another's device (docs/security.md, rule 2). Devices can be forgotten (`forget`): when they
+withdraw themselves, when silent past `forget_after_s`, or by an administrator.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from gateway.config import RegistryConfig
 from gateway.history import HistoryRing
+from gateway.meta import ShapeCache
 from gateway.models import DeviceMeta, Reading, Sample, Status, Value
 from gateway.stats import RegistryStats
 
@@ -57,11 +63,23 @@ class Device:
         return entry
 
 
+#: What `Registry.observe` did: found the device, created it, or why it refused it.
+KNOWN: Final = ""
+CREATED: Final = "created"
+FULL: Final = "registry_full"
+FOREIGN: Final = "foreign_device"
+
+
 class Registry:
-    def __init__(self, config: RegistryConfig) -> None:
+    def __init__(self, config: RegistryConfig, id_tags: Mapping[str, str] | None = None) -> None:
+        """`id_tags`: device id tag -> the convention whose ids carry it (conventions.id_tags)."""
         self._config = config
+        self._owners = dict(id_tags or {})
         self._devices: dict[str, Device] = {}
         self.stats = RegistryStats()
+        #: Meta declarations many devices share, parsed and kept once (conventions parse
+        #: through it: build_conventions is given it).
+        self.shapes = ShapeCache()
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -75,16 +93,38 @@ class Registry:
     def matching(self, wants_device: Any) -> list[Device]:
         return [d for d in self._devices.values() if wants_device(d.id)]
 
-    def observe(self, device_id: str, convention: str) -> tuple[Device | None, bool]:
-        """The device's record, creating it if there is room; the flag says it was created."""
+    def observe(self, device_id: str, convention: str) -> tuple[Device | None, str]:
+        """The record of `convention`'s device, created if there is room; the word says what
+        happened: KNOWN, CREATED, or why there is none: FULL, or FOREIGN (the id is another
+        convention's: its device, or its tag)."""
         device = self._devices.get(device_id)
         if device is not None:
-            return device, False
+            return (device, KNOWN) if device.convention == convention else (None, FOREIGN)
+        owner = self._owners.get(device_id.partition(".")[0])
+        if owner is not None and owner != convention:
+            return None, FOREIGN
         if len(self._devices) >= self._config.max_devices:
             self.stats.devices_refused += 1
-            return None, False
-        device = self._devices[device_id] = Device(device_id, convention)
-        return device, True
+            return None, FULL
+        # Silence (forget_after_s) counts from here for a device that never says anything more.
+        device = Device(device_id, convention, last_seen_mono=time.monotonic())
+        self._devices[device_id] = device
+        return device, CREATED
+
+    def forget(self, device_id: str) -> Device | None:
+        """Remove a device and everything kept for it; return it (None: unknown)."""
+        device = self._devices.pop(device_id, None)
+        if device is not None:
+            self.stats.devices_forgotten += 1
+        return device
+
+    def silent(self, now_mono: float | None = None) -> list[Device]:
+        """Devices silent for longer than forget_after_s (none when it is 0: never forget)."""
+        age = self._config.forget_after_s
+        if age <= 0:
+            return []
+        deadline = (time.monotonic() if now_mono is None else now_mono) - age
+        return [d for d in self._devices.values() if d.last_seen_mono < deadline]
 
     def apply_samples(self, device: Device, samples: Iterable[Sample], now: float) -> list[Reading]:
         """Store the samples; return the readings accepted (metrics past the cap are refused)."""

@@ -19,7 +19,7 @@ from gateway.browsers import policy_for
 from gateway.commands import CommandRouter
 from gateway.config import Config
 from gateway.control import CommandService
-from gateway.conventions import build_conventions
+from gateway.conventions import build_conventions, id_tags
 from gateway.errors import BrokerUnavailable, PublishUnconfirmed
 from gateway.hub import Hub
 from gateway.ingest import BrokerLink
@@ -43,11 +43,11 @@ class Runtime:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.registry = Registry(config.registry)
+        self.registry = Registry(config.registry, id_tags())
         self.hub = Hub(config.ws)
         self.auth = Authenticator(config.auth)
         self.admission = Admission(config.ws, self.auth, policy_for(config.http, config.auth))
-        conventions = build_conventions(config.conventions)
+        conventions = build_conventions(config.conventions, self.registry.shapes)
         subscriptions = [topic for c in conventions for topic in c.subscriptions()]
         self.link = BrokerLink(
             config.broker,
@@ -72,6 +72,7 @@ class Runtime:
             self.router,
             config.broker.max_payload_bytes,
             self.link.add_subscriptions,
+            self.link.remove_subscriptions,
         )
         self.ready = asyncio.Event()
         self.stats = GatewayStats(
@@ -161,7 +162,8 @@ class Runtime:
         self.held_snapshots.release(self.registry, self.hub)
 
     async def _janitor(self) -> None:
-        """Mark silent devices stale. Timers here run on the monotonic clock, never device time."""
+        """Mark silent devices stale, and forget those silent past registry.forget_after_s.
+        Timers here run on the monotonic clock, never device time."""
         interval = min(JANITOR_INTERVAL_S, self.config.registry.stale_after_s / 4)
         loop = asyncio.get_running_loop()
         while True:
@@ -171,6 +173,8 @@ class Runtime:
             self.stats.loop.lag_s = max(0.0, loop.time() - started - interval)
             for device in self.registry.expire():
                 self.hub.device_event(device, "status")
+            for device in self.registry.silent():
+                self.pipeline.forget(device.id)
             now = time.monotonic()
             for session in self.hub.sessions:
                 session.check_send(now)

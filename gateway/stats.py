@@ -34,10 +34,11 @@ class LinkStats:
 
 @dataclass(slots=True)
 class RegistryStats:
-    """What the registry's caps refused. Owner: registry.Registry."""
+    """What the registry's caps refused, and the devices it forgot. Owner: registry.Registry."""
 
     devices_refused: int = 0
     metrics_refused: int = 0
+    devices_forgotten: int = 0
 
 
 @dataclass(slots=True)
@@ -103,7 +104,7 @@ class Buckets:
 class CommandStats:
     """Command outcomes, refusals by code, and round trips. Owner: control.CommandService."""
 
-    outcomes: Counter[str] = field(default_factory=Counter)  # ok | error | timeout | unknown
+    outcomes: Counter[str] = field(default_factory=Counter)  # ok|error|timeout|unknown|unconfirmed
     refused: Counter[str] = field(default_factory=Counter)  # by error code: nothing published
     rtt: Buckets = field(default_factory=lambda: Buckets(RTT_BUCKETS_S))
 

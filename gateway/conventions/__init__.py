@@ -1,66 +1,76 @@
 """Device conventions: each module turns one family of topics into DeviceEvents and back.
 
 A convention owns its topic layout completely; the rest of the gateway only ever sees device ids,
-metrics and events. A new convention gets a config section of its own (ConventionsConfig) and an
-entry in `build_conventions`; nothing in the hub or the registry changes.
+metrics and events. A new convention is a module with a class implementing `Convention` (its
+`name`, its device id `tag`, `from_config`), an entry in `CONVENTIONS` and a config section of its
+own (gateway.config.ConventionsConfig); nothing in the hub or the registry changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from gateway.conventions import homeassistant, homie, native, tasmota, zigbee2mqtt
-from gateway.models import DeviceEvent, DeviceMeta, Value
+from gateway.conventions.base import Convention, Surroundings
+from gateway.conventions.homeassistant import HomeAssistantConvention
+from gateway.conventions.homie import HomieConvention
+from gateway.conventions.native import NativeConvention
+from gateway.conventions.tasmota import TasmotaConvention
+from gateway.conventions.zigbee2mqtt import Zigbee2MqttConvention
+from gateway.meta import ShapeCache
+from gateway.sync import TOPIC_ROOT as SYNC_ROOT
 
+__all__ = ["CONVENTIONS", "Convention", "Surroundings", "build_conventions", "id_tags"]
 
-class Convention(Protocol):
-    """The decoding interface. Implementations do no I/O and read no clock; they may keep state
-    of their own (a bridge's device list, discovery configs, commands awaiting their echo)."""
+ConventionClass = (
+    type[NativeConvention]
+    | type[Zigbee2MqttConvention]
+    | type[TasmotaConvention]
+    | type[HomieConvention]
+    | type[HomeAssistantConvention]
+)
 
-    @property
-    def name(self) -> str:
-        """The convention's config section (`zigbee2mqtt`), also its label in metrics."""
-        ...
-
-    def subscriptions(self) -> list[str]:
-        """MQTT topic filters to subscribe to."""
-        ...
-
-    def owns(self, topic: str) -> bool:
-        """True if this convention decodes messages on `topic`."""
-        ...
-
-    def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
-        """Decode one message; raise DecodeError when nothing in it is usable."""
-        ...
-
-    def encode_command(
-        self, device: str, meta: DeviceMeta, command: str, command_id: str, params: dict[str, Value]
-    ) -> tuple[str, bytes]:
-        """Topic and payload that carry a validated command to `device`."""
-        ...
-
-    def owns_command_topic(self, device: str, topic: str) -> bool:
-        """True if `topic` is one this convention publishes `device`'s commands on: the command
-        service checks every topic `encode_command` built before it is published."""
-        ...
+#: Config section -> the convention built from it.
+CONVENTIONS: dict[str, ConventionClass] = {
+    cls.name: cls
+    for cls in (
+        NativeConvention,
+        Zigbee2MqttConvention,
+        TasmotaConvention,
+        HomieConvention,
+        HomeAssistantConvention,
+    )
+}
 
 
-ConventionFactory = Callable[[Any], Convention]
+def id_tags() -> dict[str, str]:
+    """Device id tag -> the convention whose ids carry it (`z2m` -> `zigbee2mqtt`), for every
+    known convention, enabled or not: ids of one never become another's."""
+    return {cls.tag: name for name, cls in CONVENTIONS.items() if cls.tag}
 
 
-def build_conventions(settings: Any) -> list[Convention]:
-    """Instantiate every enabled convention from its section of ConventionsConfig."""
+def build_conventions(settings: Any, shapes: ShapeCache | None = None) -> list[Convention]:
+    """Instantiate every enabled convention from its section of ConventionsConfig.
+
+    `shapes` is the registry's cache of parsed meta declarations (None: nothing shared).
+    """
     # Sections are instantiated in ConventionsConfig's field order, which is also the order the
     # pipeline asks `owns` in: the first convention that owns a topic decodes it.
-    factories: dict[str, ConventionFactory] = {
-        "native": native.NativeConvention.from_config,
-        "zigbee2mqtt": zigbee2mqtt.Zigbee2MqttConvention.from_config,
-        "tasmota": tasmota.TasmotaConvention.from_config,
-        "homie": homie.HomieConvention.from_config,
-        "homeassistant": homeassistant.HomeAssistantConvention.from_config,
-    }
     sections = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
-    return [factories[name](section) for name, section in sections.items() if section.enabled]
+    conventions: list[Convention] = [
+        CONVENTIONS[name].from_config(s) for name, s in sections.items() if s.enabled
+    ]
+    tags = frozenset(id_tags())
+    # The gateway's own topics: its retained-state marker, and the native command topics (also
+    # when the native convention is off: devices may still listen there).
+    commands = f"{settings.native.prefix}/+/cmd/#"
+    for convention in conventions:
+        reserved = [SYNC_ROOT + "#"] if convention.name == "native" else [SYNC_ROOT + "#", commands]
+        reserved += [f for c in conventions if c is not convention for f in c.namespace.own]
+        surroundings = Surroundings(
+            foreign_topics=tuple(reserved),
+            foreign_tags=tags - {CONVENTIONS[convention.name].tag},
+            shapes=shapes,
+        )
+        convention.bind(surroundings)
+    return conventions

@@ -1,4 +1,5 @@
-"""Helpers several conventions share: JSON loading, flattening, device ids, topics, echoes.
+"""Helpers several conventions share: JSON loading, flattening, device ids, topics and the
+namespace check, echoes.
 
 Everything here treats its input as untrusted device data: nothing raises but DecodeError, and
 every collection that device traffic can grow is bounded.
@@ -10,12 +11,14 @@ import hashlib
 import math
 import reprlib
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import orjson
+from paho.mqtt.matcher import MQTTMatcher
 
-from gateway.errors import ConfigError, DecodeError
+from gateway.errors import CommandError, ConfigError, DecodeError
 from gateway.models import CommandResult, DeviceEvent, Rejected, Sample, StatusChange, Value
 from gateway.names import DEVICE_ID_MAX, is_device_id, is_metric_name, slugify
 
@@ -164,6 +167,89 @@ def is_publish_topic(topic: object) -> TypeGuard[str]:
     )
 
 
+def is_topic_filter(value: object) -> TypeGuard[str]:
+    """True for a valid MQTT topic filter: `+` only as a whole level, `#` only as the whole last
+    level (MQTT 3.1.1 §4.7.1), no NUL, not empty."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return False
+    if len(value.encode(errors="replace")) > MAX_TOPIC_BYTES:
+        return False
+    levels = value.split("/")
+    last = len(levels) - 1
+    return all(
+        ("+" not in level or level == "+") and ("#" not in level or (level == "#" and i == last))
+        for i, level in enumerate(levels)
+    )
+
+
+class Filters:
+    """A set of MQTT topic filters, asked whether any of them matches a topic.
+
+    Matched by paho's topic trie, which follows MQTT's rules (a `#` also matches its parent level;
+    wildcards at the first level never match a `$` topic, MQTT 3.1.1 §4.7.2).
+    """
+
+    __slots__ = ("_matcher", "filters")
+
+    def __init__(self, filters: Iterable[str]) -> None:
+        self.filters = tuple(dict.fromkeys(filters))
+        self._matcher = MQTTMatcher()  # type: ignore[no-untyped-call]  # paho's is unannotated
+        for topic_filter in self.filters:
+            self._matcher[topic_filter] = True
+
+    def match(self, topic: str) -> bool:
+        matches = self._matcher.iter_match(topic)  # type: ignore[no-untyped-call]  # as above
+        return next(matches, None) is not None
+
+
+class Namespace:
+    """The topics a convention may subscribe or publish to when device data names them
+    (docs/security.md, rule 1).
+
+    A topic is allowed when it is a plain topic (no wildcard, no NUL), not a `$` topic, inside
+    the convention's own filters (or the ones it was allowed to borrow, Home Assistant's
+    `allowed_topics`), and outside every filter owned by another enabled convention or by the
+    gateway itself. Only `own` counts as this convention's when the others' are worked out.
+    """
+
+    __slots__ = ("_foreign", "_inside", "borrowed", "foreign", "own")
+
+    def __init__(
+        self, own: Iterable[str], borrowed: Iterable[str] = (), foreign: Iterable[str] = ()
+    ) -> None:
+        self.own = tuple(own)
+        self.borrowed = tuple(borrowed)
+        self.foreign = Filters(foreign)
+        self._inside = Filters((*self.own, *self.borrowed))
+
+    def excluding(self, foreign: Iterable[str]) -> Namespace:
+        """The same namespace, minus the topics of its neighbours."""
+        return Namespace(self.own, self.borrowed, foreign)
+
+    def refusal(self, topic: object) -> str | None:
+        """Why `topic` may not be used, or None when it may."""
+        if not is_publish_topic(topic):
+            return "not a plain topic (empty, wildcards, NUL or too long)"
+        if topic.startswith("$"):
+            return "a $ topic"
+        if not self._inside.match(topic):
+            return "outside the convention's namespace"
+        if self.foreign.match(topic):
+            return "owned by another convention or by the gateway"
+        return None
+
+    def allows(self, topic: object) -> TypeGuard[str]:
+        return self.refusal(topic) is None
+
+
+def not_its_own(device: str, topic: str) -> CommandError:
+    """The refusal of a command whose topic is not the device's own (as the command service
+    words it when its own check at publish time says so)."""
+    return CommandError(
+        "forbidden", f"the command topic {topic!r:.120} is not {device}'s own", reason="bad_topic"
+    )
+
+
 def same_value(a: object, b: object) -> bool:
     """Equality as a device echo means it: 254 == 254.0, but True is not 1."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -171,17 +257,46 @@ def same_value(a: object, b: object) -> bool:
     return a == b
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Echo:
-    """A command waiting for the device to show its effect.
+    """A command waiting for the device's report to show its effect (docs/security.md, rule 5).
 
-    `key` is what the answer must mention (a property, a Tasmota command); `expected` is the value
-    it must have, or None when any value answers (toggles, Homie's "next value").
+    `key` is what the report must mention (a property, a metric, a Tasmota command); None:
+    nothing the device reports can confirm this command (an entity without a state topic).
+    With `metric`, the registry metric holding the device's value before the command, the
+    report must show a change from that value: `expected`, or for a toggle (`expected` None)
+    any other value. Without it the report is an answer in itself (Tasmota's stat/RESULT): any
+    report of `key` confirms, showing `expected` if one is given.
+
+    Armed only once the broker acknowledged the publish: a report that was already on its way
+    proves nothing.
     """
 
     command_id: str
-    key: str
+    key: str | None
     expected: Value | None = None
+    metric: str | None = None
+    armed: bool = False
+    before: Value | None = None
+
+    def confirmable(self) -> bool:
+        """Whether some report can still confirm the command, given the value before it."""
+        if self.key is None:
+            return False
+        if self.metric is None:
+            return True  # the device answers
+        if self.expected is None:
+            return self.before is not None  # a toggle of a state never seen: nothing to compare
+        # A value before that was never seen counts as different: the first report showing the
+        # requested value after the acknowledgement is taken as the change.
+        return self.before is None or not same_value(self.before, self.expected)
+
+    def confirmed_by(self, value: Value) -> bool:
+        if not self.armed:
+            return False
+        if self.metric is not None and self.expected is None:
+            return not same_value(self.before, value)
+        return self.expected is None or same_value(self.expected, value)
 
 
 class Echoes:
@@ -200,6 +315,7 @@ class Echoes:
         return sum(len(q) for q in self._waiting.values())
 
     def expect(self, device: str, echo: Echo) -> None:
+        """Register a command as it is encoded; it waits unarmed until `arm`."""
         queue = self._waiting.get(device)
         if queue is None:
             if len(self._waiting) >= self._max_devices:
@@ -207,16 +323,34 @@ class Echoes:
             queue = self._waiting[device] = deque(maxlen=self._per_device)
         queue.append(echo)
 
+    def arm(self, device: str, command_id: str, before: Mapping[str, tuple[float, Value]]) -> bool:
+        """The broker acknowledged the command: from now on a report may confirm it.
+
+        `before` is the device's latest values as the registry held them when the command was
+        prepared. False (and the echo dropped): nothing the device reports can confirm the
+        command — no state to report it by, a set to the value the device already shows, a
+        toggle of a state never seen, or an echo pushed out by newer commands.
+        """
+        queue = self._waiting.get(device)
+        echo = next((e for e in queue or () if e.command_id == command_id), None)
+        if echo is None:
+            return False
+        if echo.metric is not None:
+            point = before.get(echo.metric)
+            echo.before = point[1] if point is not None else None
+        if not echo.confirmable():
+            self._drop(device, echo)
+            return False
+        echo.armed = True
+        return True
+
     def answer(self, device: str, key: str, value: Value, result: Any) -> list[DeviceEvent]:
-        """Resolve the echoes `key` = `value` answers, as `ok` results carrying `result`."""
+        """Resolve the armed echoes the report `key` = `value` confirms, as `ok` results carrying
+        `result`."""
         queue = self._waiting.get(device)
         if not queue:
             return []
-        answered = [
-            e
-            for e in queue
-            if e.key == key and (e.expected is None or same_value(e.expected, value))
-        ]
+        answered = [e for e in queue if e.key == key and e.confirmed_by(value)]
         for echo in answered:
             queue.remove(echo)
         if not queue:
@@ -224,14 +358,21 @@ class Echoes:
         return [CommandResult(device, e.command_id, "ok", result) for e in answered]
 
     def fail_oldest(self, device: str, error: str) -> list[DeviceEvent]:
-        """Answer the oldest waiting command of `device` with an error (a device's refusal)."""
-        queue = self._waiting.get(device)
-        if not queue:
+        """Answer the oldest armed command of `device` with an error (a device's refusal)."""
+        echo = next((e for e in self._waiting.get(device, ()) if e.armed), None)
+        if echo is None:
             return []
-        echo = queue.popleft()
+        self._drop(device, echo)
+        return [CommandResult(device, echo.command_id, "error", None, error[:MAX_STRING_VALUE])]
+
+    def forget(self, device: str) -> None:
+        self._waiting.pop(device, None)
+
+    def _drop(self, device: str, echo: Echo) -> None:
+        queue = self._waiting[device]
+        queue.remove(echo)
         if not queue:
             del self._waiting[device]
-        return [CommandResult(device, echo.command_id, "error", None, error[:MAX_STRING_VALUE])]
 
 
 def base_topic(value: str, path: str) -> str:

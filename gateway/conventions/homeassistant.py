@@ -10,6 +10,9 @@ homeassistant/switch/irrigation/config           {"~": "homeassistant/switch/irr
 Entities are grouped into one gateway device per discovery `device` block; each entity is one
 metric (its object id) and, for switches, lights, numbers, selects and buttons, one command. The
 state and availability topics a config names are subscribed to at run time (Subscribe events).
+Every topic a config names must lie in the namespace: under the discovery prefix, or matching
+`conventions.homeassistant.allowed_topics`, never a topic of another convention or the gateway
+(docs/security.md, rule 1); an entity naming another is refused and counted (`bad_topic`).
 Value templates are evaluated only in their simple forms (`{{ value }}`, `{{ value_json.a.b }}`,
 `{{ value_json['a'] }}`); anything else is counted as `unsupported_template`, never guessed at.
 """
@@ -17,41 +20,47 @@ Value templates are evaluated only in their simple forms (`{{ value }}`, `{{ val
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self, TypeGuard
 
 import orjson
 
+from gateway.conventions.base import PrefixConvention
 from gateway.conventions.common import (
     Echo,
-    Echoes,
-    base_topic,
+    Namespace,
     is_finite_number,
-    is_publish_topic,
+    is_topic_filter,
     is_value,
     load_json,
     load_text,
+    not_its_own,
     parse_scalar,
     sample,
     scoped_id,
 )
-from gateway.errors import CommandError, DecodeError
+from gateway.errors import CommandError, ConfigError, DecodeError
 from gateway.meta import parse_meta
 from gateway.models import (
     DeviceEvent,
     DeviceMeta,
     MetaChange,
     Rejected,
+    Removed,
     Sample,
     StatusChange,
     Subscribe,
     Telemetry,
+    Unsubscribe,
     Value,
 )
 from gateway.names import is_command_name, is_metric_name
 
 TAG = "ha"
 MAX_ENTITIES = 65536
+#: Entities one device may have (a device's announcements cannot grow its meta without end).
+MAX_ENTITIES_PER_DEVICE = 256
 # The abbreviations of the keys this module reads; others are kept as they are (they are unused).
 ABBREVIATIONS = {
     "avty": "availability",
@@ -130,6 +139,10 @@ class Entity:
     echoes: dict[Value, Value] = field(default_factory=dict)  # param value -> state it shows
     availability: list[tuple[str, str, str, Template]] = field(default_factory=list)
 
+    def declares(self) -> tuple[object, ...]:
+        """What the entity contributes to its device's meta (and which device)."""
+        return (self.device, self.metric, self.unit, self.command, self.params)
+
 
 @dataclass(slots=True)
 class HaDevice:
@@ -137,26 +150,35 @@ class HaDevice:
     name: str
     model: str
     entities: dict[str, Entity] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)  # metric -> entity key
+    commands: dict[str, str] = field(default_factory=dict)  # command -> entity key
     meta_raw: dict[str, Any] | None = None
 
 
-class HomeAssistantConvention:
+class HomeAssistantConvention(PrefixConvention):
     name = "homeassistant"
+    tag = TAG
+    prefix_key = "discovery_prefix"
 
-    def __init__(self, discovery_prefix: str = "homeassistant") -> None:
-        self.discovery_prefix = discovery_prefix
-        self._prefix = discovery_prefix + "/"
+    def __init__(
+        self, discovery_prefix: str = "homeassistant", allowed_topics: Iterable[str] = ()
+    ) -> None:
+        super().__init__(discovery_prefix)
+        self.namespace = Namespace(self.namespace.own, borrowed=allowed_topics)
         self._entities: dict[str, Entity] = {}
         self._devices: dict[str, HaDevice] = {}
         self._by_topic: dict[str, set[str]] = {}  # state or availability topic -> entity keys
+        self._by_command_topic: dict[str, set[str]] = {}  # command topic -> entity keys
         self._by_config: dict[str, list[str]] = {}  # discovery topic -> entity keys it defined
-        self._subscribed: set[str] = set()
-        self._echoes = Echoes()
 
     @classmethod
-    def from_config(cls, section: Any) -> HomeAssistantConvention:
-        path = "conventions.homeassistant.discovery_prefix"
-        return cls(base_topic(section.discovery_prefix, path))
+    def from_config(cls, section: Any) -> Self:
+        allowed = list(section.allowed_topics)
+        for i, topic_filter in enumerate(allowed):
+            if not is_topic_filter(topic_filter) or topic_filter.startswith("$"):
+                path = f"conventions.{cls.name}.allowed_topics[{i}]"
+                raise ConfigError(path, "must be an MQTT topic filter, not a $ topic")
+        return cls(cls.prefix_from(section), allowed)
 
     def subscriptions(self) -> list[str]:
         return [f"{self._prefix}+/+/config", f"{self._prefix}+/+/+/config"]
@@ -178,40 +200,66 @@ class HomeAssistantConvention:
         self, device: str, meta: DeviceMeta, command: str, command_id: str, params: dict[str, Value]
     ) -> tuple[str, bytes]:
         known = self._devices.get(device)
-        entity = next(
-            (e for e in (known.entities.values() if known else ()) if e.command == command), None
-        )
+        key = known.commands.get(command) if known is not None else None
+        entity = self._entities[key] if key is not None else None
         if entity is None or entity.command_topic is None:
             raise CommandError("not_found", f"{device} announced no {command!r:.80}")
+        if not self.owns_command_topic(device, entity.command_topic):
+            raise not_its_own(device, entity.command_topic)
         value = next(iter(params.values()), None)
         payload = entity.payloads.get(value) if value is not None else entity.payloads.get("")
         if payload is None:  # a number: its value, as Home Assistant renders `{{ value }}`
             number = int(value) if isinstance(value, float) and value.is_integer() else value
             payload = str(number)
-        if entity.state_topic is not None and entity.metric is not None:
+        metric = entity.metric if entity.state_topic is not None else None
+        if metric is None or entity.component == "button":
+            # Optimistic entities and buttons show nothing a command could be confirmed by.
+            self._echoes.expect(device, Echo(command_id, None))
+        else:
             expected = entity.echoes.get(value, value) if value is not None else None
-            self._echoes.expect(device, Echo(command_id, entity.metric, expected))
+            self._echoes.expect(device, Echo(command_id, metric, expected, metric=metric))
         return entity.command_topic, payload.encode()
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
-        # One of the command topics the device's own discovery configs named. Whether a config
-        # may name such a topic at all is for the namespace rule (docs/security.md, rule 1) to
-        # decide when the config is read.
-        known = self._devices.get(device)
-        return (
-            known is not None
-            and is_publish_topic(topic)
-            and any(e.command_topic == topic for e in known.entities.values())
-        )
+        """Inside the namespace, a command topic of `device`, and no topic of any other device:
+        otherwise a token allowed to command one device could command (or fake the state of)
+        another through it."""
+        commanding = self._by_command_topic.get(topic)
+        if not commanding or not self.namespace.allows(topic):
+            return False
+        keys = commanding | self._by_topic.get(topic, set())
+        return all(self._entities[key].device == device for key in keys)
+
+    def forget(self, device: str) -> list[DeviceEvent]:
+        known = self._devices.pop(device, None)
+        super().forget(device)
+        if known is None:
+            return []
+        topics: set[str] = set()
+        for key in list(known.entities):
+            config_keys = self._by_config.get(key.partition("#")[0])
+            if config_keys is not None:
+                config_keys.remove(key)
+                if not config_keys:
+                    del self._by_config[key.partition("#")[0]]
+            topics |= entity_topics(self._drop(key))
+        gone = tuple(sorted(t for t in topics if t not in self._by_topic))
+        return [Unsubscribe(gone)] if gone else []
 
     # --- discovery ------------------------------------------------------------------------
 
     def _config(self, topic: str, levels: list[str], payload: bytes) -> list[DeviceEvent]:
+        """A config (re)defines the entities of its topic. The broker is asked for topics no
+        entity used before and told to drop those none uses any more; meta is rebuilt only for
+        devices whose declarations changed, so a config republished as it was costs the work of
+        its own entities, not of its device's."""
         component, object_id = levels[0], levels[-2]
         node_id = levels[1] if len(levels) == 4 else ""
-        touched = self._remove(topic)
+        old = [self._drop(key) for key in self._by_config.pop(topic, [])]
+        before = {e.key: e.declares() for e in old}
+        old_topics = {t for e in old for t in entity_topics(e)}
         events: list[DeviceEvent] = []
-        new_topics: list[str] = []
+        fresh: set[str] = set()
         if payload.strip():
             config = load_json(payload)
             if not isinstance(config, dict):
@@ -222,16 +270,18 @@ class HomeAssistantConvention:
             else:
                 entries = [(topic, component, object_id, config)]
             for key, comp, obj, entry in entries:
-                entity = self._entity(key, comp, node_id, obj, entry, events)
+                entity = self._entity(key, comp, node_id, obj, entry, events, fresh)
                 if entity is not None:
-                    touched.add(entity.device)
                     self._by_config.setdefault(topic, []).append(key)
-                    new_topics += [t for t in entity_topics(entity) if t not in self._subscribed]
-        if new_topics:
-            self._subscribed.update(new_topics)
-            events.append(Subscribe(tuple(sorted(set(new_topics)))))
-        for device_id in sorted(touched):
-            events += self._meta_events(device_id)
+        new = [self._entities[key] for key in self._by_config.get(topic, ())]
+        if fresh - old_topics:
+            events.append(Subscribe(tuple(sorted(fresh - old_topics))))
+        gone = sorted(t for t in old_topics if t not in self._by_topic)
+        if gone:
+            events.append(Unsubscribe(tuple(gone)))
+        if {e.key: e.declares() for e in new} != before:
+            for device_id in sorted({e.device for e in (*old, *new)}):
+                events += self._meta_events(device_id)
         return events
 
     def _entity(
@@ -242,11 +292,15 @@ class HomeAssistantConvention:
         object_id: str,
         config: dict[str, Any],
         events: list[DeviceEvent],
+        fresh: set[str],
     ) -> Entity | None:
-        if len(self._entities) >= MAX_ENTITIES:
+        """Define one entity; `fresh` collects the topics no entity used before."""
+        device_id, device_name, model = _device_of(config, node_id, object_id)
+        known = self._devices.get(device_id)
+        crowded = known is not None and len(known.entities) >= MAX_ENTITIES_PER_DEVICE
+        if len(self._entities) >= MAX_ENTITIES or crowded:
             events.append(Rejected("too_many_entities", key[:120]))
             return None
-        device_id, device_name, model = _device_of(config, node_id, object_id)
         name = config.get("name")
         entity = Entity(
             key,
@@ -259,42 +313,58 @@ class HomeAssistantConvention:
         device = self._devices.get(device_id)
         if device is None:
             device = self._devices[device_id] = HaDevice(device_id, device_name, model)
-        _state_of(entity, config, events)
-        _availability_of(entity, config, events)
-        _command_of(entity, config, events)
+        _state_of(entity, config, self.namespace, events)
+        _availability_of(entity, config, self.namespace, events)
+        _command_of(entity, config, self.namespace, events)
         if entity.state_topic is not None:
             entity.metric = _metric(device, entity, events)
             if entity.metric is None:
                 entity.state_topic = None
+            else:
+                device.metrics[entity.metric] = key
         elif entity.command is None:
             events.append(Rejected("unsupported_component", f"{component}: {key[:100]}"))
+        if entity.command is not None:
+            if entity.command in device.commands:
+                events.append(Rejected("duplicate_entity", f"{key[:100]}: {entity.command}"))
+                entity.command = entity.command_topic = None
+            else:
+                device.commands[entity.command] = key
         device.entities[key] = entity
         self._entities[key] = entity
         for topic in entity_topics(entity):
+            if topic not in self._by_topic:
+                fresh.add(topic)
             self._by_topic.setdefault(topic, set()).add(key)
+        if entity.command_topic is not None:
+            self._by_command_topic.setdefault(entity.command_topic, set()).add(key)
         return entity
 
-    def _remove(self, config_topic: str) -> set[str]:
-        """Forget the entities a config topic defined; return the devices that changed."""
-        touched = set()
-        for key in self._by_config.pop(config_topic, []):
-            entity = self._entities.pop(key)
-            device = self._devices[entity.device]
+    def _drop(self, key: str) -> Entity:
+        """Remove one entity from every index (its device stays, for the caller to judge)."""
+        entity = self._entities.pop(key)
+        device = self._devices.get(entity.device)
+        if device is not None:
             del device.entities[key]
-            touched.add(entity.device)
-            for topic in entity_topics(entity):
-                bound = self._by_topic.get(topic)
-                if bound is not None:
-                    bound.discard(key)
-                    if not bound:
-                        del self._by_topic[topic]
-        return touched
+            if entity.metric is not None and device.metrics.get(entity.metric) == key:
+                del device.metrics[entity.metric]
+            if entity.command is not None and device.commands.get(entity.command) == key:
+                del device.commands[entity.command]
+        for topic in entity_topics(entity):
+            _unbind(self._by_topic, topic, key)
+        if entity.command_topic is not None:
+            _unbind(self._by_command_topic, entity.command_topic, key)
+        return entity
 
     def _meta_events(self, device_id: str) -> list[DeviceEvent]:
-        device = self._devices[device_id]
+        device = self._devices.get(device_id)
+        if device is None:
+            return []
         if not device.entities:
+            # Its last config was cleared: the device is gone.
             del self._devices[device_id]
-            return [MetaChange(device_id, None)] if device.meta_raw is not None else []
+            self._echoes.forget(device_id)
+            return [Removed(device_id)] if device.meta_raw is not None else []
         metrics: dict[str, Any] = {}
         commands: dict[str, Any] = {}
         for entity in device.entities.values():
@@ -307,7 +377,7 @@ class HomeAssistantConvention:
             return []
         device.meta_raw = raw
         try:
-            return [MetaChange(device_id, parse_meta(raw))]
+            return [MetaChange(device_id, parse_meta(raw, self._shapes))]
         except DecodeError as exc:
             return [Rejected(exc.reason, exc.detail)]
 
@@ -357,6 +427,14 @@ class HomeAssistantConvention:
             events.append(Rejected("bad_value", f"{entity.metric}={sample(value)}"))
             return None
         return value
+
+
+def _unbind(index: dict[str, set[str]], topic: str, key: str) -> None:
+    bound = index.get(topic)
+    if bound is not None:
+        bound.discard(key)
+        if not bound:
+            del index[topic]
 
 
 def entity_topics(entity: Entity) -> set[str]:
@@ -443,12 +521,21 @@ def _device_of(config: dict[str, Any], node_id: str, object_id: str) -> tuple[st
     return scoped_id(TAG, ident), name, _text(device.get("model")) or "homeassistant"
 
 
-def _state_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent]) -> None:
+def _usable(
+    topic: object, namespace: Namespace, field: str, entity: Entity, events: list[DeviceEvent]
+) -> TypeGuard[str]:
+    """True when a topic the config names may be used; otherwise counted as bad_topic."""
+    refusal = namespace.refusal(topic)
+    if refusal is not None:
+        events.append(Rejected("bad_topic", f"{entity.key[:80]}: {field} {refusal}"))
+    return refusal is None
+
+
+def _state_of(
+    entity: Entity, config: dict[str, Any], namespace: Namespace, events: list[DeviceEvent]
+) -> None:
     topic = config.get("state_topic")
-    if topic is None:
-        return
-    if not is_publish_topic(topic):
-        events.append(Rejected("bad_topic", f"{entity.key[:80]}: state_topic"))
+    if topic is None or not _usable(topic, namespace, "state_topic", entity, events):
         return
     entity.state_topic = topic
     if entity.component == "light" and config.get("schema") == "json":
@@ -458,7 +545,9 @@ def _state_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent])
     entity.template = _template(config.get(key), entity.key, events)
 
 
-def _availability_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent]) -> None:
+def _availability_of(
+    entity: Entity, config: dict[str, Any], namespace: Namespace, events: list[DeviceEvent]
+) -> None:
     online = _text(config.get("payload_available")) or "online"
     offline = _text(config.get("payload_not_available")) or "offline"
     entries: list[dict[str, Any]] = []
@@ -469,8 +558,7 @@ def _availability_of(entity: Entity, config: dict[str, Any], events: list[Device
         entries += [e for e in config["availability"] if isinstance(e, dict)]
     for entry in entries:
         topic = entry.get("topic")
-        if not is_publish_topic(topic):
-            events.append(Rejected("bad_topic", f"{entity.key[:80]}: availability"))
+        if not _usable(topic, namespace, "availability", entity, events):
             continue
         entity.availability.append(
             (
@@ -482,14 +570,15 @@ def _availability_of(entity: Entity, config: dict[str, Any], events: list[Device
         )
 
 
-def _command_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent]) -> None:
+def _command_of(
+    entity: Entity, config: dict[str, Any], namespace: Namespace, events: list[DeviceEvent]
+) -> None:
     """The command a switch, light (on/off), number, select or button entity accepts."""
     topic = config.get("command_topic")
     component = entity.component
     if topic is None or component not in ("switch", "light", "number", "select", "button"):
         return
-    if not is_publish_topic(topic):
-        events.append(Rejected("bad_topic", f"{entity.key[:80]}: command_topic"))
+    if not _usable(topic, namespace, "command_topic", entity, events):
         return
     template = config.get("command_template")
     if template is not None and _template(template, entity.key, []).path != RAW:
@@ -536,9 +625,8 @@ def _command_of(entity: Entity, config: dict[str, Any], events: list[DeviceEvent
 
 def _metric(device: HaDevice, entity: Entity, events: list[DeviceEvent]) -> str | None:
     """The entity's object id, or `<component>.<object id>` when another entity has it."""
-    taken = {e.metric for e in device.entities.values() if e.key != entity.key}
     for metric in (entity.object_id, f"{entity.component}.{entity.object_id}"):
-        if metric not in taken and is_metric_name(metric):
+        if metric not in device.metrics and is_metric_name(metric):
             return metric
     events.append(Rejected("duplicate_entity", entity.key[:120]))
     return None

@@ -20,16 +20,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.conventions.base import PrefixConvention
 from gateway.conventions.common import (
     MAX_DEVICES,
     Echo,
-    Echoes,
-    base_topic,
     is_finite_number,
-    is_publish_topic,
     is_value,
     load_json_object,
     load_text,
+    not_its_own,
     parse_scalar,
     scoped_id,
 )
@@ -40,6 +39,7 @@ from gateway.models import (
     DeviceMeta,
     MetaChange,
     Rejected,
+    Removed,
     StatusChange,
     Telemetry,
     Value,
@@ -48,6 +48,7 @@ from gateway.names import is_command_name
 
 TAG = "homie"
 MAX_PROPERTIES = 512  # per device: a device's own announcements cannot grow memory without end
+MAX_NODES = 128  # per device, likewise
 # Homie ids are [a-z0-9-]; be lenient on case and `_` (v3 arrays, sloppy firmware), never on
 # anything that could change a topic the gateway publishes to.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -92,24 +93,13 @@ class HomieDevice:
     meta_raw: dict[str, Any] | None = None
 
 
-class HomieConvention:
+class HomieConvention(PrefixConvention):
     name = "homie"
+    tag = TAG
 
     def __init__(self, base_topic: str = "homie") -> None:
-        self.base_topic = base_topic
-        self._prefix = base_topic + "/"
+        super().__init__(base_topic)
         self._devices: dict[str, HomieDevice] = {}
-        self._echoes = Echoes()
-
-    @classmethod
-    def from_config(cls, section: Any) -> HomieConvention:
-        return cls(base_topic(section.base_topic, "conventions.homie.base_topic"))
-
-    def subscriptions(self) -> list[str]:
-        return [self._prefix + "#"]
-
-    def owns(self, topic: str) -> bool:
-        return topic.startswith(self._prefix)
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
         levels = topic[len(self._prefix) :].split("/")
@@ -120,6 +110,8 @@ class HomieConvention:
             return []  # v5 $broadcast and other controller-wide topics
         if not _ID.fullmatch(levels[0]):
             raise DecodeError("bad_device_id", levels[0][:80])
+        if not payload and scoped_id(TAG, levels[0]) not in self._devices:
+            return []  # a removed device's retained topics being cleared: nothing to bring back
         device = self._device(levels[0], v5)
         text = load_text(payload)
         rest = levels[1:]
@@ -145,23 +137,29 @@ class HomieConvention:
         if known is None or target is None:
             raise CommandError("not_found", f"{device} has no settable {command!r:.80}")
         node, prop = target
-        version = "5/" if known.v5 else ""
         # Every level was announced by the device and checked against the id pattern.
-        topic = f"{self._prefix}{version}{known.homie_id}/{node}/{prop}/set"
-        if not is_publish_topic(topic):
-            raise CommandError("not_found", f"{device}: cannot build its command topic")
-        self._echoes.expect(device, Echo(command_id, f"{node}.{prop}"))
+        topic = self._set_topic(known, node, prop)
+        if not self.namespace.allows(topic):
+            raise not_its_own(device, topic)
+        metric = f"{node}.{prop}"
+        self._echoes.expect(device, Echo(command_id, metric, params["value"], metric=metric))
         return topic, _payload(params["value"]).encode()
+
+    def forget(self, device: str) -> list[DeviceEvent]:
+        self._devices.pop(device, None)
+        return super().forget(device)
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
         known = self._devices.get(device)
-        if known is None:
-            return False
-        version = "5/" if known.v5 else ""
-        return any(
-            topic == f"{self._prefix}{version}{known.homie_id}/{node}/{prop}/set"
-            for node, prop in known.setters.values()
+        return (
+            known is not None
+            and any(topic == self._set_topic(known, *target) for target in known.setters.values())
+            and self.namespace.allows(topic)
         )
+
+    def _set_topic(self, device: HomieDevice, node: str, prop: str) -> str:
+        version = "5/" if device.v5 else ""
+        return f"{self._prefix}{version}{device.homie_id}/{node}/{prop}/set"
 
     # --- attributes -----------------------------------------------------------------------
 
@@ -184,7 +182,7 @@ class HomieConvention:
         if attribute == "$name":
             device.name = text[:256]
         elif attribute == "$nodes":
-            device.nodes = _ids(text)
+            device.nodes = _ids(text)[:MAX_NODES]
         elif attribute == "$description":
             if not text.strip():
                 return self._forget(device)
@@ -196,7 +194,11 @@ class HomieConvention:
     def _node_attribute(
         self, device: HomieDevice, node: str, attribute: str, text: str
     ) -> list[DeviceEvent]:
-        info = device.node_info.setdefault(node, Node())
+        info = device.node_info.get(node)
+        if info is None:
+            if len(device.node_info) >= MAX_NODES:
+                return [Rejected("too_many_nodes", device.id)]
+            info = device.node_info[node] = Node()
         if attribute == "$name":
             info.name = text[:256]
         elif attribute == "$properties":
@@ -234,7 +236,7 @@ class HomieConvention:
         name = description.get("name")
         device.name = name[:256] if isinstance(name, str) else ""
         nodes = _keyed(description.get("nodes"))
-        device.nodes = [n for n in nodes if _ID.fullmatch(n)]
+        device.nodes = [n for n in nodes if _ID.fullmatch(n)][:MAX_NODES]
         device.node_info = {}
         device.props = {}
         for node_id in device.nodes:
@@ -257,7 +259,7 @@ class HomieConvention:
 
     def _state(self, device: HomieDevice, state: str) -> list[DeviceEvent]:
         if not state:
-            return [StatusChange(device.id, None)]
+            return self._forget(device)  # $state cleared: the device was removed
         if state not in STATES:
             raise DecodeError("bad_status", state[:40])
         device.state = state
@@ -269,7 +271,8 @@ class HomieConvention:
 
     def _forget(self, device: HomieDevice) -> list[DeviceEvent]:
         self._devices.pop(device.id, None)
-        return [MetaChange(device.id, None)] if device.meta_raw is not None else []
+        self._echoes.forget(device.id)
+        return [Removed(device.id)]
 
     # --- meta and values ------------------------------------------------------------------
 
@@ -297,7 +300,7 @@ class HomieConvention:
             return []
         device.meta_raw, device.setters = raw, setters
         try:
-            return [MetaChange(device.id, parse_meta(raw))]
+            return [MetaChange(device.id, parse_meta(raw, self._shapes))]
         except DecodeError as exc:
             device.setters = {}
             return [Rejected(exc.reason, exc.detail)]

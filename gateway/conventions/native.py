@@ -9,16 +9,17 @@ iotgw/thermo-1/result      {"id": "c-…", "status": "ok"|"error", "result": {..
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
 
 import orjson
 
+from gateway.conventions.base import PrefixConvention, Surroundings
 from gateway.conventions.common import (
     MAX_STRING_VALUE,
     flatten,
     is_finite_number,
     load_json,
+    not_its_own,
     online_status,
     sample,
 )
@@ -39,34 +40,41 @@ from gateway.names import is_command_name, is_device_id
 __all__ = ["NativeConvention", "load_json"]
 
 
-@dataclass(frozen=True, slots=True)
-class NativeConvention:
-    prefix: str = "iotgw"
-    name: str = "native"
+class NativeConvention(PrefixConvention):
+    """Native ids carry no tag, and may not start with another convention's (`z2m.lamp` is a
+    Zigbee2MQTT device: a native message for it is refused as `foreign_device`)."""
 
-    @classmethod
-    def from_config(cls, section: Any) -> NativeConvention:
-        return cls(prefix=section.prefix)
+    name = "native"
+    tag = ""
+    prefix_key = "prefix"
+
+    def __init__(self, prefix: str = "iotgw") -> None:
+        super().__init__(prefix)
+        self._foreign_tags: frozenset[str] = frozenset()
+
+    def bind(self, surroundings: Surroundings) -> None:
+        super().bind(surroundings)
+        self._foreign_tags = surroundings.foreign_tags
 
     def subscriptions(self) -> list[str]:
         return [f"{self.prefix}/+/{leaf}" for leaf in ("telemetry", "status", "meta", "result")]
 
-    def owns(self, topic: str) -> bool:
-        return topic.startswith(self.prefix + "/")
-
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
-        levels = topic[len(self.prefix) + 1 :].split("/")
+        levels = topic[len(self._prefix) :].split("/")
         if len(levels) != 2:
             raise DecodeError("unknown_topic", topic)
         device, leaf = levels
         if not is_device_id(device):
             raise DecodeError("bad_device_id", device)
+        if device.partition(".")[0] in self._foreign_tags:
+            raise DecodeError("foreign_device", device)
         if leaf == "telemetry":
             return _telemetry(device, payload, received_at)
         if leaf == "status":
             return [online_status(device, payload)]
         if leaf == "meta":
-            return [MetaChange(device, parse_meta(load_json(payload)) if payload else None)]
+            meta = parse_meta(load_json(payload), self._shapes) if payload else None
+            return [MetaChange(device, meta)]
         if leaf == "result":
             return [_result(device, payload)]
         raise DecodeError("unknown_topic", topic)
@@ -75,12 +83,23 @@ class NativeConvention:
         self, device: str, meta: DeviceMeta, command: str, command_id: str, params: dict[str, Value]
     ) -> tuple[str, bytes]:
         # device and command passed the allow-lists in gateway.names before reaching here.
-        topic = f"{self.prefix}/{device}/cmd/{command}"
+        topic = f"{self._prefix}{device}/cmd/{command}"
+        if not self.owns_command_topic(device, topic):
+            raise not_its_own(device, topic)
         return topic, orjson.dumps({"id": command_id, "params": params})
 
+    def arm(self, device: str, command_id: str, before: Mapping[str, tuple[float, Value]]) -> bool:
+        return True  # the device answers on its result topic, naming the command's id
+
     def owns_command_topic(self, device: str, topic: str) -> bool:
-        command = topic.removeprefix(f"{self.prefix}/{device}/cmd/")
-        return command != topic and is_command_name(command)
+        head = f"{self._prefix}{device}/cmd/"
+        return (
+            is_device_id(device)
+            and device.partition(".")[0] not in self._foreign_tags
+            and topic.startswith(head)
+            and is_command_name(topic[len(head) :])
+            and self.namespace.allows(topic)
+        )
 
 
 def _telemetry(device: str, payload: bytes, received_at: float) -> list[DeviceEvent]:

@@ -15,33 +15,40 @@ own answer on stat/…/RESULT (SetOption4 0, the default) or stat/…/<COMMAND> 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.conventions.base import Surroundings
 from gateway.conventions.common import (
     MAX_DEVICES,
     Echo,
     Echoes,
+    Namespace,
     flatten,
     is_publish_topic,
     load_json_object,
     load_text,
+    not_its_own,
     online_status,
     scoped_id,
 )
 from gateway.errors import CommandError, ConfigError, DecodeError
-from gateway.meta import parse_meta
+from gateway.meta import ShapeCache, parse_meta
 from gateway.models import (
     DeviceEvent,
     DeviceMeta,
     MetaChange,
     Rejected,
+    Removed,
     Sample,
     Telemetry,
     Value,
 )
 
 TAG = "tasmota"
+#: Metrics with units, and state keys, kept per device (what its messages show, bounded).
+MAX_KEYS = 256
 PREFIX = "%prefix%"
 TOPIC = "%topic%"
 _POWER = re.compile(r"POWER\d{0,2}")
@@ -74,13 +81,14 @@ class TasmotaDevice:
     topic: str
     module: str = ""
     commands: set[str] = field(default_factory=set)
-    state_keys: set[str] = field(default_factory=set)  # keys tele/STATE has shown
+    state_keys: dict[str, None] = field(default_factory=dict)  # keys tele/STATE has shown
     units: dict[str, str] = field(default_factory=dict)
     meta_raw: dict[str, Any] | None = None
 
 
 class TasmotaConvention:
     name = "tasmota"
+    tag = TAG
 
     def __init__(
         self,
@@ -98,12 +106,19 @@ class TasmotaConvention:
         self._at_topic = self._levels.index(TOPIC)
         self._devices: dict[str, TasmotaDevice] = {}  # by gateway device id
         self._echoes = Echoes()
+        self._shapes: ShapeCache | None = None
+        prefixes = (self._tele, self._stat, self._cmnd)
+        self.namespace = Namespace(self._topic(prefix, "+", "+") for prefix in prefixes)
 
     @classmethod
     def from_config(cls, section: Any) -> TasmotaConvention:
         return cls(
             section.full_topic, section.prefix_tele, section.prefix_stat, section.prefix_cmnd
         )
+
+    def bind(self, surroundings: Surroundings) -> None:
+        self.namespace = self.namespace.excluding(surroundings.foreign_topics)
+        self._shapes = surroundings.shapes
 
     def subscriptions(self) -> list[str]:
         return [self._topic(prefix, "+", "+") for prefix in (self._tele, self._stat)]
@@ -116,6 +131,11 @@ class TasmotaConvention:
         if match is None:
             raise DecodeError("unknown_topic", topic)
         prefix, name, leaf = match
+        if prefix == self._tele and leaf == "LWT" and not payload.strip():
+            # The retained last will cleared: the device was removed.
+            device_id = scoped_id(TAG, name)
+            self.forget(device_id)
+            return [Removed(device_id)]
         device = self._device(name)
         if prefix == self._tele:
             return self._tele_message(device, leaf, payload, received_at)
@@ -129,11 +149,21 @@ class TasmotaConvention:
             raise CommandError("not_found", f"{device} has not shown a {command!r:.80}")
         # The topic level is the one the device publishes on, never client text.
         topic = self._topic(self._cmnd, known.topic, command)
+        if not self.namespace.allows(topic):
+            raise not_its_own(device, topic)
         value = params["state"] if _POWER.fullmatch(command) else params["value"]
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # "50", not "50.0": Tasmota parses integers
         self._echoes.expect(device, Echo(command_id, _echo_key(command)))
         return topic, str(value).encode()
+
+    def arm(self, device: str, command_id: str, before: Mapping[str, tuple[float, Value]]) -> bool:
+        return self._echoes.arm(device, command_id, before)
+
+    def forget(self, device: str) -> list[DeviceEvent]:
+        self._devices.pop(device, None)
+        self._echoes.forget(device)
+        return []
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
         known = self._devices.get(device)
@@ -142,6 +172,7 @@ class TasmotaConvention:
             known is not None
             and command in known.commands
             and topic == self._topic(self._cmnd, known.topic, command)
+            and self.namespace.allows(topic)
         )
 
     # --- topics ---------------------------------------------------------------------------
@@ -223,7 +254,8 @@ class TasmotaConvention:
     ) -> list[DeviceEvent]:
         events, samples = _readings(body, received_at)
         units = {metric: unit for metric, _, _ in samples if (unit := _unit(metric, body))}
-        device.units.update(units)
+        if _bounded_update(device.units, units):
+            events.append(Rejected("too_many_metrics", device.id))
         events += self._meta_events(device)
         return _with_telemetry(device.id, samples, events)
 
@@ -231,7 +263,9 @@ class TasmotaConvention:
         self, device: TasmotaDevice, body: dict[str, Any], received_at: float
     ) -> list[DeviceEvent]:
         events, samples = _readings(body, received_at)
-        device.state_keys.update(k for k in body if isinstance(k, str) and k not in NOT_READINGS)
+        keys = dict.fromkeys(k for k in body if isinstance(k, str) and k not in NOT_READINGS)
+        if _bounded_update(device.state_keys, keys):
+            events.append(Rejected("too_many_metrics", device.id))
         self._learn_commands(device, body)
         events += self._meta_events(device)
         return _with_telemetry(device.id, samples, events)
@@ -284,9 +318,20 @@ class TasmotaConvention:
             return []
         device.meta_raw = raw
         try:
-            return [MetaChange(device.id, parse_meta(raw))]
+            return [MetaChange(device.id, parse_meta(raw, self._shapes))]
         except DecodeError as exc:
             return [Rejected(exc.reason, exc.detail)]
+
+
+def _bounded_update(kept: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Update `kept` with `new`, adding no key past MAX_KEYS; True if some were left out."""
+    left_out = False
+    for key, value in new.items():
+        if key in kept or len(kept) < MAX_KEYS:
+            kept[key] = value
+        else:
+            left_out = True
+    return left_out
 
 
 def _full_topic_levels(full_topic: str) -> list[str]:

@@ -8,7 +8,10 @@ zigbee2mqtt/kitchen/lamp/set            {"brightness": 128}   (published by the 
 Friendly names may hold `/` and spaces, so a topic is matched against the names the bridge
 announced before it is split. Device ids are `z2m.<name>` (see common.scoped_id); meta and
 commands come from each device's exposes; a command's result is the state echo that shows the
-value it set.
+value it set. A name is refused when its topics would not be its own: one Zigbee2MQTT itself
+refuses (empty, `/` at either end, control characters, wildcards), one with a `set` or `get`
+level or ending in `/availability` (its topics would be another name's requests or status), and
+one whose command topic leaves the namespace (docs/security.md, rule 1).
 """
 
 from __future__ import annotations
@@ -18,16 +21,15 @@ from typing import Any
 
 import orjson
 
+from gateway.conventions.base import PrefixConvention
 from gateway.conventions.common import (
     Echo,
-    Echoes,
-    base_topic,
     flatten,
     is_finite_number,
-    is_publish_topic,
     is_value,
     load_json,
     load_json_object,
+    not_its_own,
     sample,
     scoped_id,
 )
@@ -38,6 +40,7 @@ from gateway.models import (
     DeviceMeta,
     MetaChange,
     Rejected,
+    Removed,
     Sample,
     StatusChange,
     Telemetry,
@@ -53,6 +56,7 @@ MAX_EXPOSE_DEPTH = 4
 AVAILABILITY = "/availability"
 # Requests other clients (or the gateway itself) publish under the base topic: not device state.
 REQUEST_LEAVES = ("set", "get")
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,25 +75,14 @@ class Z2mDevice:
     meta_raw: dict[str, Any] | None = None
 
 
-class Zigbee2MqttConvention:
+class Zigbee2MqttConvention(PrefixConvention):
     name = "zigbee2mqtt"
+    tag = TAG
 
     def __init__(self, base_topic: str = "zigbee2mqtt") -> None:
-        self.base_topic = base_topic
-        self._prefix = base_topic + "/"
+        super().__init__(base_topic)
         self._by_name: dict[str, Z2mDevice] = {}
         self._by_id: dict[str, Z2mDevice] = {}
-        self._echoes = Echoes()
-
-    @classmethod
-    def from_config(cls, section: Any) -> Zigbee2MqttConvention:
-        return cls(base_topic(section.base_topic, "conventions.zigbee2mqtt.base_topic"))
-
-    def subscriptions(self) -> list[str]:
-        return [self._prefix + "#"]
-
-    def owns(self, topic: str) -> bool:
-        return topic.startswith(self._prefix)
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
         rest = topic[len(self._prefix) :]
@@ -115,17 +108,32 @@ class Zigbee2MqttConvention:
         if known is None or setter is None:
             raise CommandError("not_found", f"{device} did not expose {command!r:.80}")
         # The friendly name is what the bridge announced, never client text.
-        topic = f"{self._prefix}{known.friendly_name}/set"
-        if not is_publish_topic(topic):
-            raise CommandError("not_found", f"{device}: its name cannot be used in a topic")
+        topic = self._set_topic(known.friendly_name)
+        if not self.namespace.allows(topic):
+            raise not_its_own(device, topic)
         value = params[setter.property]
         expected = None if setter.toggle is not None and value == setter.toggle else value
-        self._echoes.expect(device, Echo(command_id, setter.property, expected))
+        # The property is also the metric its state shows (a top-level key of the state).
+        echo = Echo(command_id, setter.property, expected, metric=setter.property)
+        self._echoes.expect(device, echo)
         return topic, orjson.dumps({setter.property: value})
+
+    def forget(self, device: str) -> list[DeviceEvent]:
+        known = self._by_id.pop(device, None)
+        if known is not None:
+            del self._by_name[known.friendly_name]
+        return super().forget(device)
 
     def owns_command_topic(self, device: str, topic: str) -> bool:
         known = self._by_id.get(device)
-        return known is not None and topic == f"{self._prefix}{known.friendly_name}/set"
+        return (
+            known is not None
+            and topic == self._set_topic(known.friendly_name)
+            and self.namespace.allows(topic)
+        )
+
+    def _set_topic(self, friendly_name: str) -> str:
+        return f"{self._prefix}{friendly_name}/set"
 
     def device_id(self, friendly_name: str) -> str:
         known = self._by_name.get(friendly_name)
@@ -178,8 +186,9 @@ class Zigbee2MqttConvention:
             if device is not None and device.friendly_name not in seen:
                 seen[device.friendly_name] = device
         for name, gone in self._by_name.items():
-            if name not in seen:
-                events.append(MetaChange(gone.id, None))
+            if name not in seen:  # left the network: the device is gone
+                self._echoes.forget(gone.id)
+                events.append(Removed(gone.id))
         for name, device in seen.items():
             before = self._by_name.get(name)
             if before is None or before.meta_raw != device.meta_raw:
@@ -193,8 +202,12 @@ class Zigbee2MqttConvention:
         if not isinstance(entry, dict) or entry.get("type") == "Coordinator":
             return None
         name = entry.get("friendly_name")
-        if not isinstance(name, str) or not name or name.startswith("bridge/"):
+        if not isinstance(name, str) or not _usable_name(name):
             events.append(Rejected("bad_device", sample(name)))
+            return None
+        refusal = self.namespace.refusal(self._set_topic(name))
+        if refusal is not None:
+            events.append(Rejected("bad_topic", f"{sample(name)}: {refusal}"))
             return None
         definition = entry.get("definition")
         if not isinstance(definition, dict):
@@ -215,12 +228,25 @@ class Zigbee2MqttConvention:
 
     def _parsed_meta(self, device: Z2mDevice, events: list[DeviceEvent]) -> DeviceMeta | None:
         try:
-            return parse_meta(device.meta_raw)
+            return parse_meta(device.meta_raw, self._shapes)
         except DecodeError as exc:
             # One device with odd exposes must not cost the others their meta.
             events.append(Rejected(exc.reason, f"{device.friendly_name[:60]}: {exc.detail}"))
             device.setters.clear()
             return None
+
+
+def _usable_name(name: str) -> bool:
+    """A friendly name whose topics are its own (see the module docstring)."""
+    levels = name.split("/")
+    return (
+        bool(name)
+        and levels[0] != "bridge"
+        and "" not in levels
+        and not any(level in REQUEST_LEAVES for level in levels)
+        and levels[-1] != AVAILABILITY[1:]
+        and not any(c in _CONTROL or c in "+#" for c in name)
+    )
 
 
 def _generic_exposes(

@@ -81,6 +81,8 @@ async def test_discovered_device_life_state_command_echo_offline(
         {
             "conventions.homeassistant.enabled": True,
             "conventions.homeassistant.discovery_prefix": esp.discovery,
+            # ESPHome's topics live under the node's own name, outside the discovery prefix.
+            "conventions.homeassistant.allowed_topics": [esp.node.split("/")[0] + "/#"],
         }
     )
     client = await gateway.connected_client()

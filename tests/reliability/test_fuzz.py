@@ -26,9 +26,11 @@ from gateway.models import (
     CommandResult,
     MetaChange,
     Rejected,
+    Removed,
     StatusChange,
     Subscribe,
     Telemetry,
+    Unsubscribe,
 )
 from gateway.names import (
     DEVICE_ID_MAX,
@@ -40,6 +42,7 @@ from gateway.names import (
 from gateway.protocol import Command, History, parse_request
 from tests.support.devices import tolerant_client
 from tests.support.gateway import announced, wait_for_device
+from tests.support.params import fitting_params
 
 FUZZ = settings(
     max_examples=300,
@@ -221,22 +224,6 @@ def device_messages(draw: st.DrawFn, filters: list[str]) -> tuple[str, bytes]:
     return topic, payload
 
 
-def params_for(spec: Any) -> dict[str, Any]:
-    """Params that fit a command's declared params (so encode_command is reached)."""
-    params: dict[str, Any] = {}
-    for name, p in spec.params.items():
-        if p.enum:
-            params[name] = p.enum[0]
-        elif p.type == "boolean":
-            params[name] = True
-        elif p.type == "string":
-            params[name] = "x"
-        else:
-            value = p.min if p.min is not None else (p.max if p.max is not None else 0)
-            params[name] = int(value) if p.type == "integer" else value
-    return params
-
-
 @pytest.mark.parametrize("index", range(5), ids=["native", "z2m", "tasmota", "homie", "ha"])
 def test_convention_decoders_raise_only_decode_errors(index: int) -> None:
     """Each convention decodes hostile topics and payloads into events or DecodeError only; every
@@ -310,7 +297,7 @@ def check_event(convention: Any, event: Any) -> None:
                 assert is_metric_name(metric), metric
                 assert isinstance(ts, float)
                 assert is_value(value), value
-        case StatusChange(device=device) | CommandResult(device=device):
+        case StatusChange(device=device) | CommandResult(device=device) | Removed(device=device):
             assert is_device_id(device), device
         case MetaChange(device=device, meta=meta):
             assert is_device_id(device), device
@@ -318,7 +305,7 @@ def check_event(convention: Any, event: Any) -> None:
                 return
             for name, spec in meta.commands.items():
                 try:
-                    checked = validate_params(name, spec, params_for(spec))
+                    checked = validate_params(name, spec, fitting_params(spec))
                     topic, payload = convention.encode_command(device, meta, name, "c-1", checked)
                 except CommandError:
                     continue
@@ -326,7 +313,7 @@ def check_event(convention: Any, event: Any) -> None:
                 assert isinstance(payload, bytes)
         case Rejected(reason=reason):
             assert reason.isidentifier()
-        case Subscribe(topics=topics):
+        case Subscribe(topics=topics) | Unsubscribe(topics=topics):
             for topic in topics:
                 assert "\x00" not in topic
         case _:

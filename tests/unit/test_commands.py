@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import orjson
 import pytest
@@ -150,3 +151,68 @@ async def test_cancelled_command_leaves_nothing_pending():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert r.pending == 0
+
+
+class ArmRecorder(NativeConvention):
+    """A native convention that records when it is armed, and says whether anything can
+    confirm the command (`confirmable`)."""
+
+    def __init__(self, publisher: FakePublisher, confirmable: bool) -> None:
+        super().__init__(prefix="p")
+        self.publisher = publisher
+        self.confirmable = confirmable
+        self.armed: list[tuple[str, str, dict, int]] = []
+
+    def arm(self, device, command_id, before):
+        # How many publishes had returned (been acknowledged) when the router armed.
+        self.armed.append((device, command_id, dict(before), len(self.publisher.sent)))
+        return self.confirmable
+
+
+def armed_router(publisher: FakePublisher, confirmable: bool) -> tuple[CommandRouter, ArmRecorder]:
+    convention = ArmRecorder(publisher, confirmable)
+    return CommandRouter({"native": convention}, publisher, CommandsConfig()), convention
+
+
+async def test_the_echo_is_armed_after_the_puback_with_the_values_before_the_command():
+    """arm runs once the publish returned (PUBACK), with the device's values from prepare time,
+    not later ones; an armed command then waits for its answer as before."""
+    publisher = FakePublisher()
+    r, convention = armed_router(publisher, confirmable=True)
+    device, _ = Registry(RegistryConfig()).observe("thermo-1", "native")
+    device.meta = THERMO.meta
+    device.values["temperature"] = (1.0, 20.5)
+    command = r.prepare(device, "toggle", {}, 5000)
+    device.values["temperature"] = (2.0, 22.0)  # a report after prepare is not "before"
+    task, accepted = await run(r, command)
+    async with asyncio.timeout(5):
+        await publisher.published.wait()
+    await asyncio.sleep(0)
+    assert convention.armed == [("thermo-1", command.command_id, {"temperature": (1.0, 20.5)}, 1)]
+    assert accepted == [command.command_id]
+    r.resolve(CommandResult("thermo-1", command.command_id, "ok"))
+    assert (await asyncio.wait_for(task, 5)).status == "ok"
+
+
+async def test_a_command_nothing_can_confirm_ends_unconfirmed_after_the_puback():
+    """When arm says no report can confirm it, the outcome is `unconfirmed` at once (accepted
+    first), never `ok`; result and error are null."""
+    publisher = FakePublisher()
+    r, _ = armed_router(publisher, confirmable=False)
+    command = r.prepare(THERMO, "toggle", {}, 60_000)
+    task, accepted = await run(r, command)
+    outcome = await asyncio.wait_for(task, 5)
+    assert (outcome.status, outcome.result, outcome.error) == ("unconfirmed", None, None)
+    assert accepted == [command.command_id]
+    assert r.pending == 0
+
+
+async def test_nothing_unpublished_is_armed():
+    """A publish that fails or is not acknowledged never arms the echo."""
+    for fail in (BrokerUnavailable("down"), PublishUnconfirmed("no PUBACK")):
+        publisher = FakePublisher(fail=fail)
+        r, convention = armed_router(publisher, confirmable=True)
+        task, _ = await run(r, r.prepare(THERMO, "toggle", {}, 5000))
+        with contextlib.suppress(BrokerUnavailable):
+            await asyncio.wait_for(task, 5)
+        assert convention.armed == []

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.conventions.homeassistant import HomeAssistantConvention
+from gateway.conventions.homeassistant import MAX_ENTITIES_PER_DEVICE, HomeAssistantConvention
 from gateway.errors import CommandError, DecodeError
 from gateway.models import (
     CommandResult,
@@ -22,9 +22,11 @@ from gateway.models import (
     DeviceMeta,
     MetaChange,
     Rejected,
+    Removed,
     StatusChange,
     Subscribe,
     Telemetry,
+    Unsubscribe,
 )
 from tests.support.conventions import JSON, refusal
 
@@ -86,9 +88,14 @@ DEVICE_DISCOVERY = {
 }
 
 
+#: The examples' devices publish their state outside the discovery prefix (as ESPHome and
+#: Tasmota do): topics an operator lists in conventions.homeassistant.allowed_topics.
+EXAMPLE_TOPICS = ("sensorBedroom/#", "dev1/#", "meter/#", "amp/#", "dev/#", "plug/#", "t1/#")
+
+
 @pytest.fixture
 def ha() -> HomeAssistantConvention:
-    return HomeAssistantConvention()
+    return HomeAssistantConvention(allowed_topics=EXAMPLE_TOPICS)
 
 
 def send(conv: HomeAssistantConvention, topic: str, payload: object) -> list[DeviceEvent]:
@@ -108,7 +115,8 @@ def readings(events: list[DeviceEvent]) -> dict[tuple[str, str], Any]:
 
 
 def test_motion_sensor_example_discovery_state_and_removal(ha: HomeAssistantConvention) -> None:
-    """The binary sensor example: config subscribes its state topic, ON arrives, '' removes it."""
+    """The binary sensor example: config subscribes its state topic, ON arrives, '' removes the
+    entity and with its last entity the device, and unsubscribes the topic."""
     events = send(
         ha,
         "homeassistant/binary_sensor/garden/config",
@@ -126,7 +134,8 @@ def test_motion_sensor_example_discovery_state_and_removal(ha: HomeAssistantConv
     state = send(ha, "homeassistant/binary_sensor/garden/state", b"ON")
     assert state == [Telemetry("ha.garden", [("garden", NOW, "ON")])]
     assert send(ha, "homeassistant/binary_sensor/garden/config", b"") == [
-        MetaChange("ha.garden", None)
+        Unsubscribe(("homeassistant/binary_sensor/garden/state",)),
+        Removed("ha.garden"),
     ]
     with pytest.raises(DecodeError):
         send(ha, "homeassistant/binary_sensor/garden/state", b"OFF")
@@ -224,6 +233,7 @@ def test_switch_with_abbreviations_and_base_topic(ha: HomeAssistantConvention) -
         "ha.irrigation", meta, "set_irrigation", "c-1", {"state": "ON"}
     )
     assert (topic, payload) == ("homeassistant/switch/irrigation/set", b"ON")
+    assert ha.arm("ha.irrigation", "c-1", {"irrigation": (NOW, "OFF")})
     assert send(ha, "homeassistant/switch/irrigation/state", b"OFF")[1:] == []
     answered = send(ha, "homeassistant/switch/irrigation/state", b"ON")
     assert answered[1:] == [CommandResult("ha.irrigation", "c-1", "ok", {"irrigation": "ON"})]
@@ -239,6 +249,7 @@ def test_json_schema_light_on_off(ha: HomeAssistantConvention) -> None:
     )
     assert topic == "homeassistant/light/kitchen/set"
     assert orjson.loads(payload) == {"state": "ON"}
+    assert ha.arm("ha.kitchen_light", "c-2", {})
     events = send(ha, "homeassistant/light/kitchen/state", {"state": "ON", "brightness": 255})
     assert readings(events) == {("ha.kitchen_light", "kitchen"): "ON"}
     assert CommandResult("ha.kitchen_light", "c-2", "ok", {"kitchen": "ON"}) in events
@@ -275,12 +286,13 @@ def test_number_select_and_custom_payload_commands(
     )
     topic, body = ha.encode_command("ha.amp-vol-83787870", meta, command, "c-3", params)
     assert (topic, body) == ("amp/vol/set", payload)
+    assert ha.arm("ha.amp-vol-83787870", "c-3", {})
     results = [e for e in send(ha, "amp/vol", echo) if isinstance(e, CommandResult)]
     assert [r.status for r in results] == ["ok"]
 
 
 def test_button_press_has_no_echo(ha: HomeAssistantConvention) -> None:
-    """A button publishes payload_press; without a state topic nothing can answer it."""
+    """A button publishes payload_press; nothing can confirm it (arm says so)."""
     meta = meta_of(
         send(ha, "homeassistant/button/reboot/config", {"cmd_t": "dev/reboot"}), "ha.reboot"
     )
@@ -289,6 +301,7 @@ def test_button_press_has_no_echo(ha: HomeAssistantConvention) -> None:
         "dev/reboot",
         b"PRESS",
     )
+    assert not ha.arm("ha.reboot", "c-4", {})
 
 
 @pytest.mark.parametrize(
@@ -394,3 +407,11 @@ def test_arbitrary_input_raises_nothing_but_decode_errors(
         with contextlib.suppress(DecodeError):
             events = send(ha, topic, state)
             assert all(isinstance(e, DeviceEvent) for e in events)
+
+
+def test_entities_per_device_are_bounded(ha: HomeAssistantConvention) -> None:
+    """Past MAX_ENTITIES_PER_DEVICE entities of one device, more are refused and counted."""
+    for i in range(MAX_ENTITIES_PER_DEVICE):
+        send(ha, f"homeassistant/sensor/s{i}/config", {"stat_t": "t1/s", "dev": {"ids": "big"}})
+    events = send(ha, "homeassistant/sensor/more/config", {"stat_t": "t1/s", "dev": {"ids": "big"}})
+    assert events == [Rejected("too_many_entities", "homeassistant/sensor/more/config")]

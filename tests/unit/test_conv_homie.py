@@ -14,13 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.conventions.homie import HomieConvention
+from gateway.conventions.homie import MAX_NODES, HomieConvention
 from gateway.errors import CommandError, DecodeError
 from gateway.models import (
     CommandResult,
     DeviceEvent,
     DeviceMeta,
     MetaChange,
+    Rejected,
+    Removed,
     StatusChange,
     Telemetry,
 )
@@ -190,13 +192,21 @@ def test_values_that_break_their_datatype_are_refused(
         ("sleeping", False),
         ("disconnected", False),
         ("lost", False),
-        ("", None),
     ],
 )
 def test_state_maps_to_status(homie: HomieConvention, state: str, online: bool | None) -> None:
     """$state: connected states are online, sleeping/disconnected/lost (the will) offline."""
     events = homie.decode("homie/d1/$state", state.encode(), NOW)
     assert events[0] == StatusChange("homie.d1", online)
+
+
+def test_a_cleared_state_removes_the_device(homie: HomieConvention) -> None:
+    """$state cleared: the device was removed (Removed); the rest of its retained topics being
+    cleared afterwards brings nothing back."""
+    replay(homie, KITCHEN_LIGHT)
+    assert homie.decode("homie/kitchen-light/$state", b"", NOW) == [Removed("homie.kitchen-light")]
+    for topic, _ in KITCHEN_LIGHT:
+        assert homie.decode(topic, b"", NOW) == []
 
 
 def test_settable_properties_become_typed_commands(homie: HomieConvention) -> None:
@@ -222,13 +232,15 @@ def test_settable_properties_become_typed_commands(homie: HomieConvention) -> No
 def test_command_publishes_set_and_the_next_value_answers(
     homie: HomieConvention, command: str, value: object, payload: bytes
 ) -> None:
-    """`…/<node>/<prop>/set ← true`; the property's next value is the echo that answers ok."""
+    """`…/<node>/<prop>/set ← true`; once armed, the property's next value showing the requested
+    one is the echo that answers ok."""
     meta = last_meta(replay(homie, KITCHEN_LIGHT))
     topic, body = homie.encode_command(
         "homie.kitchen-light", meta, command, "c-1", {"value": value}
     )
     prop = command.removeprefix("set_light_")
     assert (topic, body) == (f"homie/kitchen-light/light/{prop}/set", payload)
+    assert homie.arm("homie.kitchen-light", "c-1", {})
     assert homie.decode(f"homie/kitchen-light/light/{prop}/set", payload, NOW) == []
     events = homie.decode(f"homie/kitchen-light/light/{prop}", payload, NOW)
     (result,) = [e for e in events if isinstance(e, CommandResult)]
@@ -343,3 +355,10 @@ def test_arbitrary_input_raises_nothing_but_decode_errors(
         with contextlib.suppress(DecodeError):
             events = homie.decode(topic, payload, NOW)
             assert all(isinstance(e, DeviceEvent) for e in events)
+
+
+def test_nodes_per_device_are_bounded(homie: HomieConvention) -> None:
+    """Node attributes for more than MAX_NODES nodes are refused and counted, not kept."""
+    for i in range(MAX_NODES):
+        assert homie.decode(f"homie/d/n{i}/$name", b"x", NOW) == []
+    assert homie.decode("homie/d/more/$name", b"x", NOW) == [Rejected("too_many_nodes", "homie.d")]

@@ -6,6 +6,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.conventions import Convention, build_conventions
+from gateway.models import Rejected, Subscribe
 
 ALL = {
     f"conventions.{name}.enabled": True
@@ -60,13 +61,16 @@ def test_each_topic_has_one_owner(
 def test_a_discovered_state_topic_of_another_convention_stays_with_it(
     conventions: list[Convention],
 ) -> None:
-    """Tasmota's HA discovery names tele/…/SENSOR: the Tasmota convention keeps decoding it."""
+    """Tasmota's HA discovery names tele/…/SENSOR: Home Assistant refuses another convention's
+    topic (bad_topic, nothing subscribed) and the Tasmota convention keeps decoding it."""
     ha = conventions[-1]
-    ha.decode(
+    events = ha.decode(
         "homeassistant/sensor/218FF9_ENERGY_Total/config",
         b'{"stat_t": "tele/plug001/SENSOR", "val_tpl": "{{value_json[\'ENERGY\'][\'Total\']}}",'
         b' "dev": {"ids": ["218FF9"]}}',
         0.0,
     )
-    assert ha.owns("tele/plug001/SENSOR")
+    assert "bad_topic" in [e.reason for e in events if isinstance(e, Rejected)]
+    assert not [e for e in events if isinstance(e, Subscribe)]
+    assert not ha.owns("tele/plug001/SENSOR")
     assert owner(conventions, "tele/plug001/SENSOR") == "tasmota"

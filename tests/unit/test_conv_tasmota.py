@@ -15,13 +15,15 @@ from hypothesis import strategies as st
 
 from gateway.config import load_config
 from gateway.conventions import build_conventions
-from gateway.conventions.tasmota import TasmotaConvention
+from gateway.conventions.tasmota import MAX_KEYS, TasmotaConvention
 from gateway.errors import CommandError, ConfigError, DecodeError
 from gateway.models import (
     CommandResult,
     DeviceEvent,
     DeviceMeta,
     MetaChange,
+    Rejected,
+    Removed,
     StatusChange,
     Telemetry,
 )
@@ -155,13 +157,21 @@ def test_state_gives_readings_and_a_power_command(tasmota: TasmotaConvention) ->
 
 @pytest.mark.parametrize(
     ("payload", "online"),
-    [(b"Online", True), (b"Offline", False), (b"online", True), (b"", None)],
+    [(b"Online", True), (b"Offline", False), (b"online", True)],
 )
 def test_lwt_sets_status(tasmota: TasmotaConvention, payload: bytes, online: bool | None) -> None:
     """tele/LWT Online/Offline (the retained last will) is the device status."""
     assert decode(tasmota, "tele/tasmota_plug/LWT", payload) == [
         StatusChange("tasmota.tasmota_plug", online)
     ]
+
+
+def test_a_cleared_last_will_removes_the_device(tasmota: TasmotaConvention) -> None:
+    """The retained LWT cleared: the device was removed, and its commands are gone with it."""
+    meta = last_meta(decode(tasmota, "tele/plug/STATE", {"POWER": "ON"}))
+    assert decode(tasmota, "tele/plug/LWT", b"") == [Removed("tasmota.plug")]
+    with pytest.raises(CommandError):
+        tasmota.encode_command("tasmota.plug", meta, "POWER", "c-1", {"state": "ON"})
 
 
 @pytest.mark.parametrize(
@@ -189,11 +199,13 @@ def test_commands_go_to_cmnd_and_resolve_on_the_device_answer(
     answer: object,
     result: dict[str, Any],
 ) -> None:
-    """cmnd/<topic>/<Command> carries the value; stat/RESULT (or stat/<COMMAND>) answers ok."""
+    """cmnd/<topic>/<Command> carries the value; once armed, stat/RESULT (or stat/<COMMAND>)
+    answers ok: the device's own answer, also when it shows no change."""
     meta = last_meta(decode(tasmota, "tele/plug/STATE", {"POWER": "ON", "Dimmer": 100}))
     assert set(meta.commands) == {"POWER", "Dimmer"}
     topic, body = tasmota.encode_command("tasmota.plug", meta, command, "c-9", params)
     assert (topic, body) == (f"cmnd/plug/{command}", payload)
+    assert tasmota.arm("tasmota.plug", "c-9", {"POWER": (NOW, "ON"), "Dimmer": (NOW, 100)})
     events = decode(tasmota, answer_topic, answer)
     assert [e for e in events if isinstance(e, CommandResult)] == [
         CommandResult("tasmota.plug", "c-9", "ok", result)
@@ -204,6 +216,7 @@ def test_unknown_command_answer_is_an_error(tasmota: TasmotaConvention) -> None:
     """{"Command":"Unknown"} answers the waiting command with an error, not ok."""
     meta = last_meta(decode(tasmota, "tele/plug/STATE", {"POWER": "ON"}))
     tasmota.encode_command("tasmota.plug", meta, "POWER", "c-1", {"state": "ON"})
+    assert tasmota.arm("tasmota.plug", "c-1", {})
     events = decode(tasmota, "stat/plug/RESULT", {"Command": "Unknown"})
     assert events == [CommandResult("tasmota.plug", "c-1", "error", None, "Command Unknown")]
 
@@ -233,6 +246,7 @@ def test_configured_full_topic_layout(tasmota: TasmotaConvention) -> None:
         "tasmota.sonoff-mylight", meta, "POWER1", "c-2", {"state": "TOGGLE"}
     )
     assert (topic, body) == ("tasmota/sonoff-mylight/cmnd/POWER1", b"TOGGLE")
+    assert custom.arm("tasmota.sonoff-mylight", "c-2", {})
     events = decode(custom, "tasmota/sonoff-mylight/stat/RESULT", {"POWER1": "ON"})
     assert CommandResult("tasmota.sonoff-mylight", "c-2", "ok", {"POWER1": "ON"}) in events
     assert readings(events) == {"POWER1": "ON"}
@@ -310,3 +324,13 @@ def test_arbitrary_input_raises_nothing_but_decode_errors(
     with contextlib.suppress(DecodeError):
         events = tasmota.decode(f"{prefix}/plug/{leaf}", payload, NOW)
         assert all(isinstance(e, DeviceEvent) for e in events)
+
+
+def test_units_and_state_keys_per_device_are_bounded(tasmota: TasmotaConvention) -> None:
+    """A SENSOR or STATE with more keys than MAX_KEYS keeps MAX_KEYS and counts the rest."""
+    sensors = {f"S{i}": {"Temperature": 1} for i in range(MAX_KEYS + 5)}
+    events = decode(tasmota, "tele/plug/SENSOR", {**sensors, "TempUnit": "C"})
+    assert Rejected("too_many_metrics", "tasmota.plug") in events
+    assert len(last_meta(events).units) == MAX_KEYS
+    state = decode(tasmota, "tele/plug/STATE", {f"K{i}": i for i in range(MAX_KEYS + 5)})
+    assert Rejected("too_many_metrics", "tasmota.plug") in state

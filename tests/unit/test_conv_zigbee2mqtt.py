@@ -22,6 +22,7 @@ from gateway.models import (
     DeviceMeta,
     MetaChange,
     Rejected,
+    Removed,
     StatusChange,
     Telemetry,
 )
@@ -251,7 +252,12 @@ def test_unchanged_bridge_devices_send_no_meta_again(z2m: Zigbee2MqttConvention)
     """A republished device list announces only devices whose meta changed, or that left."""
     announce(z2m, BULB, SENSOR)
     assert metas(announce(z2m, BULB, SENSOR)) == {}
-    assert metas(announce(z2m, BULB)) == {"z2m.0x00158d00018255df": None}
+    gone = [e for e in announce(z2m, BULB) if isinstance(e, Removed)]
+    assert gone == [Removed("z2m.0x00158d00018255df")]
+
+
+#: The bulb's values as the registry holds them before the commands below.
+BEFORE = {"state": (NOW, "OFF"), "brightness": (NOW, 10)}
 
 
 @pytest.mark.parametrize(
@@ -259,7 +265,8 @@ def test_unchanged_bridge_devices_send_no_meta_again(z2m: Zigbee2MqttConvention)
     [
         ("set_state", {"state": "ON"}, {"state": "ON"}, {"state": "ON", "brightness": 3}, True),
         ("set_state", {"state": "ON"}, {"state": "ON"}, {"state": "OFF"}, False),
-        ("set_state", {"state": "TOGGLE"}, {"state": "TOGGLE"}, {"state": "OFF"}, True),
+        ("set_state", {"state": "TOGGLE"}, {"state": "TOGGLE"}, {"state": "ON"}, True),
+        ("set_state", {"state": "TOGGLE"}, {"state": "TOGGLE"}, {"state": "OFF"}, False),
         ("set_brightness", {"brightness": 128}, {"brightness": 128}, {"brightness": 128.0}, True),
         ("set_brightness", {"brightness": 128}, {"brightness": 128}, {"state": "ON"}, False),
     ],
@@ -272,12 +279,14 @@ def test_commands_publish_set_json_and_resolve_on_echo(
     echo: dict[str, Any],
     answered: bool,
 ) -> None:
-    """Commands go to <friendly_name>/set; the state echo showing the set value answers ok."""
+    """Commands go to <friendly_name>/set; once armed, the state echo showing the set value (for a
+    toggle, any change from the state before) answers ok."""
     meta = metas(announce(z2m, BULB))[BULB_ID]
     assert meta is not None
     topic, body = z2m.encode_command(BULB_ID, meta, command, "c-1", params)
     assert topic == "zigbee2mqtt/kitchen/ceiling light/set"
     assert orjson.loads(body) == payload
+    assert z2m.arm(BULB_ID, "c-1", BEFORE)
     events = z2m.decode("zigbee2mqtt/kitchen/ceiling light", orjson.dumps(echo), NOW)
     results = [e for e in events if isinstance(e, CommandResult)]
     key = next(iter(payload))
@@ -290,6 +299,7 @@ def test_an_echo_answers_once(z2m: Zigbee2MqttConvention) -> None:
     meta = metas(announce(z2m, BULB))[BULB_ID]
     assert meta is not None
     z2m.encode_command(BULB_ID, meta, "set_state", "c-1", {"state": "ON"})
+    assert z2m.arm(BULB_ID, "c-1", BEFORE)
     first = z2m.decode("zigbee2mqtt/kitchen/ceiling light", b'{"state":"ON"}', NOW)
     second = z2m.decode("zigbee2mqtt/kitchen/ceiling light", b'{"state":"ON"}', NOW)
     assert [type(e) for e in first] == [Telemetry, CommandResult]

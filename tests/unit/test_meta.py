@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import CommandError, DecodeError
-from gateway.meta import parse_meta, validate_params
+from gateway.meta import ShapeCache, parse_meta, validate_params
 
 META: dict[str, Any] = {
     "type": "thermostat",
@@ -137,7 +137,8 @@ def test_devices_declaring_the_same_metrics_and_commands_share_one_parsed_copy()
         {"name": "two", "commands": META["commands"], "metrics": META["metrics"]}
     )
     second["type"] = "thermostat"
-    a, b = parse_meta(first), parse_meta(second)
+    shapes = ShapeCache()
+    a, b = parse_meta(first, shapes), parse_meta(second, shapes)
     assert a.units is b.units
     assert a.commands is b.commands
     assert a.raw["metrics"] is b.raw["metrics"]
@@ -149,15 +150,21 @@ def test_devices_declaring_the_same_metrics_and_commands_share_one_parsed_copy()
     assert a.raw["metrics"]["humidity"] == {}  # ...does not reach the shared copy
 
 
-def test_shared_declarations_are_bounded_in_bytes(monkeypatch):
-    """The cache of declarations stays under MAX_SHAPE_BYTES however many distinct ones come."""
-    import gateway.meta as meta
+def test_without_a_cache_nothing_is_shared():
+    """parse_meta without a ShapeCache parses each declaration into a copy of its own."""
+    a, b = parse_meta(META), parse_meta(META)
+    assert a.units == b.units
+    assert a.units is not b.units
+    assert a.raw["metrics"] is not META["metrics"]
 
-    monkeypatch.setattr(meta, "MAX_SHAPE_BYTES", 2000)
+
+def test_shared_declarations_are_bounded_in_bytes():
+    """The cache of declarations stays under its byte bound however many distinct ones come."""
+    shapes = ShapeCache(max_bytes=2000)
     for i in range(200):
-        parse_meta({"metrics": {f"m{i}": {"unit": "x"}}})
-    assert meta._shape_bytes <= 2000
-    assert sum(len(key) for key in meta._shapes) == meta._shape_bytes
+        parse_meta({"metrics": {f"m{i}": {"unit": "x"}}}, shapes)
+    assert 0 < shapes.bytes <= 2000
+    assert 0 < len(shapes) < 200
 
 
 def test_declarations_that_are_not_json_are_parsed_without_sharing():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from gateway.config import load_config
+from gateway.conventions import build_conventions
 from gateway.conventions.native import NativeConvention
 from gateway.errors import DecodeError
 from gateway.models import CommandResult, MetaChange, Rejected, StatusChange, Telemetry
@@ -202,3 +204,15 @@ def test_encode_command_builds_topic_and_payload():
     )
     assert topic == "home/thermo-1/cmd/set_target"
     assert orjson.loads(payload) == {"id": "c-abc", "params": {"target": 21.5}}
+
+
+def test_ids_with_another_conventions_tag_are_refused():
+    """A native message for `z2m.lamp` (any leaf) is refused as foreign_device once the build
+    has told native the other conventions' tags; other dotted ids stay native."""
+    (built,) = build_conventions(load_config(env={}, overrides={}).conventions)
+    for leaf, payload in (("telemetry", b'{"t": 1}'), ("status", b"offline"), ("meta", b"{}")):
+        with pytest.raises(DecodeError) as caught:
+            built.decode(f"iotgw/z2m.lamp/{leaf}", payload, NOW)
+        assert caught.value.reason == "foreign_device"
+    assert built.decode("iotgw/site.a/status", b"online", NOW) == [StatusChange("site.a", True)]
+    assert not built.owns_command_topic("z2m.lamp", "iotgw/z2m.lamp/cmd/set_state")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from gateway.config import RegistryConfig
-from gateway.registry import Registry
+from gateway.registry import CREATED, FOREIGN, FULL, KNOWN, Registry
 
 
 def registry(**settings) -> Registry:
@@ -17,11 +17,11 @@ def registry(**settings) -> Registry:
 def test_observe_creates_once_and_refuses_past_max_devices():
     """Devices past max_devices are refused (None) and counted; known ones are still returned."""
     reg = registry(max_devices=2)
-    assert reg.observe("a", "native")[1] is True
-    assert reg.observe("a", "native")[1] is False
+    assert reg.observe("a", "native")[1] == CREATED
+    assert reg.observe("a", "native")[1] == KNOWN
     assert reg.observe("b", "native")[0] is not None
-    assert reg.observe("c", "native") == (None, False)
-    assert reg.observe("d", "native") == (None, False)
+    assert reg.observe("c", "native") == (None, FULL)
+    assert reg.observe("d", "native") == (None, FULL)
     assert reg.stats.devices_refused == 2
     assert len(reg) == 2
     assert reg.observe("a", "native")[0] is reg.get("a")
@@ -156,3 +156,18 @@ def test_snapshot_shape():
         "meta": None,
         "values": {"t": [5.0, 21.5]},
     }
+
+
+def test_a_device_belongs_to_the_convention_that_created_it():
+    """Another convention's message for a known id is refused (FOREIGN) and changes nothing; an
+    id with a convention's tag is created by that convention only."""
+    reg = Registry(RegistryConfig(), {"z2m": "zigbee2mqtt"})
+    lamp, outcome = reg.observe("z2m.lamp", "zigbee2mqtt")
+    assert outcome == CREATED
+    assert reg.observe("z2m.lamp", "native") == (None, FOREIGN)
+    assert reg.observe("z2m.other", "native") == (None, FOREIGN)
+    assert reg.get("z2m.other") is None
+    assert reg.observe("thermo-1", "native")[1] == CREATED
+    assert reg.observe("thermo-1", "zigbee2mqtt") == (None, FOREIGN)
+    assert reg.observe("z2m.lamp", "zigbee2mqtt") == (lamp, KNOWN)
+    assert reg.stats.devices_refused == 0  # not the cap: counted by the pipeline as foreign

@@ -51,6 +51,9 @@ class Loop:
         self.convention = next(c for c in self.decoders if c.name == convention)
         self.metas: dict[str, DeviceMeta | None] = {}
         self.ids: dict[str, str] = {}  # simulator device id -> gateway device id
+        # gateway device id -> metric -> (ts, value): what the registry would hold
+        self.values: dict[str, dict[str, tuple[float, Value]]] = {}
+        self.armed = False  # what the last command's arm said: can a report confirm it?
 
     def deliver(self, messages: list[Message]) -> list[DeviceEvent]:
         """Decode messages as the gateway's pipeline would: the first convention owning each."""
@@ -61,6 +64,10 @@ class Loop:
             found = owner.decode(m.topic, m.payload, NOW)
             events += found
             self.metas.update((e.device, e.meta) for e in found if isinstance(e, MetaChange))
+            for e in found:
+                if isinstance(e, Telemetry):
+                    latest = self.values.setdefault(e.device, {})
+                    latest.update((m, (t, v)) for m, t, v in e.samples)
         return events
 
     def boot(self) -> list[DeviceEvent]:
@@ -86,13 +93,16 @@ class Loop:
     def command(
         self, device: str, command: str, params: dict[str, Any]
     ) -> tuple[list[DeviceEvent], Any]:
-        """Send a command as the gateway does (validated against the decoded meta); return the
-        events decoded from the device's answer, and the model's state after it."""
+        """Send a command as the gateway does (validated against the decoded meta, armed once
+        "acknowledged"); return the events decoded from the device's answer, and the model's
+        state after it."""
         gateway_id = self.ids[device]
         meta = self.metas[gateway_id]
         assert meta is not None
         checked = validate_params(command, meta.commands[command], params)
         topic, payload = self.convention.encode_command(gateway_id, meta, command, "c-1", checked)
+        before = dict(self.values.get(gateway_id, {}))
+        self.armed = self.convention.arm(gateway_id, "c-1", before)
         speaker = self.speakers[device]
         assert any(_matches(f, topic) for f in speaker.command_filters()), topic
         request = speaker.parse(topic, payload)

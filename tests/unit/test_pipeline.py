@@ -1,0 +1,154 @@
+"""The pipeline's part in bounding growth (issue 12.11): subscriptions conventions ask for are
+reference-counted and given back, discovery republished unchanged costs no meta rebuild, and
+devices are forgotten (withdrawn, silent, by an administrator) everywhere at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.commands import CommandRouter
+from gateway.config import load_config
+from gateway.conventions import build_conventions, id_tags
+from gateway.conventions.homeassistant import HomeAssistantConvention
+from gateway.errors import CommandError
+from gateway.hub import Hub
+from gateway.models import CommandResult, Removed, Subscribe, Unsubscribe
+from gateway.pipeline import Pipeline
+from gateway.registry import Registry
+from tests.support.devices import THERMOSTAT_META
+
+ALL = {
+    "conventions.zigbee2mqtt.enabled": True,
+    "conventions.homeassistant.enabled": True,
+    "conventions.homeassistant.allowed_topics": ["ext/#"],
+}
+
+
+class Broker:
+    """What the pipeline asked the broker link for, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def subscribe(self, topics: list[str]) -> None:
+        self.calls.append(("subscribe", topics))
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        self.calls.append(("unsubscribe", topics))
+
+
+class NoPublisher:
+    async def publish(self, topic: str, payload: bytes) -> None:
+        raise AssertionError("nothing is published here")
+
+
+def pipeline(**settings: Any) -> tuple[Pipeline, Registry, Broker, dict[str, Any]]:
+    config = load_config(env={}, overrides={**ALL, **settings})
+    registry = Registry(config.registry, id_tags())
+    conventions = build_conventions(config.conventions, registry.shapes)
+    by_name = {c.name: c for c in conventions}
+    router = CommandRouter(by_name, NoPublisher(), config.commands)
+    broker = Broker()
+    hub = Hub(config.ws)
+    built = Pipeline(
+        conventions, registry, hub, router, 65536, broker.subscribe, broker.unsubscribe
+    )
+    return built, registry, broker, by_name
+
+
+SWITCH = {"~": "ext/pump", "stat_t": "~/state", "cmd_t": "~/set", "avty_t": "~/status"}
+
+
+async def test_a_config_republished_500_times_asks_the_broker_once(monkeypatch) -> None:
+    """The same config 500 times: one subscribe for its two topics, one meta build, nothing
+    more; cleared, its topics are unsubscribed once and the device is forgotten."""
+    built, registry, broker, _ = pipeline()
+    builds: list[str] = []
+    meta_events = HomeAssistantConvention._meta_events
+
+    def counting(self: HomeAssistantConvention, device_id: str) -> Any:
+        builds.append(device_id)
+        return meta_events(self, device_id)
+
+    monkeypatch.setattr(HomeAssistantConvention, "_meta_events", counting)
+    for _ in range(500):
+        built.handle("homeassistant/switch/pump/config", orjson.dumps(SWITCH))
+    assert broker.calls == [("subscribe", ["ext/pump/state", "ext/pump/status"])]
+    assert builds == ["ha.pump"]
+    assert registry.get("ha.pump") is not None
+    built.handle("homeassistant/switch/pump/config", b"")
+    assert broker.calls[1:] == [("unsubscribe", ["ext/pump/state", "ext/pump/status"])]
+    assert registry.get("ha.pump") is None
+
+
+def test_topics_are_counted_across_askers_and_static_ones_are_never_given_back() -> None:
+    """Two askers of a topic: unsubscribed when the second lets go. A static subscription asked
+    for and let go of stays subscribed (no call at all)."""
+    built, *_, broker, _ = pipeline()
+    apply = built._apply
+    apply("homeassistant", "t", Subscribe(("a/b",)))
+    apply("zigbee2mqtt", "t", Subscribe(("a/b", "zigbee2mqtt/#")))
+    apply("homeassistant", "t", Unsubscribe(("a/b",)))
+    assert broker.calls == [("subscribe", ["a/b"])]
+    apply("zigbee2mqtt", "t", Unsubscribe(("a/b", "zigbee2mqtt/#", "never/asked")))
+    assert broker.calls == [("subscribe", ["a/b"]), ("unsubscribe", ["a/b"])]
+
+
+async def test_a_native_device_clearing_its_status_and_meta_is_forgotten() -> None:
+    """Retained status and meta both cleared: the device is gone; clearing the status of an
+    unknown device creates nothing."""
+    built, registry, *_ = pipeline()
+    built.handle("iotgw/thermo-1/meta", orjson.dumps(THERMOSTAT_META))
+    built.handle("iotgw/thermo-1/status", b"online")
+    built.handle("iotgw/thermo-1/status", b"")
+    assert registry.get("thermo-1") is not None  # its meta is still announced
+    built.handle("iotgw/thermo-1/meta", b"")
+    assert registry.get("thermo-1") is None
+    built.handle("iotgw/ghost/status", b"")
+    built.handle("iotgw/ghost/meta", b"")
+    assert registry.get("ghost") is None
+    assert registry.stats.devices_forgotten == 1
+
+
+async def test_forgetting_a_device_drops_its_conventions_state() -> None:
+    """forget: the registry no longer knows it, its convention no longer commands it, and a
+    second forget is a no-op; a convention's Removed of another's device is refused."""
+    built, registry, _, conventions = pipeline()
+    lamp = {"friendly_name": "lamp", "definition": {"exposes": [
+        {"type": "binary", "property": "state", "value_on": "ON", "value_off": "OFF",
+         "access": 7}]}}  # fmt: skip
+    built.handle("zigbee2mqtt/bridge/devices", orjson.dumps([lamp]))
+    device = registry.get("z2m.lamp")
+    assert device is not None
+    assert device.meta is not None
+    built._apply("homeassistant", "t", Removed("z2m.lamp"))
+    assert registry.get("z2m.lamp") is not None
+    assert built.forget("z2m.lamp")
+    assert registry.get("z2m.lamp") is None
+    with pytest.raises(CommandError):
+        conventions["zigbee2mqtt"].encode_command(
+            "z2m.lamp", device.meta, "set_state", "c-1", {"state": "ON"}
+        )
+    assert not built.forget("z2m.lamp")
+
+
+async def test_a_result_from_another_conventions_message_is_not_an_answer() -> None:
+    """A CommandResult for a device decoded by a convention it does not belong to is refused."""
+    built, registry, *_ = pipeline()
+    registry.observe("z2m.lamp", "zigbee2mqtt")
+    built._apply("native", "t", CommandResult("z2m.lamp", "c-1", "ok"))
+    assert built.stats.decode_errors[("native", "unmatched_result")] == 1
+
+
+def test_silent_devices_are_forgotten_past_the_configured_age() -> None:
+    """registry.silent lists devices silent longer than forget_after_s; 0 lists none."""
+    registry = Registry(load_config(env={}, overrides={"registry.forget_after_s": 60}).registry)
+    device, _ = registry.observe("d", "native")
+    assert registry.silent(device.last_seen_mono + 59) == []
+    assert registry.silent(device.last_seen_mono + 61) == [device]
+    never = Registry(load_config(env={}, overrides={}).registry)
+    never.observe("d", "native")
+    assert never.silent(1e12) == []
