@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.models import AuditEntry, Reading, Value
 
@@ -46,6 +46,15 @@ class HistoryResult:
     bucket_s: float | None = None
     truncated: bool = False
 
+    def fields(self) -> dict[str, Any]:
+        """The reply's fields, as the history frame and the REST answer carry them."""
+        if self.buckets is not None:
+            return {"buckets": self.buckets, "bucket_s": self.bucket_s}
+        fields: dict[str, Any] = {"points": self.points or []}
+        if self.truncated:
+            fields["truncated"] = True
+        return fields
+
 
 @dataclass(frozen=True, slots=True)
 class RestoredSeries:
@@ -78,6 +87,10 @@ class Backend(Protocol):
 
     name: str
     durable: bool  # False: nothing survives a restart (the memory backend)
+
+    @property
+    def where(self) -> str:
+        """For the log: the file, or the server and database (never a password)."""
 
     async def open(self) -> None:
         """Connect or open, create the schema if missing. Raises StoreUnavailable."""

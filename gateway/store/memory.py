@@ -26,6 +26,10 @@ class MemoryBackend:
     name = "memory"
     durable = False
 
+    @property
+    def where(self) -> str:
+        return "memory (nothing is kept across restarts)"
+
     def __init__(self, rings: RingLookup, audit_records: int, audit_retention_s: float) -> None:
         self._rings = rings
         self._audit: deque[AuditEntry] = deque(maxlen=audit_records)

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -154,6 +155,11 @@ class PostgresBackend:
         self._series: dict[tuple[str, str], int] = {}
         self._purge_at: tuple[str, int] | None = None
         self.timescale = False
+
+    @property
+    def where(self) -> str:
+        parts = urlsplit(self._dsn)
+        return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
 
     async def open(self) -> None:
         if self._pool is not None:

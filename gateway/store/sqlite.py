@@ -128,6 +128,10 @@ class SqliteBackend:
     def path(self) -> Path:
         return self._path
 
+    @property
+    def where(self) -> str:
+        return str(self._path.absolute())
+
     # --- threads -------------------------------------------------------------------------------
 
     async def _on_writer(self, fn: Callable[[], T]) -> T:

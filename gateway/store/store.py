@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -137,6 +137,7 @@ class HistoryStore:
     async def start(self, restore: RestoreTarget) -> None:
         """Open the backend and put the recent state back; on failure the store starts
         degraded and the writer keeps trying (the gateway relays meanwhile)."""
+        log.info("history: %s at %s", self.backend.name, self.backend.where)
         await self._open(restore)
 
     async def _open(self, restore: RestoreTarget) -> bool:
@@ -341,7 +342,7 @@ class HistoryStore:
 
     async def export(
         self, device: str, metric: str, start: float, end: float
-    ) -> AsyncIterator[list[Point]]:
+    ) -> AsyncGenerator[list[Point], None]:
         with self._query_slot():
             async for chunk in self.backend.export(device, metric, start, end):
                 yield chunk
