@@ -2,7 +2,7 @@
 
 Layout (compact on purpose; docs/performance.md has the measured bytes per point):
 - `series` (id, device, metric, convention): the integer id every point carries.
-- `points` (series, t, v) WITHOUT ROWID, keyed by (series, t): t in integer milliseconds, v as
+- `points` (series, t, v) WITHOUT ROWID, keyed by (series, t): t in integer microseconds, v as
   the value's own SQLite type (REAL, INTEGER, TEXT; a bool as a one-byte BLOB, so it comes back
   as a bool, not as 0/1).
 - `rollup_60` and `rollup_3600` (series, t, lo, hi, total, n): per-minute and per-hour
@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import functools
 import math
+import os
 import queue
 import sqlite3
 import threading
@@ -48,6 +49,9 @@ from gateway.store.base import (
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+#: Times are stored in integer microseconds: readings stamped on arrival by the gateway
+#: (devices without clocks) a few microseconds apart must not collide on (series, t).
+US = 1_000_000
 EXPORT_CHUNK = 10000
 READERS = 2
 PURGE_ORDER = ("audit", "points", *(f"rollup_{w}" for w in ROLLUP_WIDTHS_S))
@@ -121,7 +125,7 @@ class SqliteBackend:
         self._opened_readers: list[sqlite3.Connection] = []
         self._db: sqlite3.Connection | None = None  # the writing connection (writer thread)
         self._series: dict[tuple[str, str], int] = {}
-        self._last_t: dict[int, int] = {}  # newest stored time per series, ms
+        self._last_t: dict[int, int] = {}  # newest stored time per series, µs
         self._purge_at: tuple[str, int] | None = None  # (table, next series id) mid-cycle
 
     @property
@@ -194,8 +198,18 @@ class SqliteBackend:
             self._last_t = dict(db.execute("SELECT series, max(t) FROM points GROUP BY series"))
         except sqlite3.Error as exc:
             db.close()
+            if not self._writable():
+                raise StoreUnavailable("read-only") from exc
             raise _unavailable(exc) from exc
         self._db = db
+
+    def _writable(self) -> bool:
+        """Can the file and its directory (WAL and shared-memory files) be written? (False on a
+        read-only filesystem even for root.)"""
+        folder = self._path.parent
+        if not os.access(folder, os.W_OK):
+            return False
+        return not self._path.exists() or os.access(self._path, os.W_OK)
 
     async def close(self) -> None:
         def close_writer() -> None:
@@ -283,7 +297,7 @@ class SqliteBackend:
             sid = series.get((device, metric))
             if sid is None:
                 sid = self._series_id(db, device, metric, conventions.get(device, ""))
-            t = round(ts * 1000)
+            t = round(ts * US)
             row = (sid, t, encode_value(value))
             if t > last_t.get(sid, -1):
                 last_t[sid] = t
@@ -309,7 +323,7 @@ class SqliteBackend:
         for sid, t, v in rows:
             if type(v) is bytes or type(v) is str:
                 continue
-            key = (sid, t // 60000 * 60)
+            key = (sid, t // (60 * US) * 60)
             acc = minutes.get(key)
             if acc is None:
                 minutes[key] = [v, v, v, 1]
@@ -351,7 +365,7 @@ class SqliteBackend:
         """Rows of `table` older than this (in the table's own time unit) are past retention."""
         c = self._config
         if table == "points":
-            return (now - c.raw_retention_days * DAY_S) * 1000
+            return (now - c.raw_retention_days * DAY_S) * US
         if table == "audit":
             return now - c.audit_retention_days * DAY_S
         return now - c.rollup_retention_days * DAY_S
@@ -450,7 +464,7 @@ class SqliteBackend:
         restored = []
         for sid, device, metric, convention in rows:
             points = [
-                (t / 1000, decode_value(v))
+                (t / US, decode_value(v))
                 for t, v in db.execute(
                     "SELECT t, v FROM points WHERE series = ? ORDER BY t DESC LIMIT ?",
                     (sid, each),
@@ -478,7 +492,7 @@ class SqliteBackend:
         if found is None:
             return None
         sid = found[0]
-        lo, hi = _ms(start), _ms(end)
+        lo, hi = _us(start), _us(end)
         rows = db.execute(
             "SELECT t, v FROM points WHERE series = ? AND t >= ? AND t < ? ORDER BY t LIMIT ?",
             (sid, lo, hi, max_points + 1),
@@ -486,7 +500,7 @@ class SqliteBackend:
         width = bucket_width(start, end, max_points)
         if len(rows) <= max_points:
             if not _purged(db, sid, start, end, len(rows)):
-                return HistoryResult(points=[(t / 1000, decode_value(v)) for t, v in rows])
+                return HistoryResult(points=[(t / US, decode_value(v)) for t, v in rows])
             width = max(width, float(ROLLUP_WIDTHS_S[0]))  # only the rollups are left
         source = rollup_source(width)
         if source is not None:
@@ -498,14 +512,14 @@ class SqliteBackend:
                 (sid, math.floor(start / source) * source, math.ceil(end)),
             ).fetchall()
         else:
-            wms = int(width * 1000)
+            wus = int(width * US)
             buckets = db.execute(
-                f"SELECT t / {wms} * {wms} AS b, min(v), max(v), avg(v), count(*) "
+                f"SELECT t / {wus} * {wus} AS b, min(v), max(v), avg(v), count(*) "
                 "FROM points WHERE series = ? AND t >= ? AND t < ? "
                 "AND typeof(v) IN ('real', 'integer') GROUP BY b ORDER BY b",
                 (sid, lo, hi),
             ).fetchall()
-            buckets = [(b / 1000, *rest) for b, *rest in buckets]
+            buckets = [(b / US, *rest) for b, *rest in buckets]
         if not buckets:
             # No numeric point in the range: these values have no rollups; the newest raw ones.
             newest = db.execute(
@@ -515,7 +529,7 @@ class SqliteBackend:
             ).fetchall()
             newest.reverse()
             return HistoryResult(
-                points=[(t / 1000, decode_value(v)) for t, v in newest], truncated=True
+                points=[(t / US, decode_value(v)) for t, v in newest], truncated=True
             )
         return HistoryResult(
             buckets=[(float(b), lo_, hi_, avg, n) for b, lo_, hi_, avg, n in buckets],
@@ -532,12 +546,12 @@ class SqliteBackend:
         )
         if found is None:
             return
-        sid, after, hi = found[0], _ms(start) - 1, _ms(end)
+        sid, after, hi = found[0], _us(start) - 1, _us(end)
         while True:
             rows = await self._on_reader(functools.partial(_page, args=(sid, after, hi)))
             if not rows:
                 return
-            yield [(t / 1000, decode_value(v)) for t, v in rows]
+            yield [(t / US, decode_value(v)) for t, v in rows]
             if len(rows) < EXPORT_CHUNK:
                 return
             after = rows[-1][0]
@@ -610,5 +624,5 @@ def _page(db: sqlite3.Connection, args: tuple[int, int, int]) -> list[tuple[int,
     ).fetchall()
 
 
-def _ms(t: float) -> int:
-    return round(min(max(t, -1.0), MAX_TIME_S) * 1000)
+def _us(t: float) -> int:
+    return round(min(max(t, -1.0), MAX_TIME_S) * US)
