@@ -227,7 +227,7 @@ class HistoryConfig:
     dsn: str = ""  # postgres: postgresql://user@host:5432/db (a password: prefer dsn_env)
     dsn_env: str = ""  # name of an environment variable holding the DSN
     commit_interval_s: float = 1.0  # queued points are committed at least this often...
-    batch_points: int = 10000  # ...or as soon as this many are queued
+    batch_points: int = 50000  # ...or as soon as this many are queued
     queue_points: int = 200000  # points waiting for the writer; past this they are dropped
     raw_retention_days: float = 10.0
     rollup_retention_days: float = 365.0  # the 1-minute and 1-hour rollups

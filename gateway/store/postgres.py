@@ -15,9 +15,11 @@ series) and dropped chunk by chunk at the end of raw retention. Detected at open
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -71,13 +73,13 @@ CREATE TABLE IF NOT EXISTS iotgw_rollup_{w} (
 )
 
 
-def _rollup_cte(width: int) -> str:
+def _upsert_rollup(width: int, source: str) -> str:
     return f"""
 r{width} AS (
     INSERT INTO iotgw_rollup_{width} (series, t, lo, hi, total, n)
-    SELECT series, to_timestamp(floor(extract(epoch FROM t) / {width}) * {width}),
-           min(v), max(v), sum(v), count(*)
-    FROM ins WHERE k IN ({FLOAT}, {INT}) GROUP BY 1, 2
+    SELECT series, date_bin('{width} seconds', t, timestamptz 'epoch'), min(lo), max(hi),
+           sum(total), sum(n)
+    FROM {source} GROUP BY 1, 2
     ON CONFLICT (series, t) DO UPDATE SET
         lo = least(iotgw_rollup_{width}.lo, excluded.lo),
         hi = greatest(iotgw_rollup_{width}.hi, excluded.hi),
@@ -86,19 +88,44 @@ r{width} AS (
     RETURNING 1)"""
 
 
-# The points a batch really inserted (not those already stored) go into both rollups.
-INSERT_POINTS = (
-    """
+_INSERT = """
+    INSERT INTO iotgw_points (series, t, v, k, s)
+    SELECT series, to_timestamp(t), v, k, s
+    FROM unnest($1::integer[], $2::float8[], $3::float8[], $4::smallint[], $5::text[])
+        AS u(series, t, v, k, s)
+    ON CONFLICT DO NOTHING"""
+#: The usual case: the statement says how many points it inserted; when that is all of them,
+#: the rollups the writer computed from the batch are added (UPSERT_ROLLUP).
+INSERT_POINTS = f"WITH ins AS ({_INSERT} RETURNING 1) SELECT count(*) FROM ins"
+UPSERT_ROLLUP = {
+    w: f"""
+INSERT INTO iotgw_rollup_{w} (series, t, lo, hi, total, n)
+SELECT series, to_timestamp(t), lo, hi, total, n
+FROM unnest($1::integer[], $2::float8[], $3::float8[], $4::float8[], $5::float8[], $6::bigint[])
+    AS u(series, t, lo, hi, total, n)
+ON CONFLICT (series, t) DO UPDATE SET
+    lo = least(iotgw_rollup_{w}.lo, excluded.lo),
+    hi = greatest(iotgw_rollup_{w}.hi, excluded.hi),
+    total = iotgw_rollup_{w}.total + excluded.total,
+    n = iotgw_rollup_{w}.n + excluded.n"""
+    for w in ROLLUP_WIDTHS_S
+}
+# Some points were already stored: only the rows this statement really inserts are folded into
+# the minutes, and the minutes into the hours, so every point counts once whoever wrote it.
+INSERT_POINTS_ROLLED = f"""
 WITH ins AS (
     INSERT INTO iotgw_points (series, t, v, k, s)
     SELECT series, to_timestamp(t), v, k, s
     FROM unnest($1::integer[], $2::float8[], $3::float8[], $4::smallint[], $5::text[])
         AS u(series, t, v, k, s)
     ON CONFLICT DO NOTHING
-    RETURNING series, t, v, k),"""
-    + ",".join(_rollup_cte(w) for w in ROLLUP_WIDTHS_S)
-    + "\nSELECT count(*) FROM ins"
-)
+    RETURNING series, t, v, k),
+m AS (
+    SELECT series, t, v AS lo, v AS hi, v AS total, 1 AS n FROM ins WHERE k IN ({FLOAT}, {INT})),
+{_upsert_rollup(60, "m")},
+{_upsert_rollup(3600, "m")}
+SELECT count(*) FROM ins
+"""
 
 AUDIT_COLUMNS = (
     "ts, principal, remote, via, device, command, params::text, command_id, status, rtt_ms, error"
@@ -138,6 +165,40 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
 
 #: What a lost or failing server raises through asyncpg.
 FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class _Overlap(Exception):
+    """Raised inside a batch's transaction when some of its points were stored already."""
+
+
+@dataclass(slots=True)
+class _Prepared:
+    columns: tuple[list[int], list[float], list[float | None], list[int], list[str | None]]
+    count: int
+    rollups: dict[int, list[list[Any]]]  # width -> column arrays for UPSERT_ROLLUP
+    outcome: WriteOutcome
+
+
+def _fold(into: dict[tuple[int, int], list[float]], key: tuple[int, int], lo: float,
+          hi: float, total: float, n: float) -> None:  # fmt: skip
+    acc = into.get(key)
+    if acc is None:
+        into[key] = [lo, hi, total, n]
+    else:
+        if lo < acc[0]:
+            acc[0] = lo
+        if hi > acc[1]:
+            acc[1] = hi
+        acc[2] += total
+        acc[3] += n
+
+
+def _columns(buckets: dict[tuple[int, int], list[float]]) -> list[list[Any]]:
+    columns: list[list[Any]] = [[], [], [], [], [], []]
+    for (sid, t), (lo, hi, total, n) in buckets.items():
+        for column, value in zip(columns, (sid, t, lo, hi, total, int(n)), strict=True):
+            column.append(value)
+    return columns
 
 
 class PostgresBackend:
@@ -231,52 +292,97 @@ class PostgresBackend:
 
     async def write(self, batch: WriteBatch) -> WriteOutcome:
         pool = await self._acquire_pool()
-        outcome = WriteOutcome()
-        columns: tuple[list[int], list[float], list[float | None], list[int], list[str | None]]
-        columns = ([], [], [], [], [])
-        series, ts_, vs, ks, ss = columns
         try:
-            async with pool.acquire() as db, db.transaction():
-                for device, metric, ts, value in batch.readings:
-                    if not 0.0 <= ts < MAX_TIME_S:
-                        outcome.bad["bad_time"] = outcome.bad.get("bad_time", 0) + 1
-                        continue
-                    if type(value) is float and not math.isfinite(value):
-                        outcome.bad["bad_value"] = outcome.bad.get("bad_value", 0) + 1
-                        continue
-                    sid = self._series.get((device, metric))
-                    if sid is None:
-                        sid = await self._series_id(db, device, metric, batch, outcome)
-                    v, k, s = encode(value)
-                    series.append(sid)
-                    ts_.append(ts)
-                    vs.append(v)
-                    ks.append(k)
-                    ss.append(s)
-                inserted = await db.fetchval(INSERT_POINTS, *columns) if series else 0
-                if batch.audits:
-                    await db.executemany(
-                        "INSERT INTO iotgw_audit (ts, instance, principal, remote, via, device, "
-                        "command, params, command_id, status, rtt_ms, error) VALUES "
-                        "($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12)",
-                        [self._audit_row(e) for e in batch.audits],
-                    )
+            async with pool.acquire() as db:
+                # Per-point work off the event loop: the relay shares it.
+                prepared = await asyncio.to_thread(self._prepare, batch)
+                while isinstance(prepared, set):  # series new to the database: make them
+                    for device, metric in prepared:
+                        await self._series_id(db, device, metric, batch.conventions)
+                    prepared = await asyncio.to_thread(self._prepare, batch)
+                outcome = prepared.outcome
+                try:
+                    async with db.transaction():
+                        await self._audits(db, batch.audits)
+                        inserted = await db.fetchval(INSERT_POINTS, *prepared.columns)
+                        if inserted != prepared.count:
+                            raise _Overlap
+                        for width, rows in prepared.rollups.items():
+                            if rows[0]:
+                                await db.execute(UPSERT_ROLLUP[width], *rows)
+                except _Overlap:
+                    # Some points were stored already (a retry, another instance): fold only
+                    # the rows this statement inserts into the rollups, in SQL.
+                    async with db.transaction():
+                        await self._audits(db, batch.audits)
+                        inserted = await db.fetchval(INSERT_POINTS_ROLLED, *prepared.columns)
         except FAILURES as exc:
-            self._series.clear()  # ids made in the failed transaction are gone with it
+            self._series.clear()  # ids made in a failed transaction are gone with it
             raise self._lost(exc) from exc
         outcome.written = inserted
-        outcome.duplicates = len(series) - inserted
+        outcome.duplicates = prepared.count - inserted
         return outcome
 
+    async def _audits(self, db: Any, audits: Sequence[AuditEntry]) -> None:
+        if audits:
+            await db.executemany(
+                "INSERT INTO iotgw_audit (ts, instance, principal, remote, via, device, "
+                "command, params, command_id, status, rtt_ms, error) VALUES "
+                "($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12)",
+                [self._audit_row(e) for e in audits],
+            )
+
+    def _prepare(self, batch: WriteBatch) -> _Prepared | set[tuple[str, str]]:
+        """The batch as column arrays plus its rollups (on a worker thread), or the series
+        that have no id yet."""
+        outcome = WriteOutcome()
+        ids = self._series
+        missing = {(d, m) for d, m, _, _ in batch.readings if (d, m) not in ids}
+        if missing:
+            return missing
+        series: list[int] = []
+        times: list[float] = []
+        values: list[float | None] = []
+        kinds: list[int] = []
+        texts: list[str | None] = []
+        minutes: dict[tuple[int, int], list[float]] = {}
+        for device, metric, ts, value in batch.readings:
+            if not 0.0 <= ts < MAX_TIME_S:
+                outcome.bad["bad_time"] = outcome.bad.get("bad_time", 0) + 1
+                continue
+            if type(value) is float and not math.isfinite(value):
+                outcome.bad["bad_value"] = outcome.bad.get("bad_value", 0) + 1
+                continue
+            sid = ids[(device, metric)]
+            v, k, text = encode(value)
+            series.append(sid)
+            times.append(ts)
+            values.append(v)
+            kinds.append(k)
+            texts.append(text)
+            if k in (FLOAT, INT):
+                assert v is not None
+                _fold(minutes, (sid, int(ts // 60) * 60), v, v, v, 1)
+        hours: dict[tuple[int, int], list[float]] = {}
+        for (sid, t), acc in minutes.items():
+            _fold(hours, (sid, t // 3600 * 3600), *acc)
+        return _Prepared(
+            (series, times, values, kinds, texts),
+            len(series),
+            {60: _columns(minutes), 3600: _columns(hours)},
+            outcome,
+        )
+
     async def _series_id(
-        self, db: Any, device: str, metric: str, batch: WriteBatch, outcome: WriteOutcome
+        self, db: Any, device: str, metric: str, conventions: dict[str, str]
     ) -> int:
+        # Outside the batch's transaction: a series id stays valid if the batch fails.
         sid: int = await db.fetchval(
             "INSERT INTO iotgw_series (device, metric, convention) VALUES ($1, $2, $3) "
             "ON CONFLICT (device, metric) DO UPDATE SET device = excluded.device RETURNING id",
             device,
             metric,
-            batch.conventions.get(device, ""),
+            conventions.get(device, ""),
         )
         self._series[(device, metric)] = sid
         return sid

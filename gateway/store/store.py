@@ -245,12 +245,14 @@ class HistoryStore:
         readings: list[Reading] = []
         conventions: dict[str, str] = {}
         queue = self._queue
-        while queue:
+        # At most about batch_points per commit: a long backlog is written in steps, so no
+        # single commit (and no shutdown flush step) holds the writer for long.
+        while queue and len(readings) < self.config.batch_points:
             batch, convention = queue.popleft()
             readings += batch
             if batch:
                 conventions[batch[0][0]] = convention
-        self._queued = 0
+        self._queued -= len(readings)
         audits = list(self._audits)
         self._audits.clear()
         self._pending = WriteBatch(readings, conventions, audits)
@@ -280,6 +282,8 @@ class HistoryStore:
             stats.dropped[reason] += n
             self._warn.warning(reason, "history: %d points refused (%s)", n, reason)
         self._recover()
+        if self._queued >= self.config.batch_points:
+            self._due.set()  # a backlog: the next step at once
         return True
 
     async def _purge_cycle(self) -> None:

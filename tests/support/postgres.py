@@ -39,7 +39,9 @@ def find_bindir() -> Path | None:
 class PostgresServer:
     """Start, stop (fast or immediate) and restart one cluster on a fixed port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """`durable`: fsync on, as in production (benchmarks); tests run without it."""
+        self.durable = durable
         bindir = find_bindir()
         if bindir is None:
             raise RuntimeError("PostgreSQL 15+ not found: run scripts/test, which installs it")
@@ -72,10 +74,9 @@ class PostgresServer:
         return self.start()
 
     def start(self) -> PostgresServer:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c full_page_writes=off"
-        )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
         result = self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start",
             check=False,
