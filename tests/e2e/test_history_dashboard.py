@@ -4,6 +4,7 @@ a gateway restart."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -51,7 +52,7 @@ async def test_a_day_is_drawn_from_the_store_in_buckets_and_exports_as_csv(
     async with page.expect_download() as info:
         await chart.get_by_test_id("export").click()
     download = await info.value
-    lines = Path(await download.path()).read_text().strip().splitlines()
+    lines = (await asyncio.to_thread(Path(await download.path()).read_text)).strip().splitlines()
     assert lines[0] == "time,value"
     assert len(lines) == 1 + 1501
     await page.get_by_test_id("window-5m").click()
