@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.gateway import GatewayUnderTest
+from tests.support.gateway import GatewayUnderTest, announced
 from tests.support.history import BACKENDS, history_settings
 
 THERMO = {"type": "thermostat", "name": "Hall", "metrics": {}, "commands": {}}
@@ -170,3 +170,47 @@ async def test_values_and_history_come_back_after_a_restart(start_gateway, add_d
         {"type": "history", "device": "th-6", "metric": "temperature"}, "history"
     )
     assert len(recent["points"]) == 20
+
+
+async def test_commands_are_audited_and_shown_to_those_who_may_command(
+    start_gateway, add_device, settings
+):
+    """A WebSocket and a REST command each leave one audit record (principal, address, params,
+    outcome, rtt); /api/audit shows them to a token that may command the device, refuses a
+    read-only token for that device, and lists nothing of it to that token."""
+    tokens = [
+        {"name": "operator", "token": "op-secret", "read": ["*"], "command": ["pump-*"]},
+        {"name": "viewer", "token": "view-secret", "read": ["*"], "command": []},
+    ]
+    gateway = await start_gateway({**settings, "auth.tokens": tokens})
+    client = await gateway.connect()
+    await client.request({"type": "auth", "token": "op-secret"}, "authenticated")
+    await client.request({"type": "subscribe", "devices": ["pump-1"]}, "subscribed")
+    await add_device("pump-1")
+    await client.expect(lambda f: f["type"] == "device" and announced(f["device"]))
+    result = await client.request(
+        {"type": "command", "device": "pump-1", "command": "set_target",
+         "params": {"target": 19}}, "command_result",
+    )  # fmt: skip
+    assert result["status"] == "ok"
+    operator = {"Authorization": "Bearer op-secret"}
+    status, _ = await gateway.post(
+        "/api/devices/pump-1/commands/set_target", json={"params": {"target": 20}},
+        headers=operator,
+    )  # fmt: skip
+    assert status == 200
+    await stored(gateway)
+    status, body = await gateway.get("/api/audit?device=pump-1", headers=operator)
+    assert status == 200
+    entries = body["entries"]
+    assert [(e["via"], e["params"], e["status"]) for e in entries] == [
+        ("rest", {"target": 20}, "ok"),
+        ("ws", {"target": 19}, "ok"),
+    ]
+    assert {e["principal"] for e in entries} == {"operator"}
+    assert all(e["remote"] == "127.0.0.1" and e["rtt_ms"] > 0 for e in entries)
+    viewer = {"Authorization": "Bearer view-secret"}
+    status, body = await gateway.get("/api/audit?device=pump-1", headers=viewer)
+    assert (status, body["code"]) == (403, "forbidden")
+    status, body = await gateway.get("/api/audit", headers=viewer)
+    assert (status, body["entries"]) == (200, [])
