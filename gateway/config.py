@@ -230,7 +230,8 @@ class HistoryConfig:
     batch_points: int = 50000  # ...or as soon as this many are queued
     queue_points: int = 200000  # points waiting for the writer; past this they are dropped
     raw_retention_days: float = 10.0
-    rollup_retention_days: float = 365.0  # the 1-minute and 1-hour rollups
+    minute_rollup_retention_days: float = 30.0  # the 1-minute min/max/avg/count...
+    rollup_retention_days: float = 365.0  # ...and the 1-hour ones
     audit_retention_days: float = 365.0
     purge_interval_s: float = 60.0  # how often the retention job runs...
     purge_batch: int = 5000  # ...deleting at most this many rows per step between commits
@@ -497,6 +498,7 @@ def _validate_history(history: HistoryConfig) -> None:
         "batch_points": history.batch_points,
         "queue_points": history.queue_points,
         "raw_retention_days": history.raw_retention_days,
+        "minute_rollup_retention_days": history.minute_rollup_retention_days,
         "rollup_retention_days": history.rollup_retention_days,
         "audit_retention_days": history.audit_retention_days,
         "purge_interval_s": history.purge_interval_s,

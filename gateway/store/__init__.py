@@ -52,9 +52,9 @@ def build_store(
     elif history.backend == "postgres":
         # Imported here: asyncpg is an optional extra (pip install 'iotgw[postgres]').
         postgres = importlib.import_module("gateway.store.postgres")
-        backend = postgres.PostgresBackend(history, instance)
+        backend = postgres.PostgresBackend(history, instance, clock)
     else:
-        backend = SqliteBackend(history, instance)
+        backend = SqliteBackend(history, instance, clock)
     return HistoryStore(
         history, backend, history_length=config.registry.history_length, clock=clock
     )

@@ -413,11 +413,11 @@ class PostgresBackend:
                     )
                     self._purge_at = ("audit", 0) if deleted == budget else ("iotgw_points", 0)
                     return deleted, False
-                cutoff = (
-                    now
-                    - (c.raw_retention_days if table == "iotgw_points" else c.rollup_retention_days)
-                    * DAY_S
-                )
+                days = {
+                    "iotgw_points": c.raw_retention_days,
+                    "iotgw_rollup_60": c.minute_rollup_retention_days,
+                }.get(table, c.rollup_retention_days)
+                cutoff = now - days * DAY_S
                 if table == "iotgw_points" and self.timescale:
                     # Whole chunks: no row-by-row delete, no bloat.
                     await db.execute(
@@ -527,13 +527,15 @@ class PostgresBackend:
         rows = await db.fetch(raw + "ORDER BY t LIMIT $4", sid, start, end, max_points + 1)
         width = bucket_width(start, end, max_points)
         if len(rows) <= max_points:
-            if not await self._purged(db, sid, start, end, len(rows)):
+            rolled = await self._purged(db, sid, start, end)
+            if rolled is None:
                 return HistoryResult(
                     points=[(r["t"], decode(r["v"], r["k"], r["s"])) for r in rows]
                 )
-            width = max(width, float(ROLLUP_WIDTHS_S[0]))  # only the rollups are left
+            width = max(width, float(rolled))  # retention took raw points: rollups tell it
         source = rollup_source(width)
-        if source is not None:
+        buckets: list[Any] = []
+        while source is not None:
             buckets = await db.fetch(
                 "SELECT floor(extract(epoch FROM t) / $4) * $4 AS b, min(lo), max(hi), "
                 f"sum(total) / sum(n), sum(n) FROM iotgw_rollup_{source} WHERE series = $1 "
@@ -543,7 +545,13 @@ class PostgresBackend:
                 end,
                 width,
             )
-        else:
+            coarser = [r for r in ROLLUP_WIDTHS_S if r > source]
+            if buckets or not coarser:
+                break
+            # The finer rollups are past their retention here: try the coarser ones.
+            width = float(math.ceil(width / coarser[0]) * coarser[0])
+            source = coarser[0]
+        if source is None:
             buckets = await db.fetch(
                 "SELECT floor(extract(epoch FROM t) / $4) * $4 AS b, min(v), max(v), avg(v), "
                 "count(*) FROM iotgw_points WHERE series = $1 AND t >= to_timestamp($2) "
@@ -564,21 +572,31 @@ class PostgresBackend:
             bucket_s=width,
         )
 
-    async def _purged(self, db: Any, sid: int, start: float, end: float, raw: int) -> bool:
-        """Do the rollups count more points in the range's whole minutes than the raw points
-        left in the whole range? Then raw retention took some: only buckets tell the range."""
-        first = ROLLUP_WIDTHS_S[0]
-        lo, hi = math.ceil(start / first) * first, math.floor(end / first) * first
-        if hi <= lo:
-            return False
-        rolled = await db.fetchval(
-            f"SELECT coalesce(sum(n), 0) FROM iotgw_rollup_{first} WHERE series = $1 "
-            "AND t >= to_timestamp($2) AND t < to_timestamp($3)",
-            sid,
-            lo,
-            hi,
-        )
-        return bool(rolled > raw)
+    async def _purged(self, db: Any, sid: int, start: float, end: float) -> int | None:
+        """When raw retention may have taken points of the range: the finest rollup width
+        whose buckets over it count more numeric points than the raw ones left there, else
+        None."""
+        if start >= self._clock() - self._config.raw_retention_days * DAY_S:
+            return None
+        for width in ROLLUP_WIDTHS_S:
+            lo, hi = math.floor(start / width) * width, math.ceil(end / width) * width
+            rolled = await db.fetchval(
+                f"SELECT coalesce(sum(n), 0) FROM iotgw_rollup_{width} WHERE series = $1 "
+                "AND t >= to_timestamp($2) AND t < to_timestamp($3)",
+                sid,
+                lo,
+                hi,
+            )
+            raw = await db.fetchval(
+                "SELECT count(*) FROM iotgw_points WHERE series = $1 AND t >= to_timestamp($2) "
+                f"AND t < to_timestamp($3) AND k IN ({FLOAT}, {INT})",
+                sid,
+                lo,
+                hi,
+            )
+            if rolled > raw:
+                return width
+        return None
 
     async def export(
         self, device: str, metric: str, start: float, end: float

@@ -372,6 +372,8 @@ class SqliteBackend:
             return (now - c.raw_retention_days * DAY_S) * US
         if table == "audit":
             return now - c.audit_retention_days * DAY_S
+        if table == "rollup_60":
+            return now - c.minute_rollup_retention_days * DAY_S
         return now - c.rollup_retention_days * DAY_S
 
     def _purge_step(self, now: float) -> tuple[int, bool]:
@@ -503,11 +505,13 @@ class SqliteBackend:
         ).fetchall()
         width = bucket_width(start, end, max_points)
         if len(rows) <= max_points:
-            if not _purged(db, sid, start, end, len(rows)):
+            rolled = self._purged(db, sid, start, end)
+            if rolled is None:
                 return HistoryResult(points=[(t / US, decode_value(v)) for t, v in rows])
-            width = max(width, float(ROLLUP_WIDTHS_S[0]))  # only the rollups are left
+            width = max(width, float(rolled))  # retention took raw points: rollups tell it
         source = rollup_source(width)
-        if source is not None:
+        buckets: list[Any] = []
+        while source is not None:
             w = int(width)
             buckets = db.execute(
                 f"SELECT t / {w} * {w} AS b, min(lo), max(hi), sum(total) / sum(n), sum(n) "
@@ -515,7 +519,13 @@ class SqliteBackend:
                 "GROUP BY b ORDER BY b",
                 (sid, math.floor(start / source) * source, math.ceil(end)),
             ).fetchall()
-        else:
+            coarser = [r for r in ROLLUP_WIDTHS_S if r > source]
+            if buckets or not coarser:
+                break
+            # The finer rollups are past their retention here: try the coarser ones.
+            width = float(math.ceil(width / coarser[0]) * coarser[0])
+            source = coarser[0]
+        if source is None:
             wus = int(width * US)
             buckets = db.execute(
                 f"SELECT t / {wus} * {wus} AS b, min(v), max(v), avg(v), count(*) "
@@ -539,6 +549,28 @@ class SqliteBackend:
             buckets=[(float(b), lo_, hi_, avg, n) for b, lo_, hi_, avg, n in buckets],
             bucket_s=width,
         )
+
+    def _purged(self, db: sqlite3.Connection, sid: int, start: float, end: float) -> int | None:
+        """When raw retention may have taken points of the range: the finest rollup width whose
+        buckets over it count more numeric points than the raw ones left there (then only
+        buckets tell the range), else None."""
+        if start >= self._clock() - self._config.raw_retention_days * DAY_S:
+            return None
+        for width in ROLLUP_WIDTHS_S:
+            lo, hi = math.floor(start / width) * width, math.ceil(end / width) * width
+            (rolled,) = db.execute(
+                f"SELECT coalesce(sum(n), 0) FROM rollup_{width} WHERE series = ? AND t >= ? "
+                "AND t < ?",
+                (sid, lo, hi),
+            ).fetchone()
+            (raw,) = db.execute(
+                "SELECT count(*) FROM points WHERE series = ? AND t >= ? AND t < ? "
+                "AND typeof(v) IN ('real', 'integer')",
+                (sid, lo * US, hi * US),
+            ).fetchone()
+            if rolled > raw:
+                return width
+        return None
 
     async def export(
         self, device: str, metric: str, start: float, end: float
@@ -604,20 +636,6 @@ def _take(
         if allowed(entry.device):
             taken += 1
             yield entry
-
-
-def _purged(db: sqlite3.Connection, sid: int, start: float, end: float, raw: int) -> bool:
-    """Do the rollups count more points in the range's whole minutes than the raw points left
-    in the whole range? Then raw retention took some, and only buckets tell the range."""
-    first = ROLLUP_WIDTHS_S[0]
-    lo, hi = math.ceil(start / first) * first, math.floor(end / first) * first
-    if hi <= lo:
-        return False
-    (rolled,) = db.execute(
-        f"SELECT coalesce(sum(n), 0) FROM rollup_{first} WHERE series = ? AND t >= ? AND t < ?",
-        (sid, lo, hi),
-    ).fetchone()
-    return bool(rolled > raw)
 
 
 def _page(db: sqlite3.Connection, args: tuple[int, int, int]) -> list[tuple[int, Any]]:

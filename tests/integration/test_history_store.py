@@ -180,7 +180,8 @@ async def test_overflow_of_the_queue_is_dropped_and_counted(settings):
 
 async def test_retention_purges_raw_rollups_and_audit_by_the_store_clock(settings):
     """With the clock moved 12 days on, raw points past 10 days go and the range is told by the
-    1-minute rollups; at 400 days the rollups and a year-old audit record go too."""
+    1-minute rollups; at 40 days by the 1-hour ones; at 400 days those and a year-old audit
+    record go too."""
     now = time.time()
     offset = [0.0]
     start = math.floor(now / 3600) * 3600 - 3600
@@ -200,6 +201,13 @@ async def test_retention_purges_raw_rollups_and_audit_by_the_store_clock(setting
         assert rolled.bucket_s == 60
         assert [b[4] for b in rolled.buckets] == [60] * 10
         assert len(await store.audit("d1", lambda d: True, 0, now + 1, 10)) == 1
+        offset[0] = 40 * DAY
+        await store.purge()
+        hourly = await store.query("d1", "m", start, start + 600, 1000)
+        assert hourly is not None
+        assert hourly.buckets is not None
+        assert hourly.bucket_s == 3600
+        assert [b[4] for b in hourly.buckets] == [600]
         offset[0] = 400 * DAY
         await store.purge()
         assert await store.audit("d1", lambda d: True, 0, now + 1, 10) == []
