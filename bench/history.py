@@ -3,13 +3,21 @@
     python -m bench.history writer --backend sqlite [--points 2000000 --series 1000]
     python -m bench.history writer --backend postgres --dsn postgresql://iotgw@127.0.0.1:5432/db
     python -m bench.history query --backend sqlite --points 50000000 [--data-dir DIR]
+    python -m bench.history restore --backend sqlite [--series 10000 --points 1000000]
+    python -m bench.history retention --backend sqlite [--days 15 --series 100]
 
 `writer`: the store's writer in isolation: readings appended as the pipeline does (one call per
 message of 4 readings), committed in batches by the real writer task; reports points/s from
 the first append to the last commit, the longest commit and bytes per point on disk.
 `query`: builds a database of `--points` points (one 1 Hz series of the last 24 h among
 series of 1 Hz points spread over the past days; reports build time and size), then asks for
-the 24 h series as at most 1,000 buckets 200 times and reports p50/p95. Only 127.0.0.1 or the
+the 24 h series as at most 1,000 buckets 200 times and reports p50/p95.
+`restore`: a database of `--series` series, then the time a new store takes to give every
+series' last value and recent points back into a real Registry (what happens before /readyz).
+`retention`: `--days` simulated days of `--series` series at one point per 10 s, the store's
+clock moved a day at a time; after each day a retention cycle: file size per day (flat once
+raw_retention_days is reached) and the longest purge step (the writer's longest pause).
+Only 127.0.0.1 or the
 DSN given is touched; the SQLite file goes to a temp dir unless --data-dir says otherwise.
 """
 
@@ -27,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import load_config
-from gateway.store import HistoryStore, build_store
+from gateway.store import HistoryStore, RestoredSeries, build_store
 
 DAY = 86400
 
@@ -153,22 +161,105 @@ async def query(args: argparse.Namespace) -> None:
         )
 
 
+async def restore(args: argparse.Namespace) -> None:
+    from gateway.config import RegistryConfig
+    from gateway.registry import Registry
+
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="iotgw-bench-history-")
+    overrides = settings(args, data_dir)
+    async with store_running(overrides) as store:
+        await feed(store, args.points, args.series, time.time() - args.points / args.series)
+        await store.drained()
+    config = load_config(env={}, overrides=overrides)
+    registry = Registry(RegistryConfig(max_devices=args.series, max_metrics_per_device=64))
+    fresh = build_store(config, lambda d, m: None, "bench")
+    started = time.perf_counter()
+
+    def put_back(s: RestoredSeries) -> None:
+        registry.restore(s.device, s.convention, s.metric, s.points)
+
+    await fresh.start(put_back)
+    took = time.perf_counter() - started
+    await fresh.close()
+    series = sum(len(d.values) for d in registry)
+    print(
+        f"restored {fresh.stats.restored_series:,} series ({fresh.stats.restored_points:,} "
+        f"points; {series:,} last values in the registry) in {took * 1000:.0f} ms"
+    )
+
+
+async def retention(args: argparse.Namespace) -> None:
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="iotgw-bench-history-")
+    offset = [0.0]
+    base = time.time()
+    overrides = {
+        **settings(args, data_dir),
+        "history.raw_retention_days": 10.0,
+        "history.minute_rollup_retention_days": 30.0,
+        "history.rollup_retention_days": 365.0,
+    }
+    config = load_config(env={}, overrides=overrides)
+    store = build_store(config, lambda d, m: None, "bench", lambda: time.time() + offset[0])
+    await store.start(lambda s: None)
+    writer = asyncio.create_task(store.run(lambda s: None))
+    per_day = args.series * DAY // 10
+    try:
+        for day in range(args.days):
+            offset[0] = day * DAY
+            start = base + (day - 1) * DAY  # the day that just ended, on the moved clock
+            for i in range(0, DAY, 10):
+                store.append(
+                    [
+                        (f"r-{k // 4}", f"m{k % 4}", start + i, float(i % 997))
+                        for k in range(args.series)
+                    ],
+                    "native",
+                )
+                if store.queued > 400_000:
+                    await store.drained()
+            await store.drained()
+            before = store.stats.purged
+            await store.purge()
+            if args.backend == "sqlite":
+                size = size_of(Path(data_dir) / "history.sqlite3")
+            else:
+                size = await pg_size(args.dsn)
+            print(
+                f"day {day + 1:2d}: {size / 1e6:7.1f} MB, "
+                f"purged {store.stats.purged - before:,} rows, "
+                f"longest purge step so far {store.stats.longest_purge_step_s * 1000:.0f} ms, "
+                f"longest commit {store.stats.longest_commit_s * 1000:.0f} ms",
+                flush=True,
+            )
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await store.close()
+    print(f"{per_day:,} points a day; raw retention 10 days")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.history", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("writer", "query"):
+    for name in ("writer", "query", "restore", "retention"):
         p = sub.add_parser(name)
         p.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
         p.add_argument("--dsn", default=os.environ.get("IOTGW_BENCH_POSTGRES", ""))
         p.add_argument("--data-dir", default="")
-        p.add_argument("--series", type=int, default=1000)
+        p.add_argument(
+            "--series", type=int, default={"restore": 10000, "retention": 100}.get(name, 1000)
+        )
+        p.add_argument("--days", type=int, default=15)
         p.add_argument("--batch", type=int, default=50000)
-        p.add_argument("--points", type=int, default=2_000_000 if name == "writer" else 50_000_000)
+        default_points = {"writer": 2_000_000, "query": 50_000_000, "restore": 1_000_000}
+        p.add_argument("--points", type=int, default=default_points.get(name, 0))
         if name == "query":
             p.add_argument("--repeat", type=int, default=200)
             p.add_argument("--reuse", action="store_true", help="query an existing --data-dir")
     args = parser.parse_args()
-    asyncio.run(writer(args) if args.command == "writer" else query(args))
+    commands = {"writer": writer, "query": query, "restore": restore, "retention": retention}
+    asyncio.run(commands[args.command](args))
 
 
 if __name__ == "__main__":
