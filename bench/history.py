@@ -126,7 +126,8 @@ async def writer(args: argparse.Namespace) -> None:
 
 async def query(args: argparse.Namespace) -> None:
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="iotgw-bench-history-")
-    now = time.time()
+    marker = Path(data_dir) / "query-me.time"  # when the queried day ends (for --reuse)
+    now = float(marker.read_text()) if args.reuse else time.time()
     async with store_running(settings(args, data_dir)) as store:
         if store.stats.written == 0 and not args.reuse:
             started = time.perf_counter()
@@ -141,6 +142,7 @@ async def query(args: argparse.Namespace) -> None:
             await feed(store, rest, args.series, now - DAY * 8)
             await store.drained()
             build = time.perf_counter() - started
+            marker.write_text(repr(now))
             print(f"built {store.stats.written:,} points in {build:.0f} s")
         if args.backend == "sqlite":
             print(f"file: {size_of(Path(data_dir) / 'history.sqlite3') / 1e9:.2f} GB in {data_dir}")
