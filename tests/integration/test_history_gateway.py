@@ -214,3 +214,26 @@ async def test_commands_are_audited_and_shown_to_those_who_may_command(
     assert (status, body["code"]) == (403, "forbidden")
     status, body = await gateway.get("/api/audit", headers=viewer)
     assert (status, body["entries"]) == (200, [])
+
+
+async def test_ten_thousand_metrics_on_one_device_are_capped_by_the_registry(
+    start_gateway, add_device, settings
+):
+    """A device sending 10,000 different metrics gets at most max_metrics_per_device series in
+    the store; the rest are refused and counted, not stored."""
+    gateway = await start_gateway({**settings, "registry.max_metrics_per_device": 64})
+    client = await gateway.connect()
+    await client.request({"type": "subscribe", "devices": ["wide-1"]}, "subscribed")
+    device = await add_device("wide-1", THERMO)
+    now = time.time() - 5
+    for chunk in range(10):
+        await device.telemetry({f"m{chunk * 1000 + i}": i for i in range(1000)}, ts=now)
+    await device.telemetry({"m0": -1}, ts=now + 1)  # a last message, to know all arrived
+    # Messages arrive in order: the last one's reading means every earlier one was handled.
+    await client.readings(1, where=lambda r: r[0] == "wide-1" and r[1] == "m0" and r[3] == -1)
+    await stored(gateway)
+    store = gateway.runtime.store
+    assert gateway.runtime.registry.stats.metrics_refused == 10_000 - 64
+    assert await store.query("wide-1", "m63", 0, now + 10, 10) is not None
+    assert await store.query("wide-1", "m64", 0, now + 10, 10) is None
+    assert store.stats.written == 65
