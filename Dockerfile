@@ -14,6 +14,10 @@ RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nolog
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY config.toml /etc/iotgw/config.toml
+# History (SQLite) lives in /data: mount a volume there to keep it across containers.
+RUN mkdir /data && chown iotgw /data
+VOLUME /data
+ENV IOTGW_HISTORY__DATA_DIR=/data
 USER iotgw
 EXPOSE 8080
 # Listen on all interfaces inside the container; the broker comes from the environment.

@@ -179,7 +179,12 @@ def target(
         argv += ["--retained"] if retained else []
     else:
         raise ValueError(f"unknown target {kind!r}")
-    return Child(kind, argv, env, (tree or REPO) if kind == "gateway" else REPO), port
+    child = Child(kind, argv, env, (tree or REPO) if kind == "gateway" else REPO)
+    if kind == "gateway" and not {"history.data_dir", "history.path"} & settings.keys():
+        # History as shipped (SQLite unless --set history.backend=…), in this run's own
+        # directory: never in the checkout, never shared between runs.
+        env["IOTGW_HISTORY__DATA_DIR"] = str(child.dir / "history")
+    return child, port
 
 
 def target_ready(kind: str, port: int) -> bool:

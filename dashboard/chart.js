@@ -3,6 +3,8 @@
 // max per pixel column, so a 1 h window at 10 Hz (36,000 points) draws as fast as a 1 m one.
 // Gaps much longer than the series' usual spacing break the line instead of bridging them.
 // The part of the window before `keptFrom` (history the gateway no longer keeps) is shaded.
+// Long windows come from the history store as buckets: `band` holds [t, min, max] per bucket,
+// drawn as a min-max band behind the line of the buckets' averages.
 // Time is the gateway's clock (gatewayNow), which the points' timestamps are on.
 
 import { formatClock, formatValue } from "./dom.js";
@@ -40,6 +42,7 @@ export class LineChart {
     this.points = [];
     this.windowS = 300;
     this.keptFrom = null;
+    this.band = null;
     this.hoverX = null;
     this.width = 0;
     this.height = 0;
@@ -66,10 +69,11 @@ export class LineChart {
     this.draw();
   }
 
-  setData(points, windowS, keptFrom = null) {
+  setData(points, windowS, keptFrom = null, band = null) {
     this.points = points;
     this.windowS = windowS;
     this.keptFrom = keptFrom;
+    this.band = band && band.length ? band : null;
   }
 
   /** Index of the first point with ts >= t (points sorted by ts). */
@@ -111,6 +115,11 @@ export class LineChart {
       if (v < lo) lo = v;
       if (v > hi) hi = v;
     }
+    const band = this.band ? this.band.filter((b) => b[0] >= t0) : [];
+    for (const [, bmin, bmax] of band) {
+      if (bmin < lo) lo = bmin;
+      if (bmax > hi) hi = bmax;
+    }
     ctx.font = c.font;
     ctx.textBaseline = "middle";
     if (!Number.isFinite(lo)) {
@@ -147,7 +156,7 @@ export class LineChart {
     ctx.textBaseline = "alphabetic";
     const timeStep = niceTimeStep(this.windowS, Math.max(2, Math.floor((x1 - x0) / 90)));
     for (let t = Math.ceil(t0 / timeStep) * timeStep; t <= t1; t += timeStep) {
-      ctx.fillText(formatClock(t, timeStep < 60), xOf(t), height - 6);
+      ctx.fillText(timeStep >= 43200 ? formatDay(t) : formatClock(t, timeStep < 60), xOf(t), height - 6);
     }
 
     // The series, min/max per pixel column when dense, broken at gaps.
@@ -156,6 +165,17 @@ export class LineChart {
     ctx.beginPath();
     ctx.rect(x0, y0 - 2, x1 - x0, y1 - y0 + 4);
     ctx.clip();
+    if (band.length) {
+      // The min-max band of the buckets: their spread, so a spike never disappears.
+      ctx.fillStyle = c.line;
+      ctx.globalAlpha = 0.18;
+      ctx.beginPath();
+      band.forEach(([t, , bmax], k) => (k ? ctx.lineTo(xOf(t), yOf(bmax)) : ctx.moveTo(xOf(t), yOf(bmax))));
+      for (let k = band.length - 1; k >= 0; k--) ctx.lineTo(xOf(band[k][0]), yOf(band[k][1]));
+      ctx.closePath();
+      ctx.fill();
+      ctx.globalAlpha = 1;
+    }
     const segments = [];
     let seg = null;
     let prevT = -Infinity;
@@ -234,6 +254,11 @@ export class LineChart {
   }
 }
 
+/** "3 Mar" for a tick on a multi-day axis. */
+function formatDay(t) {
+  return new Date(t * 1000).toLocaleDateString(undefined, { day: "numeric", month: "short" });
+}
+
 /** About `count` round tick values covering [lo, hi]. */
 export function niceTicks(lo, hi, count) {
   const raw = (hi - lo) / count;
@@ -248,8 +273,8 @@ export function niceTicks(lo, hi, count) {
 }
 
 function niceTimeStep(windowS, count) {
-  const steps = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
-  return steps.find((s) => windowS / s <= count) ?? 3600;
+  const steps = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400, 172800, 604800];
+  return steps.find((s) => windowS / s <= count) ?? 604800;
 }
 
 /** Break the line where the spacing is far above the series' median spacing. */

@@ -15,10 +15,18 @@ const WINDOWS = [
   [300, "5m"],
   [900, "15m"],
   [3600, "1h"],
+  [86400, "24h"],
+  [7 * 86400, "7d"],
+  [30 * 86400, "30d"],
 ];
+// Windows up to this come from the gateway's in-memory window (since/limit); longer ones from
+// its history store (from/to/max_points), bucketed when the range holds more than the chart can
+// draw.
+const RECENT_S = 900;
 const WINDOW_KEY = "iotgw.window";
-const KEEP_S = 3600 + 120; // the largest window plus a margin
+const KEEP_S = 30 * 86400 + 120; // the largest window plus a margin
 const KEEP_POINTS = 50_000;
+const MAX_POINTS = 1000;
 
 export class DeviceView {
   constructor(root, store, conn) {
@@ -164,13 +172,22 @@ export class DeviceView {
         h("span", { class: "metric-name", text: metric }),
         h("span", { class: "latest", dataset: { testid: "value", metric } }, latest, h("span", { class: "unit", text: unit })),
         range,
+        h("button", {
+          type: "button",
+          class: "export",
+          title: `Download ${metric} for this window as CSV`,
+          dataset: { testid: "export", metric },
+          onclick: () => this.exportCsv(metric),
+          text: "CSV",
+        }),
       ),
       canvas,
     );
     this.chartsEl.append(card);
     const chart = new LineChart(canvas, { unit, label: metric });
     // keptFrom: the oldest point of a history reply cut short by history_length (else null).
-    const series = { points: [], chart, latest, range, card, canvas, unit, dirty: true, keptFrom: null };
+    // band: [t, min, max] per bucket when the window came from the store in buckets.
+    const series = { points: [], chart, latest, range, card, canvas, unit, dirty: true, keptFrom: null, band: null };
     this.series.set(metric, series);
     return series;
   }
@@ -200,23 +217,59 @@ export class DeviceView {
   fetchHistory() {
     const device = this.device;
     if (!device) return;
-    const since = gatewayNow() - this.windowS;
+    const now = gatewayNow();
+    const since = now - this.windowS;
     const limit = limits.historyLength;
+    const ranged = this.windowS > RECENT_S;
     for (const [metric, series] of this.series) {
       series.card.dataset.loading = "true";
-      const cancel = this.conn.request(
-        { type: "history", device: device.id, metric, since, limit },
-        (frame) => {
-          cancel();
-          delete series.card.dataset.loading;
-          if (frame.type !== "history" || !Array.isArray(frame.points)) return;
-          const cut = frame.points.length >= limit && frame.points[0]?.[0] > since;
-          series.keptFrom = cut ? frame.points[0][0] : null;
-          this.mergeHistory(series, frame.points);
-        },
-      );
+      const request = ranged
+        ? { type: "history", device: device.id, metric, from: since, to: now, max_points: MAX_POINTS }
+        : { type: "history", device: device.id, metric, since, limit };
+      const cancel = this.conn.request(request, (frame) => {
+        cancel();
+        delete series.card.dataset.loading;
+        if (frame.type !== "history") return;
+        if (Array.isArray(frame.buckets)) {
+          this.mergeBuckets(series, frame.buckets, frame.bucket_s);
+          return;
+        }
+        if (!Array.isArray(frame.points)) return;
+        const cut = !ranged && frame.points.length >= limit && frame.points[0]?.[0] > since;
+        series.keptFrom = cut ? frame.points[0][0] : null;
+        series.band = null;
+        delete series.card.dataset.bucketed;
+        this.mergeHistory(series, frame.points);
+      });
       this.cancels.push(cancel);
     }
+  }
+
+  /** A window the store answered in buckets: their averages as the line, min-max as the band. */
+  mergeBuckets(series, buckets, bucketS) {
+    const valid = buckets.filter((b) => Array.isArray(b) && b.length === 5 && b.every((x) => typeof x === "number"));
+    const half = bucketS / 2;
+    series.keptFrom = null;
+    series.band = valid.map(([t, lo, hi]) => [t + half, lo, hi]);
+    series.card.dataset.bucketed = "true";
+    this.mergeHistory(series, valid.map(([t, , , avg]) => [t + half, avg]));
+  }
+
+  /** Download every raw point of the metric in the current window as CSV (REST export). */
+  async exportCsv(metric) {
+    const device = this.device;
+    if (!device) return;
+    const now = gatewayNow();
+    const params = new URLSearchParams({ metric, format: "csv", from: String(now - this.windowS), to: String(now) });
+    const headers = this.conn.token ? { Authorization: `Bearer ${this.conn.token}` } : {};
+    const response = await fetch(`api/devices/${encodeURIComponent(device.id)}/history?${params}`, { headers });
+    if (!response.ok) return;
+    const url = URL.createObjectURL(await response.blob());
+    const link = h("a", { href: url, download: `${device.id}-${metric}.csv`, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
   }
 
   mergeHistory(series, history) {
@@ -291,7 +344,7 @@ export class DeviceView {
       if (!all && !series.dirty) continue;
       series.dirty = false;
       trim(series.points, now);
-      series.chart.setData(series.points, this.windowS, this.heldFrom(series));
+      series.chart.setData(series.points, this.windowS, this.heldFrom(series), series.band);
       series.chart.draw(now);
       const inWindow = series.points.filter((p) => p[0] >= now - this.windowS);
       if (inWindow.length) {

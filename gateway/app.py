@@ -17,6 +17,7 @@ from gateway.browsers import is_loopback
 from gateway.config import Config
 from gateway.http_api import add_routes
 from gateway.http_guard import browser_guard
+from gateway.http_history import add_history_routes
 from gateway.metrics import add_metrics
 from gateway.runtime import Runtime
 from gateway.ws import websocket_handler
@@ -34,6 +35,7 @@ def create_app(config: Config) -> web.Application:
     _provide(app, runtime)
     app.router.add_get("/ws", websocket_handler)
     add_routes(app)
+    add_history_routes(app)
     add_metrics(app)
     app.cleanup_ctx.append(_run_runtime)
     app.on_shutdown.append(_close_sessions)
@@ -52,6 +54,7 @@ def _provide(app: web.Application, runtime: Runtime) -> None:
     app[keys.STATUS] = runtime.status
     app[keys.STATS] = runtime.stats
     app[keys.PIPELINE] = runtime.pipeline
+    app[keys.HISTORY] = runtime.store
 
 
 async def _run_runtime(app: web.Application) -> AsyncIterator[None]:

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         demo.add_argument("--convention", choices=tuple(ENCODERS),
                           default="native", help="the convention the fleet speaks, enabled in "
                           "the gateway too (default native)")  # fmt: skip
+        demo.add_argument("--data-dir", default="iotgw-data",
+                          help="where the demo keeps its history, demo.sqlite3 (default "
+                          "./iotgw-data; it comes back on the next run)")  # fmt: skip
         demo.add_argument("--log-level", default="warning", help="debug | info | warning | error")
     return parser
 
@@ -167,7 +170,7 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     options = DemoOptions(
         args.host, args.port, args.devices, args.rate, args.broker_port, args.broker,
-        args.convention,
+        args.convention, args.data_dir,
     )  # fmt: skip
     run_until_signal(lambda stop: run_demo(options, stop))
     return 0

@@ -218,6 +218,34 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    backend: str = "sqlite"  # sqlite | postgres | memory (docs/operations.md#history)
+    # SQLite: the file is `path`, or <data_dir>/history.sqlite3; relative paths are taken from
+    # the working directory the gateway was started in.
+    data_dir: str = "iotgw-data"
+    path: str = ""
+    dsn: str = ""  # postgres: postgresql://user@host:5432/db (a password: prefer dsn_env)
+    dsn_env: str = ""  # name of an environment variable holding the DSN
+    commit_interval_s: float = 1.0  # queued points are committed at least this often...
+    batch_points: int = 50000  # ...or as soon as this many are queued
+    queue_points: int = 200000  # points waiting for the writer; past this they are dropped
+    raw_retention_days: float = 10.0
+    minute_rollup_retention_days: float = 30.0  # the 1-minute min/max/avg/count...
+    rollup_retention_days: float = 365.0  # ...and the 1-hour ones
+    audit_retention_days: float = 365.0
+    purge_interval_s: float = 60.0  # how often the retention job runs...
+    purge_batch: int = 5000  # ...deleting at most this many rows per step between commits
+    restore_points: int = 200000  # recent points put back into memory at start, over all series
+    audit_queue: int = 10000  # audit records waiting for the writer; past this they are dropped
+
+    def postgres_dsn(self) -> str:
+        return os.environ.get(self.dsn_env, "") if self.dsn_env else self.dsn
+
+    def sqlite_path(self) -> Path:
+        return Path(self.path) if self.path else Path(self.data_dir) / "history.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "text"  # text | json
@@ -232,6 +260,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -440,6 +469,46 @@ def validate(config: Config) -> None:
         if not token.secret():
             source = f"environment variable {token.token_env}" if token.token_env else "token"
             raise ConfigError(f"auth.tokens[{i}]", f"{source} is empty")
+    _validate_history(config.history)
     prefix = config.conventions.native.prefix
     if not prefix or any(c in prefix for c in "+#\x00") or prefix.startswith("/"):
         raise ConfigError("conventions.native.prefix", "must be a topic without wildcards")
+
+
+HISTORY_BACKENDS = ("sqlite", "postgres", "memory")
+
+
+def _validate_history(history: HistoryConfig) -> None:
+    if history.backend not in HISTORY_BACKENDS:
+        raise ConfigError("history.backend", f"expected one of {', '.join(HISTORY_BACKENDS)}")
+    if history.backend == "sqlite" and not (history.path or history.data_dir):
+        raise ConfigError("history.data_dir", "set data_dir or path for the sqlite backend")
+    if history.backend == "postgres":
+        if history.dsn and history.dsn_env:
+            raise ConfigError("history.dsn_env", "set dsn or dsn_env, not both")
+        if not history.postgres_dsn():
+            source = f"environment variable {history.dsn_env}" if history.dsn_env else "history.dsn"
+            raise ConfigError(
+                "history.dsn", f"the postgres backend needs a DSN ({source} is empty)"
+            )
+        if urlsplit(history.postgres_dsn()).scheme not in ("postgres", "postgresql"):
+            raise ConfigError("history.dsn", "expected postgresql://[user@]host[:port]/database")
+    positive = {
+        "commit_interval_s": history.commit_interval_s,
+        "batch_points": history.batch_points,
+        "queue_points": history.queue_points,
+        "raw_retention_days": history.raw_retention_days,
+        "minute_rollup_retention_days": history.minute_rollup_retention_days,
+        "rollup_retention_days": history.rollup_retention_days,
+        "audit_retention_days": history.audit_retention_days,
+        "purge_interval_s": history.purge_interval_s,
+        "purge_batch": history.purge_batch,
+        "audit_queue": history.audit_queue,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"history.{key}", "must be greater than 0")
+    if history.restore_points < 0:
+        raise ConfigError("history.restore_points", "must be 0 (restore nothing) or more")
+    if history.batch_points > history.queue_points:
+        raise ConfigError("history.batch_points", "must be at most history.queue_points")

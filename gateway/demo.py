@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.app import serve
@@ -31,6 +32,7 @@ class DemoOptions:
     broker_port: int = 0  # 0: a free port
     broker_kind: str = "auto"  # auto | mosquitto | amqtt
     convention: str = "native"  # the convention the fleet speaks (simulators.encoders)
+    data_dir: str = "iotgw-data"  # history: <data_dir>/demo.sqlite3, kept across runs
 
 
 async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
@@ -53,6 +55,9 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
                 "http.port": options.port,
                 # A demo fleet is small and lively; show a silent device as stale quickly.
                 "registry.stale_after_s": 30.0,
+                # Its own file: a demo's history never mixes with a gateway's in the same place.
+                "history.backend": "sqlite",
+                "history.path": str(Path(options.data_dir) / "demo.sqlite3"),
                 # The fleet's convention enabled at its default base topic, as a user would in
                 # config.toml; native stays on as it does by default (its prefix is disjoint).
                 **ENCODERS[options.convention].gateway_settings(fleet_config.base),
@@ -71,7 +76,8 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
             print(
                 f"iotgw demo: dashboard at {url}  ({options.devices} simulated "
                 f"{options.convention} devices, "
-                f"{broker.kind} broker on port {broker.port}; Ctrl-C to stop)",
+                f"{broker.kind} broker on port {broker.port}; history in "
+                f"{config.history.sqlite_path().absolute()}; Ctrl-C to stop)",
                 flush=True,
             )
             await _first(stop.wait(), gateway, fleet_task)

@@ -34,7 +34,7 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return _json({"code": code, "message": message}, status)
 
 
-def _principal(request: web.Request) -> Principal:
+def request_principal(request: web.Request) -> Principal:
     """The caller's principal from `Authorization: Bearer`, or a 401 response."""
     header = request.headers.get("Authorization", "")
     token = header[7:] if header.startswith("Bearer ") else None
@@ -55,23 +55,26 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """200 once the broker link is up and its retained state has arrived (gateway/sync.py)."""
     status = request.app[keys.STATUS]
+    store = request.app[keys.HISTORY]
     body = {
         "broker": status.broker_state,
         "since": status.broker_changed_at,
         "synced": status.synced,
         "devices": len(request.app[keys.REGISTRY]),
+        # Readiness does not wait for history: a degraded store still relays (operations.md).
+        "history": {"backend": store.backend.name, "status": store.state, "reason": store.reason},
     }
     return _json(body, 200 if status.synced else 503)
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    principal = _principal(request)
+    principal = request_principal(request)
     devices = [d.snapshot() for d in request.app[keys.REGISTRY] if principal.may_read(d.id)]
     return _json({"devices": devices})
 
 
 async def get_device(request: web.Request) -> web.Response:
-    principal = _principal(request)
+    principal = request_principal(request)
     device_id = request.match_info["device"]
     device = request.app[keys.REGISTRY].get(device_id)
     if device is None or not principal.may_read(device_id):
@@ -93,7 +96,7 @@ _REFUSAL_STATUS = {
 
 async def post_command(request: web.Request) -> web.Response:
     """Translate the request into one call of the command service and its answer back."""
-    principal = _principal(request)
+    principal = request_principal(request)
     try:
         body = orjson.loads(await request.read()) if request.can_read_body else {}
         params, timeout_ms = parse_command_body(body)
@@ -123,7 +126,7 @@ async def post_command(request: web.Request) -> web.Response:
 async def delete_device(request: web.Request) -> web.Response:
     """Forget a device (admin tokens only): registry, clients (`removed`), its convention's state.
     It comes back when it speaks again or its retained messages are delivered again."""
-    principal = _principal(request)
+    principal = request_principal(request)
     device_id = request.match_info["device"]
     if request.app[keys.REGISTRY].get(device_id) is None or not principal.may_read(device_id):
         return _error(404, "not_found", f"unknown device {device_id!r:.80}")

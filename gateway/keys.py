@@ -18,6 +18,7 @@ from gateway.registry import Registry
 from gateway.snapshots import HeldSnapshots
 from gateway.stats import GatewayStats
 from gateway.status import GatewayStatus
+from gateway.store import HistoryStore
 
 CONFIG = web.AppKey("config", Config)
 AUTH = web.AppKey("auth", Authenticator)
@@ -29,3 +30,4 @@ COMMANDS = web.AppKey("commands", CommandService)
 STATUS = web.AppKey("status", GatewayStatus)
 STATS = web.AppKey("stats", GatewayStats)
 PIPELINE = web.AppKey("pipeline", Pipeline)  # forgets devices (DELETE /api/devices/{id})
+HISTORY = web.AppKey("history", HistoryStore)

@@ -30,6 +30,7 @@ from gateway.hub import Hub
 from gateway.registry import Registry
 from gateway.stats import Buckets, GatewayStats
 from gateway.status import GatewayStatus
+from gateway.store import HistoryStore
 
 
 class GatewayCollector(Collector):
@@ -40,7 +41,9 @@ class GatewayCollector(Collector):
         registry: Registry,
         hub: Hub,
         commands: CommandService,
+        history: HistoryStore,
     ) -> None:
+        self._history = history
         self._stats = stats
         self._status = status
         self._registry = registry
@@ -154,6 +157,66 @@ class GatewayCollector(Collector):
             "Command round trip, publish to the device's result",
             stats.commands.rtt,
         )
+        yield from history_families(self._history)
+
+
+def history_families(store: HistoryStore) -> Iterator[Metric]:
+    """The history store's state and counters (docs/operations.md#history)."""
+    stats = store.stats
+    yield GaugeMetricFamily(
+        "iotgw_history_up",
+        "1 while the history store writes (0: starting or degraded; /readyz says why)",
+        value=int(store.state == "ok"),
+    )
+    yield GaugeMetricFamily(
+        "iotgw_history_queued_points", "Points waiting for the history writer", value=store.queued
+    )
+    yield CounterMetricFamily(
+        "iotgw_history_points_written", "Points committed to the history store", value=stats.written
+    )
+    yield _counter(
+        "iotgw_history_points_dropped",
+        "Points not stored: queue_full, bad_time, bad_value",
+        ["reason"],
+        stats.dropped,
+    )
+    yield CounterMetricFamily(
+        "iotgw_history_duplicates",
+        "Points whose (series, time) was already stored",
+        value=stats.duplicates,
+    )
+    yield CounterMetricFamily("iotgw_history_commits", "History commits", value=stats.commits)
+    yield CounterMetricFamily(
+        "iotgw_history_write_failures",
+        "History commits that failed (retried)",
+        value=stats.write_failures,
+    )
+    yield GaugeMetricFamily(
+        "iotgw_history_longest_commit_seconds",
+        "The longest history commit since start",
+        value=stats.longest_commit_s,
+    )
+    yield CounterMetricFamily(
+        "iotgw_history_purged_rows", "Rows removed by retention", value=stats.purged
+    )
+    yield GaugeMetricFamily(
+        "iotgw_history_longest_purge_step_seconds",
+        "The longest retention step since start (the writer waits that long)",
+        value=stats.longest_purge_step_s,
+    )
+    yield CounterMetricFamily(
+        "iotgw_history_audit_records", "Audit records written", value=stats.audit_written
+    )
+    yield CounterMetricFamily(
+        "iotgw_history_audit_dropped",
+        "Audit records dropped (queue full)",
+        value=stats.audit_dropped,
+    )
+    yield CounterMetricFamily(
+        "iotgw_history_queries_refused",
+        "History queries refused: too many at once",
+        value=stats.queries_refused,
+    )
 
 
 def _counter(
@@ -204,8 +267,9 @@ def add_metrics(app: web.Application) -> None:
     """GET /metrics, from the services under their keys (gateway/keys.py)."""
     registry = CollectorRegistry(auto_describe=False)
     collector = GatewayCollector(
-        app[keys.STATS], app[keys.STATUS], app[keys.REGISTRY], app[keys.HUB], app[keys.COMMANDS]
-    )
+        app[keys.STATS], app[keys.STATUS], app[keys.REGISTRY], app[keys.HUB], app[keys.COMMANDS],
+        app[keys.HISTORY],
+    )  # fmt: skip
     registry.register(collector)
     token = app[keys.CONFIG].http.metrics_secret()
     app.router.add_get("/metrics", metrics_handler(registry, token))

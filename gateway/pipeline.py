@@ -27,6 +27,7 @@ from gateway.models import (
     CommandResult,
     DeviceEvent,
     MetaChange,
+    Reading,
     Rejected,
     Removed,
     StatusChange,
@@ -53,6 +54,7 @@ class Pipeline:
         max_payload_bytes: int,
         subscribe: Callable[[list[str]], None],
         unsubscribe: Callable[[list[str]], None],
+        keep: Callable[[list[Reading], str], None] = lambda readings, convention: None,
     ) -> None:
         self._conventions = conventions
         self._by_name = {c.name: c for c in conventions}
@@ -65,6 +67,7 @@ class Pipeline:
         # Topic -> how many conventions asked for it. The static subscriptions hold one each,
         # never given back: nothing a convention lets go of can take those off the broker.
         self._asked = Counter(t for c in conventions for t in c.subscriptions())
+        self._keep = keep  # the history store's append: queues, never waits
         self._warn = RateLimitedLog(log)
         self.stats = IngestStats()
 
@@ -117,6 +120,8 @@ class Pipeline:
                     if was_stale:
                         self._hub.device_event(device, "status")
                     self._hub.add_readings(readings)
+                    if readings:
+                        self._keep(readings, convention)
             case StatusChange(device=device_id, online=online):
                 # A cleared status (None) creates nothing: it withdraws what was there.
                 device = self._device(convention, device_id, create=online is not None)

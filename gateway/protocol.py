@@ -21,6 +21,9 @@ from gateway.models import Value
 
 PROTOCOL_VERSION = 1
 MAX_PATTERNS = 64
+#: The most points or buckets a ranged history request may ask for (and the default).
+MAX_HISTORY_POINTS = 5000
+DEFAULT_HISTORY_POINTS = 1000
 
 
 class CloseCode(IntEnum):
@@ -74,11 +77,21 @@ class Unsubscribe:
 
 @dataclass(frozen=True, slots=True)
 class History:
+    """Either the recent form (`since`, `limit`: the in-memory window) or the ranged form
+    (`start`..`end` with at most `max_points`, from the history store); `ranged` tells which."""
+
     id: Any
     device: str
     metric: str
     since: float | None
     limit: int | None
+    start: float | None = None  # the frame's `from`
+    end: float | None = None  # the frame's `to`
+    max_points: int | None = None
+
+    @property
+    def ranged(self) -> bool:
+        return self.start is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +209,23 @@ def _subscribe(f: _Fields) -> Subscribe:
     return Subscribe(f.id, devices, f.patterns("metrics", required=False), resume)
 
 
+def _history(f: _Fields) -> History:
+    device, metric = f.text("device"), f.text("metric")
+    since, limit = f.number("since"), f.positive_int("limit")
+    start, end, max_points = f.number("from"), f.number("to"), f.positive_int("max_points")
+    if start is None:
+        if end is not None or max_points is not None:
+            raise f.fail("a ranged history request needs from (to and max_points are optional)")
+        return History(f.id, device, metric, since, limit)
+    if since is not None or limit is not None:
+        raise f.fail("use from/to/max_points or since/limit, not both")
+    if end is not None and end <= start:
+        raise f.fail("to must be after from")
+    if max_points is not None and max_points > MAX_HISTORY_POINTS:
+        raise f.fail(f"max_points must be at most {MAX_HISTORY_POINTS}")
+    return History(f.id, device, metric, None, None, start, end, max_points)
+
+
 def _command(f: _Fields) -> Command:
     params, timeout_ms = _command_options(f)
     return Command(f.id, f.text("device"), f.text("command"), params, timeout_ms)
@@ -219,9 +249,7 @@ def _command_options(f: _Fields) -> tuple[dict[str, Value], int | None]:
 _PARSERS: dict[str, Callable[[_Fields], Request]] = {
     "subscribe": _subscribe,
     "unsubscribe": lambda f: Unsubscribe(f.id, f.text("subscription", 32)),
-    "history": lambda f: History(
-        f.id, f.text("device"), f.text("metric"), f.number("since"), f.positive_int("limit")
-    ),
+    "history": _history,
     "command": _command,
     "auth": lambda f: Auth(f.id, f.text("token", 512)),
     "ping": lambda f: Ping(f.id),

@@ -23,6 +23,9 @@ from gateway.meta import ShapeCache
 from gateway.models import DeviceMeta, Reading, Sample, Status, Value
 from gateway.stats import RegistryStats
 
+#: (time, value), one point of a metric's history.
+Point = tuple[float, Value]
+
 
 @dataclass(slots=True)
 class Device:
@@ -145,6 +148,30 @@ class Registry:
             accepted.append((device_id, metric, ts, value))
         self.touch(device, now)
         return accepted
+
+    def restore(self, device_id: str, convention: str, metric: str, points: list[Point]) -> bool:
+        """Put back a series' recent points (oldest first) from the history store at start,
+        within the same caps as live data; newer values already here win. False: refused."""
+        if not points:
+            return False
+        device, _ = self.observe(device_id, convention)
+        if device is None:
+            return False
+        ring = device.history.get(metric)
+        if ring is None:
+            if len(device.history) >= self._config.max_metrics_per_device:
+                self.stats.metrics_refused += 1
+                return False
+            ring = device.history[metric] = HistoryRing(self._config.history_length)
+        if not len(ring):  # a live point already here: the restored ones would come after it
+            for t, value in points:
+                ring.append(t, value)
+        latest = points[-1]
+        current = device.values.get(metric)
+        if current is None or current[0] < latest[0]:
+            device.values[metric] = latest
+        device.last_seen = max(device.last_seen, latest[0])
+        return True
 
     def touch(self, device: Device, now: float) -> bool:
         """Record a sign of life; True if that ended a stale period (the status changed)."""

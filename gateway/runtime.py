@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
+from collections.abc import Iterable
 
 from gateway.admission import Admission
 from gateway.auth import Authenticator
@@ -29,6 +31,7 @@ from gateway.registry import Registry
 from gateway.snapshots import HeldSnapshots
 from gateway.stats import GatewayStats, LoopStats
 from gateway.status import GatewayStatus
+from gateway.store import Point, RestoredSeries, build_store
 from gateway.sync import RetainedSync
 
 log = logging.getLogger(__name__)
@@ -63,8 +66,12 @@ class Runtime:
         self._sync_task: asyncio.Task[None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
         by_name = {c.name: c for c in conventions}
+        # Instance id of audit rows (issue 14 replaces it with [cluster] instance_id).
+        self.store = build_store(config, self._ring, socket.gethostname())
         self.router = CommandRouter(by_name, self.link, config.commands)
-        self.commands = CommandService(self.registry, self.router, by_name, config.commands)
+        self.commands = CommandService(
+            self.registry, self.router, by_name, config.commands, audit=self.store
+        )
         self.pipeline = Pipeline(
             conventions,
             self.registry,
@@ -73,6 +80,7 @@ class Runtime:
             config.broker.max_payload_bytes,
             self.link.add_subscriptions,
             self.link.remove_subscriptions,
+            self.store.append,
         )
         self.ready = asyncio.Event()
         self.stats = GatewayStats(
@@ -87,14 +95,30 @@ class Runtime:
         self.linked = asyncio.Event()  # set while the broker link is up
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            self._tasks = tasks
-            tasks.create_task(self.link.run(), name="gateway.ingest")
-            tasks.create_task(self._janitor(), name="gateway.janitor")
-            tasks.create_task(self._end_startup_hold(), name="gateway.sync.startup")
-            if self.config.ws.heartbeat_s > 0:
-                tasks.create_task(self._heartbeats(), name="gateway.heartbeats")
-            self.ready.set()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                tasks.create_task(self._janitor(), name="gateway.janitor")
+                tasks.create_task(self._end_startup_hold(), name="gateway.sync.startup")
+                if self.config.ws.heartbeat_s > 0:
+                    tasks.create_task(self._heartbeats(), name="gateway.heartbeats")
+                self.ready.set()  # HTTP is served from here; /readyz waits for the broker
+                # The recent history comes back before the broker link starts, so that no
+                # restored value lands on top of a newer live one and /readyz (synced) is 200
+                # only with the history in place.
+                await self.store.start(self._restore)
+                tasks.create_task(self.store.run(self._restore), name="gateway.history")
+                tasks.create_task(self.link.run(), name="gateway.ingest")
+        finally:
+            await self.store.close()  # in case its task was cancelled before it ran
+
+    def _restore(self, series: RestoredSeries) -> None:
+        self.registry.restore(series.device, series.convention, series.metric, series.points)
+
+    def _ring(self, device_id: str, metric: str) -> Iterable[Point] | None:
+        """The in-memory points of a series (what the memory history backend answers from)."""
+        device = self.registry.get(device_id)
+        return device.history.get(metric) if device is not None else None
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.sync.topic and self.sync.arrived(payload):

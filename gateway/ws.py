@@ -28,6 +28,7 @@ from gateway.hub import Hub
 from gateway.logs import ConnectionLog
 from gateway.matching import Selector
 from gateway.protocol import (
+    DEFAULT_HISTORY_POINTS,
     PROTOCOL_VERSION,
     Auth,
     CloseCode,
@@ -46,12 +47,15 @@ from gateway.registry import Device, Registry
 from gateway.session import Session, Socket
 from gateway.snapshots import HeldSnapshots
 from gateway.status import GatewayStatus
+from gateway.store import HistoryStore, QueryLimit, StoreUnavailable
 from gateway.ws_socket import AiohttpSocket, fast_writer_usable, limit_send_buffer
 
 log = logging.getLogger(__name__)
 
 #: Malformed frames in a row after which the client is considered broken and closed (4501).
 MAX_MALFORMED_IN_A_ROW = 20
+#: Ranged history requests one connection may have in flight.
+MAX_QUERIES_PER_CONNECTION = 4
 
 #: HTTP answers to an upgrade the admission refused, by reason: (status class, Retry-After).
 _REFUSALS: dict[str, tuple[type[web.HTTPException], str | None]] = {
@@ -98,6 +102,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         hub=app[keys.HUB],
         held_snapshots=app[keys.HELD_SNAPSHOTS],
         commands=app[keys.COMMANDS],
+        history=app[keys.HISTORY],
     )
     limit_send_buffer(request, config.ws.send_buffer_bytes)
     try:
@@ -119,9 +124,11 @@ class Connection:
         "_commands",
         "_config",
         "_held_snapshots",
+        "_history",
         "_hub",
         "_in_flight",
         "_malformed_in_a_row",
+        "_queries",
         "_registry",
         "_status",
         "counted_as",
@@ -144,6 +151,7 @@ class Connection:
         hub: Hub,
         held_snapshots: HeldSnapshots,
         commands: CommandService,
+        history: HistoryStore,
     ) -> None:
         self.session = session
         self.ws = ws
@@ -155,6 +163,8 @@ class Connection:
         self._hub = hub
         self._held_snapshots = held_snapshots
         self._commands = commands
+        self._history = history
+        self._queries = 0  # ranged history requests in flight
         # Whose connection cap this connection counts against (moves at `auth`).
         self.counted_as = session.principal
         self._command_limits = commands.client_limits()
@@ -272,7 +282,7 @@ class Connection:
             case Unsubscribe():
                 self._unsubscribe(request)
             case History():
-                self._history(request)
+                self._history_request(request)
             case Command():
                 self._command(request)
 
@@ -366,8 +376,25 @@ class Connection:
             raise ProtocolError("not_found", f"unknown device {device_id!r:.80}", request_id)
         return device
 
-    def _history(self, request: History) -> None:
+    def _history_request(self, request: History) -> None:
         device = self._device_for(request.device, request.id)
+        if request.ranged:
+            if self._queries >= MAX_QUERIES_PER_CONNECTION:
+                raise ProtocolError(
+                    "rate_limited",
+                    f"at most {MAX_QUERIES_PER_CONNECTION} history requests in flight",
+                    request.id,
+                )
+            self._queries += 1
+            task = asyncio.create_task(
+                self._ranged_history(request),
+                name=f"session[{self.session.id}].history[{request.id!r:.20}]",
+            )
+            if self._command_tasks is None:
+                self._command_tasks = set()
+            self._command_tasks.add(task)  # cancelled with the connection, like commands
+            task.add_done_callback(self._query_done)
+            return
         cap = self._config.registry.history_length
         limit = min(request.limit or cap, cap)
         points = self._registry.history(device, request.metric, request.since, limit)
@@ -382,6 +409,50 @@ class Connection:
                 "points": points,
             }
         )
+
+    async def _ranged_history(self, request: History) -> None:
+        """Answer from the history store: raw points, or buckets past max_points."""
+        assert request.start is not None
+        end = request.end if request.end is not None else time.time()
+        try:
+            result = await self._history.query(
+                request.device,
+                request.metric,
+                request.start,
+                end,
+                request.max_points or DEFAULT_HISTORY_POINTS,
+            )
+        except StoreUnavailable as exc:
+            refusal = error_frame("unavailable", f"history store: {exc.reason}", request.id)
+            self.session.offer(refusal)
+            return
+        except QueryLimit:
+            self.session.offer(error_frame("rate_limited", "history is busy", request.id))
+            return
+        finally:
+            self._queries -= 1
+        if result is None:
+            refusal = error_frame("not_found", f"no metric {request.metric!r:.80}", request.id)
+            self.session.offer(refusal)
+            return
+        self.session.offer_frame(
+            {
+                "type": "history",
+                "id": request.id,
+                "device": request.device,
+                "metric": request.metric,
+                "from": request.start,
+                "to": end,
+                **result.fields(),
+            }
+        )
+
+    def _query_done(self, task: asyncio.Task[None]) -> None:
+        if self._command_tasks is not None:
+            self._command_tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.log.error("history task failed", exc_info=exc)  # a bug: end loudly
+            self.socket.abort()
 
     def _command(self, request: Command) -> None:
         session = self.session

@@ -37,3 +37,13 @@ apt_install() {  # apt_install PACKAGE...
 have_mosquitto() {
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]
 }
+
+have_postgres() {  # PostgreSQL 15 or newer from Debian's packages (initdb is not on PATH there)
+    local initdb
+    for initdb in /usr/lib/postgresql/*/bin/initdb; do
+        [ -x "$initdb" ] || continue
+        local version; version=$(basename "$(dirname "$(dirname "$initdb")")")
+        [ "${version%%.*}" -ge 15 ] 2>/dev/null && return 0
+    done
+    return 1
+}

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.broker_choice import BrokerChoiceError, own_broker_refusal, session_broker
 from tests.support.mosquitto import Mosquitto
+from tests.support.postgres import ENV as POSTGRES_ENV
+from tests.support.postgres import PostgresServer
 
 #: The settings that force the libraries' public read and write paths (gateway/paho_compat.py,
 #: gateway/ws_socket.py): what `--public-paths` applies to every gateway a test starts.
@@ -62,3 +65,18 @@ def roomy_broker() -> Iterator[Mosquitto]:
     server = Mosquitto(extra_config="message_size_limit 0").start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A PostgreSQL server for the session (IOTGW_TEST_POSTGRES, or one started from Debian's
+    binaries in a temp dir); tests take a database of their own from it (`pg_database`)."""
+    external = os.environ.get(POSTGRES_ENV)
+    if external:
+        yield external
+        return
+    server = PostgresServer().init()
+    try:
+        yield server.dsn
+    finally:
+        server.cleanup()

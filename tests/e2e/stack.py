@@ -40,6 +40,7 @@ def gateway_config(
             "conventions.native.prefix": prefix,
             "broker.reconnect_min_s": 0.05,
             "broker.reconnect_max_s": 0.5,
+            "history.backend": "memory",
             **(overrides or {}),
         },
     )

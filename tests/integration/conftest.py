@@ -41,6 +41,8 @@ def gateway_config(
         "broker.reconnect_min_s": 0.05,
         "broker.reconnect_max_s": 0.5,
         "ws.heartbeat_s": 30.0,
+        # Nothing on disk unless a test asks for a backend (tests/integration/test_history_*).
+        "history.backend": "memory",
     }
     settings.update(overrides or {})
     return load_config(env={}, overrides=settings)

@@ -141,8 +141,10 @@ async def test_metrics_are_open_without_a_metrics_token(start_gateway: StartGate
 
 
 def gateway_process(*args: str) -> contextlib.AbstractAsyncContextManager[CliProcess]:
-    """`python -m gateway ARGS` from the source tree, without the caller's IOTGW_* variables."""
+    """`python -m gateway ARGS` from the source tree, without the caller's IOTGW_* variables
+    (and with in-memory history: no file left in the source tree)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOTGW_")}
+    env["IOTGW_HISTORY__BACKEND"] = "memory"
     return running(CliProcess([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=env))
 
 

@@ -76,6 +76,8 @@ def write_config(path: Path, broker_url: str, port: int, prefix: str, client_id:
                 "connect_burst = 1000",
                 "[conventions.native]",
                 f'prefix = "{prefix}"',
+                "[history]",
+                'backend = "memory"',
                 "",
             ]
         )

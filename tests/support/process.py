@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,8 @@ async def running_demo(*args: str) -> AsyncIterator[Demo]:
     """`iotgw demo --port P ARGS` as a user starts it, once it has printed its first line. When
     the block ends, Ctrl-C (SIGINT): the demo must exit 0. Killed if the block failed."""
     port = free_port()
+    if "--data-dir" not in args:  # its history in a directory of its own, never the checkout
+        args = (*args, "--data-dir", tempfile.mkdtemp(prefix="iotgw-demo-"))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "demo", "--port", str(port), *args,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},

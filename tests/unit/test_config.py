@@ -189,3 +189,48 @@ def test_check_config_on_a_good_file_exits_zero(tmp_path, capsys, monkeypatch):
     path = write(tmp_path, '[broker]\nurl = "mqtt://127.0.0.1:1883"\n')
     assert main(["check-config", str(path)]) == 0
     assert "ok" in capsys.readouterr().out
+
+
+def test_history_defaults_to_sqlite_under_the_working_directory():
+    """With no settings, history is an SQLite file in ./iotgw-data."""
+    history = load_config(env={}).history
+    assert history.backend == "sqlite"
+    assert str(history.sqlite_path()) == "iotgw-data/history.sqlite3"
+
+
+@pytest.mark.parametrize(
+    ("settings", "path"),
+    [
+        ({"history.backend": "mysql"}, "history.backend"),
+        ({"history.backend": "postgres"}, "history.dsn"),
+        ({"history.backend": "postgres", "history.dsn": "mysql://h/db"}, "history.dsn"),
+        ({"history.commit_interval_s": 0}, "history.commit_interval_s"),
+        ({"history.queue_points": 10, "history.batch_points": 100}, "history.batch_points"),
+        ({"history.restore_points": -1}, "history.restore_points"),
+    ],
+)
+def test_bad_history_settings_name_their_key(settings, path):
+    """Invalid [history] settings are refused with the key's path."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={}, overrides=settings)
+    assert caught.value.path == path
+
+
+def test_history_dsn_from_the_environment(monkeypatch):
+    """dsn_env names a variable holding the DSN; IOTGW_HISTORY__* overrides work as for any key."""
+    monkeypatch.setenv("PG_URL", "postgresql://iotgw@db/iotgw")
+    config = load_config(
+        env={
+            "IOTGW_HISTORY__BACKEND": "postgres",
+            "IOTGW_HISTORY__DSN_ENV": "PG_URL",
+            "IOTGW_HISTORY__RAW_RETENTION_DAYS": "3",
+        }
+    )
+    assert config.history.raw_retention_days == 3.0
+    assert config.history.postgres_dsn() == "postgresql://iotgw@db/iotgw"
+
+
+def test_shipped_config_documents_every_history_key():
+    """config.toml lists every [history] key with its default value."""
+    shipped = load_config("config.toml", env={})
+    assert shipped.history == load_config(env={}).history

@@ -189,3 +189,34 @@ def test_arbitrary_request_shaped_json_raises_only_protocol_error(body):
     except (TypeError, orjson.JSONEncodeError):
         return  # not representable as JSON (e.g. an integer beyond 64 bits)
     parse_or_protocol_error(frame)
+
+
+def test_history_ranged_form_is_parsed():
+    """from/to/max_points make a ranged history request; to and max_points are optional."""
+    request = parse_request(
+        '{"type":"history","id":1,"device":"d","metric":"m","from":10,"to":20,"max_points":50}'
+    )
+    assert isinstance(request, History)
+    assert (request.ranged, request.start, request.end, request.max_points) == (True, 10, 20, 50)
+    recent = parse_request('{"type":"history","id":2,"device":"d","metric":"m","limit":5}')
+    assert isinstance(recent, History)
+    assert not recent.ranged
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        '"from":10,"limit":5',
+        '"from":10,"since":5',
+        '"to":20',
+        '"max_points":5',
+        '"from":20,"to":10',
+        '"from":10,"max_points":5001',
+        '"from":"yesterday"',
+    ],
+)
+def test_bad_history_ranges_are_refused(fields):
+    """Mixed forms, an end before the start and too many points are bad_request."""
+    with pytest.raises(ProtocolError) as caught:
+        parse_request('{"type":"history","id":1,"device":"d","metric":"m",' + fields + "}")
+    assert caught.value.code == "bad_request"

@@ -1,0 +1,171 @@
+"""What every history backend offers, and the plain data that crosses the store's boundary.
+
+A backend does the I/O: it writes batches the store hands it, answers queries, purges by
+retention and gives back the recent state at start. The store (gateway/store/store.py) owns the
+queue, the writer task and the status; only backend modules import a database driver.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.models import AuditEntry, Reading, Value
+
+#: (time, value): a raw point as the protocol carries it.
+Point = tuple[float, Value]
+#: (bucket start, min, max, avg, count): numeric points aggregated over one bucket.
+Bucket = tuple[float, float, float, float, int]
+
+#: Rollup widths kept by the durable backends, in seconds, finest first.
+ROLLUP_WIDTHS_S = (60, 3600)
+#: Device times outside [0, MAX_TIME_S) are not stored (counted as bad_time): they would overflow
+#: the backends' time types and no chart can place them (1e11 s is the year 5138).
+MAX_TIME_S = 1e11
+
+
+class StoreUnavailable(Exception):
+    """Raised when the backend cannot be reached or written (full disk, read-only file, the
+    database gone). `reason` is a short label for /readyz and the logs."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryResult:
+    """The answer to a ranged query: raw `points`, or `buckets` of `bucket_s` seconds when the
+    range holds more points than asked for. `truncated`: non-numeric points (which have no
+    rollups) were more than asked for, and only the newest are here."""
+
+    points: list[Point] | None = None
+    buckets: list[Bucket] | None = None
+    bucket_s: float | None = None
+    truncated: bool = False
+
+    def fields(self) -> dict[str, Any]:
+        """The reply's fields, as the history frame and the REST answer carry them."""
+        if self.buckets is not None:
+            return {"buckets": self.buckets, "bucket_s": self.bucket_s}
+        fields: dict[str, Any] = {"points": self.points or []}
+        if self.truncated:
+            fields["truncated"] = True
+        return fields
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredSeries:
+    """One series' newest points (oldest first) as the store gives them back at start."""
+
+    device: str
+    convention: str
+    metric: str
+    points: list[Point]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """What the writer hands the backend in one transaction."""
+
+    readings: Sequence[Reading]
+    conventions: dict[str, str]  # device -> convention, for devices new to the store
+    audits: Sequence[AuditEntry] = ()
+
+
+@dataclass(slots=True)
+class WriteOutcome:
+    written: int = 0  # points stored
+    duplicates: int = 0  # points whose (series, time) was already stored: kept the first
+    bad: dict[str, int] = field(default_factory=dict)  # reason -> points refused
+
+
+class Backend(Protocol):
+    """A history backend. Methods may raise StoreUnavailable; anything else is a bug."""
+
+    name: str
+    durable: bool  # False: nothing survives a restart (the memory backend)
+
+    @property
+    def where(self) -> str:
+        """For the log: the file, or the server and database (never a password)."""
+
+    async def open(self) -> None:
+        """Connect or open, create the schema if missing. Raises StoreUnavailable."""
+
+    async def close(self) -> None: ...
+
+    async def write(self, batch: WriteBatch) -> WriteOutcome:
+        """Store the batch in one transaction: all of it or (raising) none of it."""
+
+    async def purge_step(self, now: float) -> tuple[int, bool]:
+        """Delete one small batch of rows past retention: (rows deleted, cycle complete)."""
+
+    async def restore(self, total_points: int, per_series: int) -> list[RestoredSeries]:
+        """Every series' newest points: `per_series` each at most, `total_points` in all."""
+
+    async def query(
+        self, device: str, metric: str, start: float, end: float, max_points: int
+    ) -> HistoryResult | None:
+        """Points with start <= t < end, or buckets when there are more than max_points;
+        None when the series is unknown."""
+
+    def export(
+        self, device: str, metric: str, start: float, end: float
+    ) -> AsyncIterator[list[Point]]:
+        """Every raw point in the range, oldest first, in chunks of bounded size."""
+
+    async def audit(
+        self, device: str | None, allowed: Callable[[str], bool], start: float, end: float,
+        limit: int,
+    ) -> list[AuditEntry]:  # fmt: skip
+        """Audit records in the range (newest first) for `device`, or for every device
+        `allowed` accepts when `device` is None."""
+
+
+def bucket_width(start: float, end: float, max_points: int) -> float:
+    """The narrowest bucket, in whole seconds, that covers [start, end) in max_points buckets;
+    a multiple of the rollup it will be read from when it is at least that wide."""
+    # One bucket fewer than allowed: aligned buckets may overhang both ends of the range.
+    width = max(1.0, math.ceil((end - start) / max(1, max_points - 1)))
+    for rollup in reversed(ROLLUP_WIDTHS_S):
+        if width >= rollup:
+            return float(math.ceil(width / rollup) * rollup)
+    return width
+
+
+def rollup_source(width: float) -> int | None:
+    """The widest rollup that divides `width` (None: aggregate the raw points)."""
+    for rollup in reversed(ROLLUP_WIDTHS_S):
+        if width >= rollup and width % rollup == 0:
+            return rollup
+    return None
+
+
+def is_numeric(value: Value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def aggregate(points: Sequence[Point], start: float, width: float) -> list[Bucket]:
+    """Buckets of `width` seconds aligned on multiples of width, numeric points only."""
+    buckets: dict[float, list[float]] = {}
+    for t, value in points:
+        if not is_numeric(value):
+            continue
+        v = float(value)
+        key = math.floor(t / width) * width
+        acc = buckets.get(key)
+        if acc is None:
+            buckets[key] = [v, v, v, 1.0]
+        else:
+            acc[0] = min(acc[0], v)
+            acc[1] = max(acc[1], v)
+            acc[2] += v
+            acc[3] += 1
+    return [
+        (key, acc[0], acc[1], acc[2] / acc[3], int(acc[3]))
+        for key, acc in sorted(buckets.items())
+        if key + width > start
+    ]

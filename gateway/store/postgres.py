@@ -1,0 +1,675 @@
+"""The `postgres` backend: PostgreSQL 15+ through asyncpg; TimescaleDB when it is installed.
+
+Tables (prefixed `iotgw_`): `series` (id, device, metric, convention), `points` keyed by
+(series, t) with the value in `v` (numbers, and bools as 0/1) or `s` (strings) and its kind in
+`k`, `rollup_60` and `rollup_3600` (per-minute and per-hour min, max, sum, count of numeric
+points) and `audit`. One statement per batch inserts the points with ON CONFLICT DO NOTHING and
+folds only the rows it really inserted into the rollups, so a batch written twice (a retry, or
+several gateway instances sharing the database, issue 14) stores every point and counts it in
+the rollups exactly once.
+
+With the TimescaleDB extension created in the database (`CREATE EXTENSION timescaledb`, by its
+owner), points become a hypertable of one-day chunks, compressed after two days (segmented by
+series) and dropped chunk by chunk at the end of raw retention. Detected at open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+from gateway.config import HistoryConfig
+from gateway.models import AuditEntry, Value
+from gateway.store.base import (
+    MAX_TIME_S,
+    ROLLUP_WIDTHS_S,
+    HistoryResult,
+    Point,
+    RestoredSeries,
+    StoreUnavailable,
+    WriteBatch,
+    WriteOutcome,
+    bucket_width,
+    rollup_source,
+)
+from gateway.store.sqlite import audit_entry
+
+EXPORT_CHUNK = 10000
+DAY_S = 86400.0
+CONNECT_TIMEOUT_S = 5.0
+PURGE_SERIES_PER_STEP = 256
+#: Value kinds in the `k` column.
+FLOAT, INT, BOOL, STR = 0, 1, 2, 3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS iotgw_series (
+    id serial PRIMARY KEY, device text NOT NULL, metric text NOT NULL,
+    convention text NOT NULL DEFAULT '', UNIQUE (device, metric));
+CREATE TABLE IF NOT EXISTS iotgw_points (
+    t timestamptz NOT NULL, v double precision, series integer NOT NULL, k smallint NOT NULL,
+    s text, PRIMARY KEY (series, t));
+CREATE TABLE IF NOT EXISTS iotgw_audit (
+    id bigserial PRIMARY KEY, ts double precision NOT NULL, instance text NOT NULL,
+    principal text NOT NULL, remote text NOT NULL, via text NOT NULL, device text NOT NULL,
+    command text NOT NULL, params jsonb NOT NULL, command_id text NOT NULL,
+    status text NOT NULL, rtt_ms double precision, error text);
+CREATE INDEX IF NOT EXISTS iotgw_audit_ts ON iotgw_audit (ts);
+CREATE INDEX IF NOT EXISTS iotgw_audit_device_ts ON iotgw_audit (device, ts);
+""" + "".join(
+    f"""
+CREATE TABLE IF NOT EXISTS iotgw_rollup_{w} (
+    series integer NOT NULL, t timestamptz NOT NULL, lo double precision NOT NULL,
+    hi double precision NOT NULL, total double precision NOT NULL, n bigint NOT NULL,
+    PRIMARY KEY (series, t));"""
+    for w in ROLLUP_WIDTHS_S
+)
+
+
+def _upsert_rollup(width: int, source: str) -> str:
+    return f"""
+r{width} AS (
+    INSERT INTO iotgw_rollup_{width} (series, t, lo, hi, total, n)
+    SELECT series, date_bin('{width} seconds', t, timestamptz 'epoch'), min(lo), max(hi),
+           sum(total), sum(n)
+    FROM {source} GROUP BY 1, 2
+    ON CONFLICT (series, t) DO UPDATE SET
+        lo = least(iotgw_rollup_{width}.lo, excluded.lo),
+        hi = greatest(iotgw_rollup_{width}.hi, excluded.hi),
+        total = iotgw_rollup_{width}.total + excluded.total,
+        n = iotgw_rollup_{width}.n + excluded.n
+    RETURNING 1)"""
+
+
+_INSERT = """
+    INSERT INTO iotgw_points (series, t, v, k, s)
+    SELECT series, to_timestamp(t), v, k, s
+    FROM unnest($1::integer[], $2::float8[], $3::float8[], $4::smallint[], $5::text[])
+        AS u(series, t, v, k, s)
+    ON CONFLICT DO NOTHING"""
+#: The usual case: the statement says how many points it inserted; when that is all of them,
+#: the rollups the writer computed from the batch are added (UPSERT_ROLLUP).
+INSERT_POINTS = f"WITH ins AS ({_INSERT} RETURNING 1) SELECT count(*) FROM ins"
+UPSERT_ROLLUP = {
+    w: f"""
+INSERT INTO iotgw_rollup_{w} (series, t, lo, hi, total, n)
+SELECT series, to_timestamp(t), lo, hi, total, n
+FROM unnest($1::integer[], $2::float8[], $3::float8[], $4::float8[], $5::float8[], $6::bigint[])
+    AS u(series, t, lo, hi, total, n)
+ON CONFLICT (series, t) DO UPDATE SET
+    lo = least(iotgw_rollup_{w}.lo, excluded.lo),
+    hi = greatest(iotgw_rollup_{w}.hi, excluded.hi),
+    total = iotgw_rollup_{w}.total + excluded.total,
+    n = iotgw_rollup_{w}.n + excluded.n"""
+    for w in ROLLUP_WIDTHS_S
+}
+# Some points were already stored: only the rows this statement really inserts are folded into
+# the minutes, and the minutes into the hours, so every point counts once whoever wrote it.
+INSERT_POINTS_ROLLED = f"""
+WITH ins AS (
+    INSERT INTO iotgw_points (series, t, v, k, s)
+    SELECT series, to_timestamp(t), v, k, s
+    FROM unnest($1::integer[], $2::float8[], $3::float8[], $4::smallint[], $5::text[])
+        AS u(series, t, v, k, s)
+    ON CONFLICT DO NOTHING
+    RETURNING series, t, v, k),
+m AS (
+    SELECT series, t, v AS lo, v AS hi, v AS total, 1 AS n FROM ins WHERE k IN ({FLOAT}, {INT})),
+{_upsert_rollup(60, "m")},
+{_upsert_rollup(3600, "m")}
+SELECT count(*) FROM ins
+"""
+
+AUDIT_COLUMNS = (
+    "ts, principal, remote, via, device, command, params::text, command_id, status, rtt_ms, error"
+)
+
+
+def encode(value: Value) -> tuple[float | None, int, str | None]:
+    """(v, k, s) for one value."""
+    if isinstance(value, bool):
+        return float(value), BOOL, None
+    if isinstance(value, int):
+        return float(value), INT, None  # ints past 2^53 never get here (conventions.common)
+    if isinstance(value, float):
+        return value, FLOAT, None
+    return None, STR, value
+
+
+def decode(v: float | None, k: int, s: str | None) -> Value:
+    if k == STR:
+        return s or ""
+    if k == BOOL:
+        return bool(v)
+    if k == INT and v is not None:
+        return int(v)
+    return v if v is not None else 0.0
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    if isinstance(exc, OSError | asyncpg.exceptions.ConnectionDoesNotExistError):
+        return StoreUnavailable("postgres unreachable")
+    if isinstance(exc, TimeoutError):
+        return StoreUnavailable("postgres timed out")
+    if isinstance(exc, asyncpg.exceptions.DiskFullError):
+        return StoreUnavailable("disk full")
+    return StoreUnavailable(f"postgres: {type(exc).__name__}: {str(exc)[:120]}")
+
+
+#: What a lost or failing server raises through asyncpg.
+FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class _Overlap(Exception):
+    """Raised inside a batch's transaction when some of its points were stored already."""
+
+
+@dataclass(slots=True)
+class _Prepared:
+    columns: tuple[list[int], list[float], list[float | None], list[int], list[str | None]]
+    count: int
+    rollups: dict[int, list[list[Any]]]  # width -> column arrays for UPSERT_ROLLUP
+    outcome: WriteOutcome
+
+
+def _fold(into: dict[tuple[int, int], list[float]], key: tuple[int, int], lo: float,
+          hi: float, total: float, n: float) -> None:  # fmt: skip
+    acc = into.get(key)
+    if acc is None:
+        into[key] = [lo, hi, total, n]
+    else:
+        if lo < acc[0]:
+            acc[0] = lo
+        if hi > acc[1]:
+            acc[1] = hi
+        acc[2] += total
+        acc[3] += n
+
+
+def _columns(buckets: dict[tuple[int, int], list[float]]) -> list[list[Any]]:
+    columns: list[list[Any]] = [[], [], [], [], [], []]
+    for (sid, t), (lo, hi, total, n) in buckets.items():
+        for column, value in zip(columns, (sid, t, lo, hi, total, int(n)), strict=True):
+            column.append(value)
+    return columns
+
+
+class PostgresBackend:
+    name = "postgres"
+    durable = True
+
+    def __init__(
+        self, config: HistoryConfig, instance: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._config = config
+        self._dsn = config.postgres_dsn()
+        self._instance = instance
+        self._clock = clock
+        self._pool: asyncpg.Pool | None = None
+        self._series: dict[tuple[str, str], int] = {}
+        self._purge_at: tuple[str, int] | None = None
+        self.timescale = False
+
+    @property
+    def where(self) -> str:
+        parts = urlsplit(self._dsn)
+        return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=4, timeout=CONNECT_TIMEOUT_S,
+                command_timeout=30,
+                # JIT compiles a bucket query for longer than it runs (~50 ms on a few rows).
+                server_settings={"application_name": "iotgw", "jit": "off"},
+            )  # fmt: skip
+        except FAILURES as exc:
+            raise _unavailable(exc) from exc
+        try:
+            async with pool.acquire() as db:
+                # One gateway creates the schema at a time (issue 14: several share it).
+                async with db.transaction():
+                    await db.execute("SELECT pg_advisory_xact_lock(7013031301)")
+                    await db.execute(SCHEMA)
+                    self.timescale = bool(
+                        await db.fetchval(
+                            "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
+                        )
+                    )
+                    if self.timescale:
+                        await self._timescale(db)
+                self._series = {
+                    (r["device"], r["metric"]): r["id"]
+                    for r in await db.fetch("SELECT id, device, metric FROM iotgw_series")
+                }
+        except FAILURES as exc:
+            await pool.close()
+            raise _unavailable(exc) from exc
+        self._pool = pool
+
+    async def _timescale(self, db: Any) -> None:
+        await db.execute(
+            "SELECT create_hypertable('iotgw_points', 't', chunk_time_interval => "
+            "interval '1 day', if_not_exists => true, migrate_data => true)"
+        )
+        await db.execute(
+            "ALTER TABLE iotgw_points SET (timescaledb.compress, "
+            "timescaledb.compress_segmentby = 'series', timescaledb.compress_orderby = 't')"
+        )
+        await db.execute(
+            "SELECT add_compression_policy('iotgw_points', interval '2 days', "
+            "if_not_exists => true)"
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await pool.close()
+            except FAILURES:
+                pool.terminate()
+
+    def _lost(self, exc: BaseException) -> StoreUnavailable:
+        """The server failed us: drop the pool (reconnect on the next try) and say why."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+        return _unavailable(exc)
+
+    async def _acquire_pool(self) -> asyncpg.Pool:
+        await self.open()
+        assert self._pool is not None
+        return self._pool
+
+    # --- writing -------------------------------------------------------------------------------
+
+    async def write(self, batch: WriteBatch) -> WriteOutcome:
+        pool = await self._acquire_pool()
+        try:
+            async with pool.acquire() as db:
+                # Per-point work off the event loop: the relay shares it.
+                prepared = await asyncio.to_thread(self._prepare, batch)
+                while isinstance(prepared, set):  # series new to the database: make them
+                    for device, metric in prepared:
+                        await self._series_id(db, device, metric, batch.conventions)
+                    prepared = await asyncio.to_thread(self._prepare, batch)
+                outcome = prepared.outcome
+                try:
+                    async with db.transaction():
+                        await self._audits(db, batch.audits)
+                        inserted = await db.fetchval(INSERT_POINTS, *prepared.columns)
+                        if inserted != prepared.count:
+                            raise _Overlap
+                        for width, rows in prepared.rollups.items():
+                            if rows[0]:
+                                await db.execute(UPSERT_ROLLUP[width], *rows)
+                except _Overlap:
+                    # Some points were stored already (a retry, another instance): fold only
+                    # the rows this statement inserts into the rollups, in SQL.
+                    async with db.transaction():
+                        await self._audits(db, batch.audits)
+                        inserted = await db.fetchval(INSERT_POINTS_ROLLED, *prepared.columns)
+        except FAILURES as exc:
+            self._series.clear()  # ids made in a failed transaction are gone with it
+            raise self._lost(exc) from exc
+        outcome.written = inserted
+        outcome.duplicates = prepared.count - inserted
+        return outcome
+
+    async def _audits(self, db: Any, audits: Sequence[AuditEntry]) -> None:
+        if audits:
+            await db.executemany(
+                "INSERT INTO iotgw_audit (ts, instance, principal, remote, via, device, "
+                "command, params, command_id, status, rtt_ms, error) VALUES "
+                "($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12)",
+                [self._audit_row(e) for e in audits],
+            )
+
+    def _prepare(self, batch: WriteBatch) -> _Prepared | set[tuple[str, str]]:
+        """The batch as column arrays plus its rollups (on a worker thread), or the series
+        that have no id yet."""
+        outcome = WriteOutcome()
+        ids = self._series
+        missing = {(d, m) for d, m, _, _ in batch.readings if (d, m) not in ids}
+        if missing:
+            return missing
+        series: list[int] = []
+        times: list[float] = []
+        values: list[float | None] = []
+        kinds: list[int] = []
+        texts: list[str | None] = []
+        minutes: dict[tuple[int, int], list[float]] = {}
+        for device, metric, ts, value in batch.readings:
+            if not 0.0 <= ts < MAX_TIME_S:
+                outcome.bad["bad_time"] = outcome.bad.get("bad_time", 0) + 1
+                continue
+            if type(value) is float and not math.isfinite(value):
+                outcome.bad["bad_value"] = outcome.bad.get("bad_value", 0) + 1
+                continue
+            sid = ids[(device, metric)]
+            v, k, text = encode(value)
+            series.append(sid)
+            times.append(ts)
+            values.append(v)
+            kinds.append(k)
+            texts.append(text)
+            if k in (FLOAT, INT):
+                assert v is not None
+                _fold(minutes, (sid, int(ts // 60) * 60), v, v, v, 1)
+        hours: dict[tuple[int, int], list[float]] = {}
+        for (sid, t), acc in minutes.items():
+            _fold(hours, (sid, t // 3600 * 3600), *acc)
+        return _Prepared(
+            (series, times, values, kinds, texts),
+            len(series),
+            {60: _columns(minutes), 3600: _columns(hours)},
+            outcome,
+        )
+
+    async def _series_id(
+        self, db: Any, device: str, metric: str, conventions: dict[str, str]
+    ) -> int:
+        # Outside the batch's transaction: a series id stays valid if the batch fails.
+        sid: int = await db.fetchval(
+            "INSERT INTO iotgw_series (device, metric, convention) VALUES ($1, $2, $3) "
+            "ON CONFLICT (device, metric) DO UPDATE SET device = excluded.device RETURNING id",
+            device,
+            metric,
+            conventions.get(device, ""),
+        )
+        self._series[(device, metric)] = sid
+        return sid
+
+    def _audit_row(self, e: AuditEntry) -> tuple[Any, ...]:
+        return (
+            e.ts, self._instance, e.principal, e.remote, e.via, e.device, e.command,
+            orjson.dumps(e.params).decode(), e.command_id, e.status, e.rtt_ms, e.error,
+        )  # fmt: skip
+
+    # --- retention -----------------------------------------------------------------------------
+
+    async def purge_step(self, now: float) -> tuple[int, bool]:
+        pool = await self._acquire_pool()
+        c = self._config
+        budget = c.purge_batch
+        try:
+            async with pool.acquire() as db:
+                table, after = self._purge_at or ("audit", 0)
+                if table == "audit":
+                    deleted = _count(
+                        await db.execute(
+                            "DELETE FROM iotgw_audit WHERE id IN (SELECT id FROM iotgw_audit "
+                            "WHERE ts < $1 ORDER BY ts LIMIT $2)",
+                            now - c.audit_retention_days * DAY_S,
+                            budget,
+                        )
+                    )
+                    self._purge_at = ("audit", 0) if deleted == budget else ("iotgw_points", 0)
+                    return deleted, False
+                days = {
+                    "iotgw_points": c.raw_retention_days,
+                    "iotgw_rollup_60": c.minute_rollup_retention_days,
+                }.get(table, c.rollup_retention_days)
+                cutoff = now - days * DAY_S
+                if table == "iotgw_points" and self.timescale:
+                    # Whole chunks: no row-by-row delete, no bloat.
+                    await db.execute(
+                        "SELECT drop_chunks('iotgw_points', older_than => to_timestamp($1))",
+                        cutoff,
+                    )
+                    deleted, more = 0, None
+                else:
+                    deleted, more = await self._purge_series(db, table, cutoff, after, budget)
+        except FAILURES as exc:
+            raise self._lost(exc) from exc
+        if more is not None:
+            self._purge_at = (table, more)
+            return deleted, False
+        order = ["iotgw_points", *(f"iotgw_rollup_{w}" for w in ROLLUP_WIDTHS_S)]
+        following = order.index(table) + 1
+        if following == len(order):
+            self._purge_at = None
+            return deleted, True
+        self._purge_at = (order[following], 0)
+        return deleted, False
+
+    async def _purge_series(
+        self, db: Any, table: str, cutoff: float, after: int, budget: int
+    ) -> tuple[int, int | None]:
+        deleted = 0
+        ids = [
+            r["id"]
+            for r in await db.fetch(
+                "SELECT id FROM iotgw_series WHERE id >= $1 ORDER BY id LIMIT $2",
+                after,
+                PURGE_SERIES_PER_STEP,
+            )
+        ]
+        for sid in ids:
+            left = budget - deleted
+            if left <= 0:
+                return deleted, sid
+            n = _count(
+                await db.execute(
+                    f"DELETE FROM {table} WHERE series = $1 AND t IN (SELECT t FROM {table} "
+                    "WHERE series = $1 AND t < to_timestamp($2) ORDER BY t LIMIT $3)",
+                    sid,
+                    cutoff,
+                    left,
+                )
+            )
+            deleted += n
+            if n == left:
+                return deleted, sid
+        if len(ids) == PURGE_SERIES_PER_STEP:
+            return deleted, ids[-1] + 1
+        return deleted, None
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def restore(self, total_points: int, per_series: int) -> list[RestoredSeries]:
+        pool = await self._acquire_pool()
+        try:
+            async with pool.acquire() as db:
+                count = await db.fetchval("SELECT count(*) FROM iotgw_series")
+                each = max(1, min(per_series, total_points // max(1, count)))
+                rows = await db.fetch(
+                    "SELECT s.id, s.device, s.metric, s.convention, "
+                    "extract(epoch FROM p.t)::float8 AS t, p.v, p.k, p.s "
+                    "FROM iotgw_series s CROSS JOIN LATERAL (SELECT t, v, k, s FROM iotgw_points "
+                    "WHERE series = s.id ORDER BY t DESC LIMIT $1) p ORDER BY s.id, p.t",
+                    each,
+                )
+        except FAILURES as exc:
+            raise self._lost(exc) from exc
+        restored: list[RestoredSeries] = []
+        last = None
+        for r in rows:
+            if r["id"] != last:
+                last = r["id"]
+                restored.append(RestoredSeries(r["device"], r["convention"], r["metric"], []))
+            restored[-1].points.append((r["t"], decode(r["v"], r["k"], r["s"])))
+        return restored
+
+    async def _series_of(self, db: Any, device: str, metric: str) -> int | None:
+        sid: int | None = await db.fetchval(
+            "SELECT id FROM iotgw_series WHERE device = $1 AND metric = $2", device, metric
+        )
+        return sid
+
+    async def query(
+        self, device: str, metric: str, start: float, end: float, max_points: int
+    ) -> HistoryResult | None:
+        pool = await self._acquire_pool()
+        try:
+            async with pool.acquire() as db:
+                return await self._query(db, device, metric, start, end, max_points)
+        except FAILURES as exc:
+            raise self._lost(exc) from exc
+
+    async def _query(
+        self, db: Any, device: str, metric: str, start: float, end: float, max_points: int
+    ) -> HistoryResult | None:
+        sid = await self._series_of(db, device, metric)
+        if sid is None:
+            return None
+        # ORDER BY names iotgw_points.t: a bare `t` would be the output column (the float),
+        # sorting every row of the range instead of reading the index in order.
+        raw = (
+            "SELECT extract(epoch FROM t)::float8 AS t, v, k, s FROM iotgw_points "
+            "WHERE series = $1 AND t >= to_timestamp($2) AND t < to_timestamp($3) "
+        )
+        rows = await db.fetch(
+            raw + "ORDER BY iotgw_points.t LIMIT $4", sid, start, end, max_points + 1
+        )
+        width = bucket_width(start, end, max_points)
+        if len(rows) <= max_points:
+            rolled = await self._purged(db, sid, start, end)
+            if rolled is None:
+                return HistoryResult(
+                    points=[(r["t"], decode(r["v"], r["k"], r["s"])) for r in rows]
+                )
+            width = max(width, float(rolled))  # retention took raw points: rollups tell it
+        source = rollup_source(width)
+        buckets: list[Any] = []
+        while source is not None:
+            buckets = await db.fetch(
+                "SELECT floor(extract(epoch FROM t) / $4) * $4 AS b, min(lo), max(hi), "
+                f"sum(total) / sum(n), sum(n) FROM iotgw_rollup_{source} WHERE series = $1 "
+                "AND t >= to_timestamp($2) AND t < to_timestamp($3) GROUP BY b ORDER BY b",
+                sid,
+                math.floor(start / source) * source,
+                end,
+                width,
+            )
+            coarser = [r for r in ROLLUP_WIDTHS_S if r > source]
+            if buckets or not coarser:
+                break
+            # The finer rollups are past their retention here: try the coarser ones.
+            width = float(math.ceil(width / coarser[0]) * coarser[0])
+            source = coarser[0]
+        if source is None:
+            buckets = await db.fetch(
+                "SELECT floor(extract(epoch FROM t) / $4) * $4 AS b, min(v), max(v), avg(v), "
+                "count(*) FROM iotgw_points WHERE series = $1 AND t >= to_timestamp($2) "
+                f"AND t < to_timestamp($3) AND k IN ({FLOAT}, {INT}) GROUP BY b ORDER BY b",
+                sid,
+                start,
+                end,
+                width,
+            )
+        if not buckets:
+            newest = await db.fetch(
+                raw + "ORDER BY iotgw_points.t DESC LIMIT $4", sid, start, end, max_points
+            )
+            return HistoryResult(
+                points=[(r["t"], decode(r["v"], r["k"], r["s"])) for r in reversed(newest)],
+                truncated=True,
+            )
+        return HistoryResult(
+            buckets=[(float(b[0]), b[1], b[2], float(b[3]), int(b[4])) for b in buckets],
+            bucket_s=width,
+        )
+
+    async def _purged(self, db: Any, sid: int, start: float, end: float) -> int | None:
+        """When raw retention may have taken points of the range: the finest rollup width
+        whose buckets over it count more numeric points than the raw ones left there, else
+        None."""
+        if start >= self._clock() - self._config.raw_retention_days * DAY_S:
+            return None
+        for width in ROLLUP_WIDTHS_S:
+            lo, hi = math.floor(start / width) * width, math.ceil(end / width) * width
+            rolled = await db.fetchval(
+                f"SELECT coalesce(sum(n), 0) FROM iotgw_rollup_{width} WHERE series = $1 "
+                "AND t >= to_timestamp($2) AND t < to_timestamp($3)",
+                sid,
+                lo,
+                hi,
+            )
+            raw = await db.fetchval(
+                "SELECT count(*) FROM iotgw_points WHERE series = $1 AND t >= to_timestamp($2) "
+                f"AND t < to_timestamp($3) AND k IN ({FLOAT}, {INT})",
+                sid,
+                lo,
+                hi,
+            )
+            if rolled > raw:
+                return width
+        return None
+
+    async def export(
+        self, device: str, metric: str, start: float, end: float
+    ) -> AsyncIterator[list[Point]]:
+        pool = await self._acquire_pool()
+        try:
+            async with pool.acquire() as db:
+                sid = await self._series_of(db, device, metric)
+        except FAILURES as exc:
+            raise self._lost(exc) from exc
+        if sid is None:
+            return
+        after: Any = None  # the last row's own timestamptz: keyset paging, exact
+        while True:
+            try:
+                async with pool.acquire() as db:
+                    rows = await db.fetch(
+                        "SELECT t AS key, extract(epoch FROM t)::float8 AS t, v, k, s "
+                        "FROM iotgw_points WHERE series = $1 AND t >= to_timestamp($2) "
+                        "AND t < to_timestamp($3) AND ($4::timestamptz IS NULL OR t > $4) "
+                        "ORDER BY iotgw_points.t LIMIT $5",
+                        sid,
+                        start,
+                        end,
+                        after,
+                        EXPORT_CHUNK,
+                    )
+            except FAILURES as exc:
+                raise self._lost(exc) from exc
+            if not rows:
+                return
+            yield [(r["t"], decode(r["v"], r["k"], r["s"])) for r in rows]
+            if len(rows) < EXPORT_CHUNK:
+                return
+            after = rows[-1]["key"]
+
+    async def audit(
+        self, device: str | None, allowed: Callable[[str], bool], start: float, end: float,
+        limit: int,
+    ) -> list[AuditEntry]:  # fmt: skip
+        pool = await self._acquire_pool()
+        where = "ts >= $1 AND ts < $2"
+        args: list[Any] = [start, end]
+        if device is not None:
+            where += " AND device = $3"
+            args.append(device)
+        found: list[AuditEntry] = []
+        try:
+            async with pool.acquire() as db, db.transaction():
+                cursor = db.cursor(
+                    f"SELECT {AUDIT_COLUMNS} FROM iotgw_audit WHERE {where} "
+                    "ORDER BY ts DESC, id DESC",
+                    *args,
+                )
+                async for row in cursor:
+                    entry = audit_entry(tuple(row))
+                    if allowed(entry.device):
+                        found.append(entry)
+                        if len(found) >= limit:
+                            break
+        except FAILURES as exc:
+            raise self._lost(exc) from exc
+        return found
+
+
+def _count(status: str) -> int:
+    """Rows affected, from a command status such as 'DELETE 42'."""
+    return int(status.rsplit(" ", 1)[-1])
