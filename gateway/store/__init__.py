@@ -7,7 +7,6 @@ imported when the postgres backend is chosen (the `postgres` extra).
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 
@@ -51,7 +50,7 @@ def build_store(
         backend = MemoryBackend(rings, history.audit_queue, history.audit_retention_days * DAY_S)
     elif history.backend == "postgres":
         # Imported here: asyncpg is an optional extra (pip install 'iotgw[postgres]').
-        postgres = importlib.import_module("gateway.store.postgres")
+        from gateway.store import postgres
         backend = postgres.PostgresBackend(history, instance, clock)
     else:
         backend = SqliteBackend(history, instance, clock)
