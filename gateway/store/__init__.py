@@ -51,6 +51,7 @@ def build_store(
     elif history.backend == "postgres":
         # Imported here: asyncpg is an optional extra (pip install 'iotgw[postgres]').
         from gateway.store import postgres
+
         backend = postgres.PostgresBackend(history, instance, clock)
     else:
         backend = SqliteBackend(history, instance, clock)

@@ -19,7 +19,7 @@ LAZY_ALLOWED = {
     "uvloop": "optional extra: the faster event loop, used when installed",
     "amqtt": "optional extra (embedded-broker): only `python -m gateway.embedded_broker` needs it",
     "simulators": "optional package: absent from a trimmed install; `iotgw simulate`/`demo` say so",
-    "gateway.store.postgres": "optional extra (postgres): imports asyncpg, chosen by history.backend",
+    "gateway.store.postgres": "optional extra (postgres): asyncpg, picked by history.backend",
 }
 
 
