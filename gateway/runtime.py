@@ -200,9 +200,11 @@ class Runtime:
             for device in self.registry.silent():
                 self.pipeline.forget(device.id)
             now = time.monotonic()
-            for session in self.hub.sessions:
-                session.check_send(now)
-                session.retire_writer(now)
+            for stream in self.hub.streams:
+                session = stream.session
+                if session is not None:
+                    session.check_send(now)
+                    session.retire_writer(now)
 
     async def _heartbeats(self) -> None:
         """Ping silent connections and cut those that do not answer (Session.check_alive).
@@ -217,8 +219,10 @@ class Runtime:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            for session in self.hub.sessions:
-                session.check_alive(now)
+            for stream in self.hub.streams:
+                session = stream.session
+                if session is not None:
+                    session.check_alive(now)
 
     def stop(self) -> None:
         """Ask the long-lived tasks to end (the runtime task is then cancelled as well)."""
@@ -227,5 +231,5 @@ class Runtime:
     def close_sessions(self) -> None:
         """Ask every client to go away (1001: reconnect later)."""
         self.hub.flush()
-        for session in list(self.hub.sessions):
-            session.evict(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
+        for stream in list(self.hub.streams):
+            stream.evict(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
