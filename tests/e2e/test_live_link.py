@@ -87,8 +87,8 @@ async def test_stream_the_gateway_gave_up_on_is_refreshed(
     """Evicted as a slow consumer (4000), the stream is not resumed: fresh snapshot, a notice."""
     device, sockets = await showing_thermostat(page, gateway, add_device)
     assert gateway.live is not None
-    for session in list(gateway.live.runtime.hub.sessions):
-        session.evict(4000, "test")
+    for stream in list(gateway.live.runtime.hub.streams):
+        stream.evict(4000, "test")
     await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "reconnecting")
     await device.telemetry({"temperature": 23})
     notice = page.get_by_test_id("notice")
