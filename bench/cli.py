@@ -36,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full-every", type=int, help="every n-th client checks every row")
     run.add_argument("--commands-per-s", type=float)
     run.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        default=None,
+        help="no warm-up message: devices are new to the gateway inside the measured window",
+    )
+    run.add_argument("--storm-devices", type=int, help="S8: devices appearing, then their wills")
+    run.add_argument("--storm-procs", type=int, help="S8: processes holding their connections")
+    run.add_argument(
         "--compress",
         type=int,
         nargs="?",
@@ -99,6 +108,9 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         full_every=args.full_every,
         commands_per_s=args.commands_per_s,
         compress=args.compress,
+        warmup=args.warmup,
+        storm_devices=args.storm_devices,
+        storm_procs=args.storm_procs,
         settings=settings,
     )
 
@@ -121,7 +133,21 @@ def one_line(record: dict[str, Any]) -> str:
         f"max {lat['max']} ms | {record['target']} cpu {record['target_cpu_pct']}% "
         f"rss {record['target_rss_kib']['peak'] // 1024} MiB | clients cpu "
         f"{record['client_cpu_pct']}% broker {record['broker_cpu_pct']}% "
-        f"load {record['loadavg'][0]}"
+        f"load {record['loadavg'][0]}{_loop_line(record)}"
+    )
+
+
+def _loop_line(record: dict[str, Any]) -> str:
+    """The gateway's own view of the step: its event loop and fan-out."""
+    view = record.get("gateway") or {}
+    if not view:
+        return ""
+    events = record["clients"].get("events_min_client")
+    return (
+        f" | loop late max {view['loop_late_max_ms']} total {view['loop_late_total_ms']} ms, "
+        f">100 ms {view['loop_ticks_over_100ms']} | batches/s {view['batches_per_s']}, "
+        f"frames/s per client {record.get('frames_per_client_per_s')}"
+        + (f", events per client >= {events}" if events else "")
     )
 
 
