@@ -338,7 +338,7 @@ def pct(values: list[float], q: int) -> str:
 
 async def test_connection_churn_returns_to_baseline(start_gateway, figures):
     """300 connect/subscribe/close cycles: once the parked resume streams expire
-    (ws.resume_window_s), hub sessions, asyncio tasks and open fds are back to the baseline."""
+    (ws.resume_window_s), hub streams, asyncio tasks and open fds are back to the baseline."""
     window = 0.5
     gateway = await start_gateway({"ws.resume_window_s": window, "ws.connect_burst": 1000})
     hub = gateway.runtime.hub
