@@ -26,6 +26,7 @@ from gateway.config import Config
 from gateway.control import CommandRequest, CommandService, Ticket
 from gateway.errors import CommandError, ProtocolError, UpgradeRefused
 from gateway.hub import Hub
+from gateway.limits import TokenBucket
 from gateway.logs import ConnectionLog
 from gateway.matching import Selector
 from gateway.protocol import (
@@ -127,12 +128,15 @@ class Connection:
         "_config",
         "_held_snapshots",
         "_history",
+        "_history_rate",
         "_hub",
         "_in_flight",
         "_malformed_in_a_row",
         "_queries",
         "_registry",
+        "_resumed",
         "_status",
+        "_subscribe_rate",
         "counted_as",
         "log",
         "remote",
@@ -177,6 +181,12 @@ class Connection:
         self._command_limits = commands.client_limits()
         self._command_tasks: set[asyncio.Task[None]] | None = None  # while commands are in flight
         self._malformed_in_a_row = 0
+        # Rate limits of the requests that build large replies, made when first needed.
+        self._subscribe_rate: TokenBucket | None = None
+        self._history_rate: TokenBucket | None = None
+        # The resume this connection verified and adopted: (epoch, session, seq) as the client
+        # named them. Only the same resume answers a second subscribe with recovered: true.
+        self._resumed: tuple[str, str, int] | None = None
         # Every line about this connection carries its label and remote address (not the
         # session id: a resume handle, logged at DEBUG only).
         self.log = ConnectionLog(log, stream.id, remote)
@@ -282,13 +292,33 @@ class Connection:
             return
         match request:
             case Subscribe():
-                self._subscribe(request)
+                if self._within_rate(request, "subscribe"):
+                    self._subscribe(request)
             case Unsubscribe():
                 self._unsubscribe(request)
             case History():
-                self._history_request(request)
+                if self._within_rate(request, "history"):
+                    self._history_request(request)
             case Command():
                 self._command(request)
+
+    def _within_rate(self, request: Subscribe | History, kind: str) -> bool:
+        """Count a request whose reply can be large against its per-connection rate; past it, the
+        connection is closed with 4001 (the error frame says which limit)."""
+        ws = self._config.ws
+        if kind == "subscribe":
+            if self._subscribe_rate is None:
+                self._subscribe_rate = TokenBucket(ws.subscribe_rate, ws.subscribe_burst)
+            bucket, rate = self._subscribe_rate, ws.subscribe_rate
+        else:
+            if self._history_rate is None:
+                self._history_rate = TokenBucket(ws.history_rate, ws.history_burst)
+            bucket, rate = self._history_rate, ws.history_rate
+        if bucket.take():
+            return True
+        refusal = error_frame("rate_limited", f"more than {rate:g} {kind} requests/s", request.id)
+        self.stream.evict(CloseCode.TOO_MANY_REQUESTS, CloseReason.REQUEST_RATE, refusal)
+        return False
 
     def _auth(self, request: Auth) -> None:
         stream = self.stream
@@ -335,13 +365,24 @@ class Connection:
             snapshots.subscribe(self._registry, self._hub, stream, subscription)
 
     def _resume(self, request: Subscribe, selector: Selector) -> bool:
-        """Continue the client's previous stream if it is still parked and complete; True if so."""
+        """Continue the client's previous stream if it is still parked and complete; True if so.
+
+        True only after a verified adopt of the very stream the client names (Stream.adopt), or
+        for a later subscribe of a filter that stream carried over, with the same resume.
+        """
         resume, stream, hub = request.resume, self.stream, self._hub
         assert resume is not None
         assert stream.principal is not None
         existing = next((k for k, v in stream.subscriptions.items() if v == selector), None)
         if existing is not None:
-            # A second subscribe of an already resumed stream: its subscription carried over.
+            # A second subscribe of the resumed stream: its subscription carried over. Anything
+            # else naming a filter this connection has (another stream, a seq the adopt did not
+            # start from or the stream never sent) is a new subscription: recovered false.
+            resumed = self._resumed
+            if resumed is None or (resume.epoch, resume.session) != resumed[:2]:
+                return False
+            if not resumed[2] <= resume.seq <= stream.seq:
+                return False
             stream.offer_frame(_resumed_reply(request.id, existing))
             return True
         if resume.epoch != self._status.epoch or self._status.holding_snapshots:
@@ -361,6 +402,7 @@ class Connection:
         assert adopted  # checked just above
         hub.remove(stream)
         self.stream = old
+        self._resumed = (resume.epoch, resume.session, resume.seq)
         return True
 
     def _unsubscribe(self, request: Unsubscribe) -> None:
