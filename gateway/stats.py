@@ -113,11 +113,23 @@ class CommandStats:
     rtt: Buckets = field(default_factory=lambda: Buckets(RTT_BUCKETS_S))
 
 
+#: Event-loop lateness buckets (seconds): how late a 10 ms timer ran.
+LATENESS_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
 @dataclass(slots=True)
 class LoopStats:
-    """How late the event loop ran a timer, last time. Owner: runtime.Runtime's janitor."""
+    """How late the event loop runs timers. Owner: runtime.Runtime (the janitor's once-a-second
+    `lag_s`; the loop sampler's 10 ms ticks: every tick's lateness and the worst since start)."""
 
     lag_s: float = 0.0
+    lateness: Buckets = field(default_factory=lambda: Buckets(LATENESS_BUCKETS_S))
+    lateness_max_s: float = 0.0
+
+    def late(self, seconds: float) -> None:
+        self.lateness.observe(seconds)
+        if seconds > self.lateness_max_s:
+            self.lateness_max_s = seconds
 
 
 @dataclass(slots=True)
