@@ -247,7 +247,8 @@ class Stream:
     def attach(self, socket: Socket, now: float) -> Session:
         """The connection is up: write this stream to `socket` from now on."""
         session = self.session = Session(self, socket, now)
-        session.wake()
+        if not self.idle:
+            session.wake()  # a writer only when there is something to write
         return session
 
     def detached(self, session: Session) -> None:
@@ -388,8 +389,8 @@ class Stream:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued or coalesced (the writer may end)."""
-        return self._outbox is None and self._lag is None
+        """Nothing queued, coalesced or to close (the writer may end)."""
+        return self._outbox is None and self._lag is None and self._closing is None
 
     def last_words(self) -> list[bytes]:
         """What an evicted stream still sends before its close frame."""
