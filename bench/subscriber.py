@@ -172,9 +172,11 @@ class Client:
         # were frames of their own, and snapshots were not sequenced.
         if kind == "lagging":
             state.lagging += 1
+            state.frames += 1
             return
         if kind == "device":
             state.events += 1
+            state.frames += 1
             return
         if kind == "snapshot" and "seq" in frame:
             state.last_seq = frame["seq"]
