@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         help='extra mosquitto.conf line, e.g. "max_queued_messages 1000" (repeatable)',
     )
     run.add_argument("--publisher", choices=["raw", "paho"], default="raw")
+    run.add_argument(
+        "--nice-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the load generators at niceness N, so that on a busy machine they wait for the "
+        "CPU rather than the target (its event loop's lateness is then its own)",
+    )
     run.add_argument("--gateway-python", help="interpreter for the gateway (e.g. a uvloop venv)")
     run.add_argument("--gateway-tree", type=Path, help="checkout whose gateway/ to run (A/B)")
     run.add_argument("--gc-probe", action="store_true", help="record the gateway's GC pauses")
@@ -172,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         args.profile,
         invocation,
         tuple(args.broker_conf),
+        args.nice_load,
     )
     args.results.parent.mkdir(parents=True, exist_ok=True)
     print(f"invocation {invocation}: {scenario.name} — {scenario.description}", flush=True)

@@ -213,7 +213,8 @@ _STEP_METRICS = (
 
 
 def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    # Generous: a target still busy with a storm answers late, and late is still an answer.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
         return response.read().decode()
 
 

@@ -40,6 +40,7 @@ class Options:
     profile_dir: Path | None = None  # attach py-spy to the target and write speedscope here
     invocation: str = ""
     broker_conf: tuple[str, ...] = ()  # extra mosquitto.conf lines (e.g. its queue limits)
+    nice_load: int = 0  # run the load generators at this niceness (the target keeps 0)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -83,7 +84,7 @@ class Run:
         # Exit order: load generators, then the target, then the broker.
         with broker:
             procs.wait_until(lambda: procs.port_open(broker_port), 15, "mosquitto")
-            with target, Workers() as workers:
+            with target, Workers(self.options.nice_load) as workers:
                 try:
                     procs.wait_until(
                         lambda: procs.target_ready(self.target, http_port), 30, self.target
@@ -253,6 +254,7 @@ class Run:
             + healthy["cpu_s"]
             + sum(d["cpu_s"] for d in sent)
             + (slow_group["cpu_s"] if slow_group else 0)
+            + sum(d.get("cpu_s", 0.0) for d in storm_done or ())
         )
         machine_busy = machine1[0] - machine0[0]
         return {
@@ -333,6 +335,7 @@ class Run:
                 "gateway_python": self.options.gateway_python,
                 "gateway_tree": str(self.options.gateway_tree or ""),
                 "broker_conf": list(self.options.broker_conf),
+                "nice_load": self.options.nice_load,
             },
             "machine": machine.describe(),
             "loadavg": [round(x, 2) for x in os.getloadavg()],

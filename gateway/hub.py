@@ -6,12 +6,19 @@ the same subscriptions share one Interest) and the same bytes are offered to eve
 it: one frame per stream per flush, however many devices appeared, changed or went offline. A
 new device, a status flip or a meta change costs one summary per flush and one encoding per
 interest that wants the device, never work per client. Nothing here awaits.
+
+Handing a flush to thousands of streams writes to thousands of sockets, and a batch of a fleet
+coming online is large: the hand-over is done in slices of a few megabytes, one per pass of the
+event loop, so ingest, heartbeats and timers run between them (the loop's lateness stays that of
+one slice). Each stream still gets its frames in flush order; too much left undelivered and the
+rest is handed over at once, which holds the loop (and so ingest) rather than grow memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,6 +34,25 @@ from gateway.stream import REMOVED, Batch, DeviceEvents, Event, Stream
 INTERVAL_PER_CLIENT_S = 0.0001
 #: Encoded snapshots kept for reuse until the next flush (see `shared`).
 SHARED_MAX = 4
+#: Payload bytes handed to streams per slice of a fan-out, each stream counting its frame's
+#: size plus SLICE_STREAM_COST (the write): S2's 100 clients get a flush in one slice, a
+#: 1 MB frame of a fleet coming online goes to 4 clients per slice (a few ms of writes).
+SLICE_BYTES = 4 * 1024 * 1024
+SLICE_STREAM_COST = 8192
+#: Undelivered hand-overs allowed, in flushes' worth of every stream: past it the rest is
+#: delivered at once.
+MAX_UNDELIVERED_FLUSHES = 8
+
+
+class _Delivery:
+    """One flush's frame for one interest, on its way to the streams that held it then."""
+
+    __slots__ = ("at", "batch", "streams")
+
+    def __init__(self, batch: Batch, streams: list[Stream]) -> None:
+        self.batch = batch
+        self.streams = streams
+        self.at = 0  # the next stream to hand it to
 
 
 class Hub:
@@ -43,6 +69,9 @@ class Hub:
         # (index in _batch) are left out, so no client sees a removed device come back.
         self._cuts: dict[str, int] | None = None
         self._shared: dict[Any, bytes] = {}
+        self._deliveries: deque[_Delivery] = deque()
+        self._undelivered = 0  # hand-overs left in _deliveries
+        self._deliver_handle: asyncio.Handle | None = None
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = -math.inf  # the first reading never waits for an interval
         self._interval_min = config.batch_interval_ms / 1000
@@ -82,7 +111,11 @@ class Hub:
         return total
 
     def resubscribe(self, stream: Stream) -> Interest | None:
-        """Recompute a stream's interest from its subscriptions (after subscribe/unsubscribe)."""
+        """Recompute a stream's interest from its subscriptions (after subscribe/unsubscribe).
+
+        What was flushed before is delivered first, so a snapshot queued next never goes out
+        ahead of older frames for the same stream."""
+        self.deliver_pending()
         self._leave(stream)
         if not stream.subscriptions:
             self._stream_interest[stream] = None
@@ -212,19 +245,56 @@ class Hub:
             (device.id, {"event": kind, "device": device.summary()})
             for kind, device in pending.items()
         ]
+        if self._undelivered > MAX_UNDELIVERED_FLUSHES * len(self._stream_interest):
+            self.deliver_pending()  # the streams cannot take it as fast as it comes: hold ingest
         members = self._members
         everything = self._index.everything
         if everything:
             shared = Batch.of(batch, [event for _, event in events])
             self.stats.encodings += 1
             for interest in everything:
-                for stream in members[interest]:
-                    stream.offer_batch(shared)
+                self._hand_over(shared, members[interest])
         if len(everything) < len(members):
             self._offer_filtered(batch, events)
         if pending:
             for device in pending.removed():
                 self._index.forget(device)
+        self._deliver()
+
+    def _hand_over(self, batch: Batch, streams: set[Stream]) -> None:
+        if streams:
+            self._deliveries.append(_Delivery(batch, list(streams)))
+            self._undelivered += len(streams)
+
+    def _deliver(self, limit: float = SLICE_BYTES) -> None:
+        """Offer flushed frames to their streams, in order, until `limit` bytes were handed
+        over; the rest continues on the loop's next pass."""
+        if self._deliver_handle is not None:
+            self._deliver_handle.cancel()
+            self._deliver_handle = None
+        deliveries, budget = self._deliveries, limit
+        while deliveries:
+            delivery = deliveries[0]
+            batch, streams, at = delivery.batch, delivery.streams, delivery.at
+            cost = len(batch.body) + SLICE_STREAM_COST
+            end = len(streams)
+            while at < end:
+                if budget <= 0:
+                    self._undelivered -= at - delivery.at
+                    delivery.at = at
+                    loop = asyncio.get_running_loop()
+                    self._deliver_handle = loop.call_soon(self._deliver)
+                    return
+                streams[at].offer_batch(batch)
+                at += 1
+                budget -= cost
+            self._undelivered -= end - delivery.at
+            deliveries.popleft()
+
+    def deliver_pending(self) -> None:
+        """Offer everything flushed to its streams now."""
+        if self._deliveries:
+            self._deliver(math.inf)
 
     def _offer_filtered(self, batch: list[Reading], events: list[tuple[str, Event]]) -> None:
         """The batch for interests that do not match everything: only their devices' events and
@@ -249,8 +319,7 @@ class Hub:
         for interest, (rows, interest_events) in chosen.items():
             shared = Batch.of(rows, interest_events)
             self.stats.encodings += 1
-            for stream in members[interest]:
-                stream.offer_batch(shared)
+            self._hand_over(shared, members[interest])
 
     def shared(self, key: Any, build: Callable[[], bytes]) -> bytes:
         """Bytes built once for every stream that asks with `key` until the next flush.

@@ -269,3 +269,28 @@ def test_batch_interval_stretches_with_the_number_of_clients(clients, interval_m
     for i in range(clients):
         hub.add(Stream(f"s{i}", WsConfig()))
     assert hub._interval() == pytest.approx(interval_ms / 1000)
+
+
+async def test_a_large_fan_out_is_handed_over_in_slices_in_order():
+    """A flush whose frames add up to more than one slice reaches some streams at once and the
+    rest on later passes of the loop, each stream getting its frames in flush order; subscribing
+    delivers what is pending first."""
+    hub = Hub(WsConfig(batch_interval_ms=LONG_MS))
+    streams = [join(hub, f"s{i}", Selector.of(["*"])) for i in range(40)]
+    big = [("d", f"m{i}", 1.0, "x" * 200) for i in range(2000)]  # ~0.5 MB per frame
+    hub.add_readings(big[:1000])
+    hub.flush()
+    hub.add_readings(big[1000:])
+    hub.flush()
+    served = [len(s.offers) for s in streams]
+    assert 0 < sum(served) < 80  # one slice of ~4 MB: not everyone yet
+    while hub._deliveries:
+        await asyncio.sleep(0)  # a pass of the loop
+    for stream in streams:
+        first, second = (orjson.loads(b"{%b}" % b.body)["data"] for _, b in stream.offers)
+        assert (first[0][1], second[0][1]) == ("m0", "m1000")
+    hub.add_readings(big[:1000])
+    hub.flush()
+    late = join(hub, "late", Selector.of(["*"]))  # resubscribe hands over the pending first
+    assert all(len(s.offers) == 3 for s in streams)
+    assert late.offers == []
