@@ -10,8 +10,10 @@ interest that wants the device, never work per client. Nothing here awaits.
 Handing a flush to thousands of streams writes to thousands of sockets, and a batch of a fleet
 coming online is large: the hand-over is done in slices of a few megabytes, one per pass of the
 event loop, so ingest, heartbeats and timers run between them (the loop's lateness stays that of
-one slice). Each stream still gets its frames in flush order; too much left undelivered and the
-rest is handed over at once, which holds the loop (and so ingest) rather than grow memory.
+one slice). Each stream still gets its frames in flush order. While a hand-over is under way the
+next flush waits for it (unless the batch fills up): the batch grows, its events coalesce, and
+clients get fewer, larger frames instead of a backlog. Too much left undelivered all the same and
+the rest is handed over at once, which holds the loop (and so ingest) rather than grow memory.
 """
 
 from __future__ import annotations
@@ -207,6 +209,9 @@ class Hub:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_when_due)
 
     def _flush_when_due(self) -> None:
+        if self._deliveries:
+            self._flush_handle = None  # _deliver flushes when the hand-over is done
+            return
         loop = asyncio.get_running_loop()
         due = self._last_flush + self._interval()
         if loop.time() >= due:
@@ -223,6 +228,8 @@ class Hub:
 
     def _flush_now(self) -> None:
         self._flush_handle = None
+        if self._deliveries:
+            return  # _deliver flushes when the hand-over is done
         self.flush()
 
     def flush(self) -> None:
@@ -290,6 +297,10 @@ class Hub:
                 budget -= cost
             self._undelivered -= end - delivery.at
             deliveries.popleft()
+        if (self._batch or self._events) and self._flush_handle is None:
+            # A flush that waited for this hand-over: due now (or at its interval).
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_soon(self._flush_when_due)
 
     def deliver_pending(self) -> None:
         """Offer everything flushed to its streams now."""

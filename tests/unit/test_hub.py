@@ -294,3 +294,26 @@ async def test_a_large_fan_out_is_handed_over_in_slices_in_order():
     late = join(hub, "late", Selector.of(["*"]))  # resubscribe hands over the pending first
     assert all(len(s.offers) == 3 for s in streams)
     assert late.offers == []
+
+
+async def test_the_next_flush_waits_for_a_hand_over_under_way():
+    """While a large flush is still being handed over, readings that come in wait in the batch
+    (no new frame for anyone meanwhile); once it is done they follow, none lost."""
+    hub = Hub(WsConfig(batch_interval_ms=0.001, batch_interval_max_ms=0.001))
+    streams = [join(hub, f"s{i}", Selector.of(["*"])) for i in range(40)]
+    hub.add_readings([("d", f"m{i}", 1.0, "x" * 200) for i in range(1000)])
+    hub.flush()
+    passes = 0
+    while hub._deliveries:
+        hub.add_readings([("d", "late", 2.0, passes)])
+        passes += 1
+        await asyncio.sleep(0)
+        if hub._deliveries:
+            assert all(len(s.offers) <= 1 for s in streams)
+    assert passes >= 2
+    async with asyncio.timeout(5):
+        while sum(len(b["data"]) for b in streams[-1].batches()) < 1000 + passes:
+            await asyncio.sleep(0)
+    for stream in streams:
+        late = [r[3] for b in stream.batches()[1:] for r in b["data"]]
+        assert late == list(range(passes))
