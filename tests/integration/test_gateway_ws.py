@@ -283,6 +283,7 @@ async def test_send_buffer_of_websocket_connections_follows_the_setting(start_ga
 async def test_the_write_path_is_the_one_asked_for(gw, path_settings):
     """`--public-paths` really runs connections on aiohttp's send_frame and ping."""
     client = await gw.connected_client()
-    (session,) = gw.runtime.hub.sessions
-    assert session._socket._fast is path_settings.get("ws.fast_writer", True)
+    (stream,) = gw.runtime.hub.streams
+    assert stream.session is not None
+    assert stream.session._socket._fast is path_settings.get("ws.fast_writer", True)
     await client.close()

@@ -156,7 +156,7 @@ async def test_ping_flood_is_answered_and_hurts_no_one(abused, bystander, publis
         pongs += 1
     assert pongs == 20_000
     assert frame.json() == {"type": "pong", "id": 7}
-    assert client.session in {s.id for s in abused.runtime.hub.sessions}
+    assert client.session in {s.id for s in abused.runtime.hub.streams}
     await client.close()
     await healthy_client_still_served(abused, bystander, publisher, prefix, 8)
 

@@ -229,14 +229,10 @@ def announced(entry: dict[str, Any]) -> bool:
 
 
 def device_status(device_id: str, status: str) -> Callable[[Frame], bool]:
-    """For WsClient.expect: a `device` frame saying that `device_id` is now `status`."""
+    """For WsClient.event: a device event saying that `device_id` is now `status`."""
 
-    def match(frame: Frame) -> bool:
-        return (
-            frame["type"] == "device"
-            and frame["device"]["id"] == device_id
-            and frame["device"]["status"] == status
-        )
+    def match(event: Frame) -> bool:
+        return event["device"]["id"] == device_id and event["device"]["status"] == status
 
     return match
 
