@@ -361,11 +361,13 @@ class Stream:
                 self.on_evict(reason)
 
     def send_timed_out(self) -> None:
-        """The session cut the transport after one send blocked too long: nothing more goes out."""
+        """The session cut the transport after one send blocked too long: nothing more goes out.
+        Counted even when the stream was already being closed (a close frame cannot get past
+        the blocked send: this is what ended the connection)."""
         if self._closing is None:
             self._closing = (CloseCode.SLOW_CONSUMER, CloseReason.SEND_TIMEOUT)
-            if self.on_evict is not None:
-                self.on_evict(CloseReason.SEND_TIMEOUT)
+        if self.on_evict is not None:
+            self.on_evict(CloseReason.SEND_TIMEOUT)
 
     # --- the writer's side -----------------------------------------------------------------------
 
