@@ -36,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full-every", type=int, help="every n-th client checks every row")
     run.add_argument("--commands-per-s", type=float)
     run.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        default=None,
+        help="no warm-up message: devices are new to the gateway inside the measured window",
+    )
+    run.add_argument("--storm-devices", type=int, help="S8: devices appearing, then their wills")
+    run.add_argument("--storm-procs", type=int, help="S8: processes holding their connections")
+    run.add_argument(
         "--compress",
         type=int,
         nargs="?",
@@ -59,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         help='extra mosquitto.conf line, e.g. "max_queued_messages 1000" (repeatable)',
     )
     run.add_argument("--publisher", choices=["raw", "paho"], default="raw")
+    run.add_argument(
+        "--nice-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the load generators at niceness N, so that on a busy machine they wait for the "
+        "CPU rather than the target (its event loop's lateness is then its own)",
+    )
     run.add_argument("--gateway-python", help="interpreter for the gateway (e.g. a uvloop venv)")
     run.add_argument("--gateway-tree", type=Path, help="checkout whose gateway/ to run (A/B)")
     run.add_argument("--gc-probe", action="store_true", help="record the gateway's GC pauses")
@@ -99,6 +116,9 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         full_every=args.full_every,
         commands_per_s=args.commands_per_s,
         compress=args.compress,
+        warmup=args.warmup,
+        storm_devices=args.storm_devices,
+        storm_procs=args.storm_procs,
         settings=settings,
     )
 
@@ -121,7 +141,21 @@ def one_line(record: dict[str, Any]) -> str:
         f"max {lat['max']} ms | {record['target']} cpu {record['target_cpu_pct']}% "
         f"rss {record['target_rss_kib']['peak'] // 1024} MiB | clients cpu "
         f"{record['client_cpu_pct']}% broker {record['broker_cpu_pct']}% "
-        f"load {record['loadavg'][0]}"
+        f"load {record['loadavg'][0]}{_loop_line(record)}"
+    )
+
+
+def _loop_line(record: dict[str, Any]) -> str:
+    """The gateway's own view of the step: its event loop and fan-out."""
+    view = record.get("gateway") or {}
+    if not view:
+        return ""
+    events = record["clients"].get("events_min_client")
+    return (
+        f" | loop late max {view['loop_late_max_ms']} total {view['loop_late_total_ms']} ms, "
+        f">100 ms {view['loop_ticks_over_100ms']} | batches/s {view['batches_per_s']}, "
+        f"frames/s per client {record.get('frames_per_client_per_s')}"
+        + (f", events per client >= {events}" if events else "")
     )
 
 
@@ -146,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         args.profile,
         invocation,
         tuple(args.broker_conf),
+        args.nice_load,
     )
     args.results.parent.mkdir(parents=True, exist_ok=True)
     print(f"invocation {invocation}: {scenario.name} — {scenario.description}", flush=True)

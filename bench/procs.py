@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -200,19 +201,31 @@ def target_ready(kind: str, port: int) -> bool:
 
 #: What the gateway itself says about clients that fell behind (its /metrics).
 _SLOW_CLIENT_COUNTERS = ("iotgw_readings_coalesced", "iotgw_ws_closed_by_gateway")
+#: The gateway's own view of a step: its event loop's lateness (sampled every 10 ms inside the
+#: gateway), batches flushed, frames sent and device events batched.
+_STEP_METRICS = (
+    "iotgw_event_loop_lateness_seconds",
+    "iotgw_event_loop_lateness_max_seconds",
+    "iotgw_batches",
+    "iotgw_ws_frames_sent",
+    "iotgw_device_events",
+)
+
+
+def _scrape(port: int) -> str:
+    # Generous: a target still busy with a storm answers late, and late is still an answer.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
+        return response.read().decode()
 
 
 def gateway_counters(port: int) -> dict[str, float]:
     """The gateway's slow-client counters, e.g. {"iotgw_ws_closed_by_gateway{slow_consumer}": 5}.
 
-    A client reading at 10% sees its `lagging` notice or its close only after it has read
-    everything queued before it (minutes, for S7's clients); the gateway counts them when they
-    happen.
+    A client reading at 10% sees its lag or its close only after it has read everything queued
+    before it (minutes, for S7's clients); the gateway counts them when they happen.
     """
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
     counters: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(_scrape(port)):
         if family.name not in _SLOW_CLIENT_COUNTERS:
             continue
         for sample in family.samples:
@@ -220,3 +233,53 @@ def gateway_counters(port: int) -> dict[str, float]:
                 labels = ",".join(sample.labels.values())
                 counters[f"{family.name}{{{labels}}}" if labels else family.name] = sample.value
     return counters
+
+
+def gateway_samples(port: int) -> dict[str, float]:
+    """The step metrics' samples by name and labels, e.g. {"iotgw_batches_total": 812.0,
+    "iotgw_event_loop_lateness_seconds_bucket{le=0.1}": 4093.0}; empty for a gateway that does
+    not export them (an older checkout under --gateway-tree)."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(_scrape(port)):
+        if family.name not in _STEP_METRICS:
+            continue
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sample.labels.items())
+            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return found
+
+
+def step_view(before: dict[str, float], after: dict[str, float], window_s: float) -> dict[str, Any]:
+    """What the gateway did during one step, from two `gateway_samples`: its event loop's
+    lateness (the worst tick, the sum, ticks later than 100 ms), batches and frames per second,
+    device events. The worst tick is exact when it happened during the step (the max only
+    grows); otherwise it is bounded by the histogram's buckets."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    if "iotgw_event_loop_lateness_seconds_count" not in after:
+        return {}
+    ticks = delta("iotgw_event_loop_lateness_seconds_count")
+    max_before = before.get("iotgw_event_loop_lateness_max_seconds", 0.0)
+    max_after = after.get("iotgw_event_loop_lateness_max_seconds", 0.0)
+    if max_after > max_before:
+        worst_ms: float | str = round(1000 * max_after, 1)
+    else:
+        bounds = sorted(
+            (float(key.split("le=")[1].rstrip("}")), key)
+            for key in after
+            if key.startswith("iotgw_event_loop_lateness_seconds_bucket{")
+        )
+        worst = next((b for b, key in bounds if delta(key) >= ticks), float("inf"))
+        worst_ms = f"<= {1000 * worst:g}"
+    over_100ms = ticks - delta("iotgw_event_loop_lateness_seconds_bucket{le=0.1}")
+    return {
+        "loop_ticks": int(ticks),
+        "loop_late_max_ms": worst_ms,
+        "loop_late_total_ms": round(1000 * delta("iotgw_event_loop_lateness_seconds_sum"), 1),
+        "loop_ticks_over_100ms": int(over_100ms),
+        "batches_per_s": round(delta("iotgw_batches_total") / window_s, 1),
+        "frames_sent": int(delta("iotgw_ws_frames_sent_total")),
+        "device_events": int(delta("iotgw_device_events_total")),
+    }

@@ -4,7 +4,8 @@ Each payload is `{"sent": <time.time()>, "n": <per-device sequence>, "v": <value
 turns one message into three readings (`sent`, `n`, `v`). Runs in its own process; talks to the
 orchestrator over a multiprocessing Connection:
 
-  worker → ("ready", None) once connected and every device sent its warm-up message (n = 0)
+  worker → ("ready", None) once connected and (unless `warmup` is off) every device sent its
+           warm-up message (n = 0)
   orchestrator → ("go", (start_at, rate, duration))   publish `rate` msg/s for `duration` s
   worker → ("done", {...})                            counts, achieved rate, CPU seconds
   orchestrator → ("stop", None)
@@ -32,6 +33,7 @@ class PublisherConfig:
     devices: list[str]
     client_id: str
     mode: str = "raw"  # raw | paho
+    warmup: bool = True  # False: devices are first seen by the gateway inside the measured window
 
 
 def payload(n: int) -> bytes:
@@ -82,7 +84,8 @@ def run(config: PublisherConfig, conn: Connection) -> None:
                 paho.publish(topics[i], payload(n))
             paho.service()
 
-        send([(i, 0) for i in range(len(topics))])  # warm-up: n = 0 registers every device
+        if config.warmup:
+            send([(i, 0) for i in range(len(topics))])  # warm-up: n = 0 registers every device
         conn.send(("ready", None))
         while True:
             command, args = conn.recv()

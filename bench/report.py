@@ -257,6 +257,83 @@ def _burst_rate(record: Record) -> float | None:
     return record["retained_counted"] / window if window > 0 else None
 
 
+def _loop(key: str) -> Callable[[Record], float | None]:
+    def get(record: Record) -> float | None:
+        value = (record.get("gateway") or {}).get(key)
+        return value if isinstance(value, int | float) else None
+
+    return get
+
+
+def _worst(group: list[Record]) -> str:
+    """The worst loop tick over the runs: exact, or the histogram's bound when exact was unknown."""
+    exact = [
+        v
+        for r in group
+        if isinstance(v := (r.get("gateway") or {}).get("loop_late_max_ms"), int | float)
+    ]
+    if exact:
+        return fmt(max(exact), 0)
+    bounds = [
+        v for r in group if isinstance(v := (r.get("gateway") or {}).get("loop_late_max_ms"), str)
+    ]
+    return bounds[-1] if bounds else "–"
+
+
+def loop_rows(chosen: dict[str, list[Record]]) -> list[str]:
+    """The gateway's event-loop lateness (a 10 ms sampler inside the gateway) per scenario and
+    step, and its batches and frames per second: medians over runs, the worst tick over all."""
+    rows = [
+        "| scenario | step | runs | loop late, worst tick ms | loop late, total ms "
+        "| ticks > 100 ms | batches/s | frames/s per client |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in sorted(chosen):
+        steps: dict[int, list[Record]] = defaultdict(list)
+        for record in chosen[scenario]:
+            if record["target"] == "gateway" and record.get("gateway"):
+                steps[record.get("step", 0)].append(record)
+        for step, group in sorted(steps.items()):
+            rows.append(
+                f"| {scenario} | {step} | {len(group)} | {_worst(group)} "
+                f"| {fmt(med(group, _loop('loop_late_total_ms')), 0)} "
+                f"| {fmt(med(group, _loop('loop_ticks_over_100ms')), 0)} "
+                f"| {fmt(med(group, _loop('batches_per_s')), 0)} "
+                f"| {fmt(med(group, lambda r: r.get('frames_per_client_per_s')), 1)} |"
+            )
+    return rows if len(rows) > 2 else []
+
+
+def storm_rows(records: list[Record]) -> list[str]:
+    """S8: per step (the fleet appearing, then its wills), per target: the gateway's loop, the
+    steady devices' readings latency, frames per client against the gateway's batches, and how
+    many device events the clients got (each should see every device of the fleet)."""
+    rows = [
+        "| step | target | runs | fleet | clients | loop late, worst tick ms | loop late, total ms "
+        "| readings p99 ms | max ms | delivered | frames/s per client | batches/s "
+        "| events per client (least) | target CPU | others' CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    groups: dict[tuple[int, str], list[Record]] = defaultdict(list)
+    for record in records:
+        groups[(record.get("step", 0), record["target"])].append(record)
+    for (step, target), group in sorted(groups.items()):
+        storm = group[0].get("storm") or {}
+        rows.append(
+            f"| {step} {storm.get('step', '')} | {target} | {len(group)} "
+            f"| {storm.get('devices', 0):,} | {group[0]['params']['clients']:,} | {_worst(group)} "
+            f"| {fmt(med(group, _loop('loop_late_total_ms')), 0)} "
+            f"| {fmt(med(group, lat('p99')), 1)} | {fmt(med(group, lat('max')), 0)} "
+            f"| {fmt(med(group, _delivery_pct), 2, '%')} "
+            f"| {fmt(med(group, lambda r: r.get('frames_per_client_per_s')), 1)} "
+            f"| {fmt(med(group, _loop('batches_per_s')), 0)} "
+            f"| {fmt(med(group, lambda r: r['clients'].get('events_min_client')), 0)} "
+            f"| {fmt(med(group, lambda r: r['target_cpu_pct']), 0, '%')} "
+            f"| {fmt(med(group, lambda r: r.get('others_cpu_pct')), 0, '%')} |"
+        )
+    return rows
+
+
 def machine_lines(records: list[Record]) -> list[str]:
     m = records[-1]["machine"]
     commits = ", ".join(sorted({"`" + r["git_commit"] + "`" for r in records}))
@@ -289,7 +366,7 @@ def render(records: list[Record]) -> str:
         return "No results yet: run `python -m bench run -s S1`."
     out = [*machine_lines([r for rs in chosen.values() for r in rs]), "", *STEADY_HEAD]
     for scenario in sorted(chosen):
-        if scenario not in ("S3", "S3i", "S4", "S6"):
+        if scenario not in ("S3", "S3i", "S4", "S6", "S8"):
             out += steady_rows(chosen[scenario])
     stepwise = [s for s in ("S3", "S3i") if s in chosen]
     if stepwise:
@@ -307,6 +384,13 @@ def render(records: list[Record]) -> str:
         out += cold_start_rows(chosen["S6"])
     if "S7" in chosen:
         out += ["", "S7 slow neighbour:", "", *slow_rows(chosen["S7"])]
+    if "S8" in chosen:
+        out += ["", "S8 device storm (medians; worst tick over all runs):", ""]
+        out += storm_rows(chosen["S8"])
+    loop = loop_rows(chosen)
+    if loop:
+        out += ["", "The gateway's event loop (sampled every 10 ms inside it) and fan-out:", ""]
+        out += loop
     invocations = ", ".join(f"{s} `{rs[0]['invocation']}`" for s, rs in sorted(chosen.items()))
     out += ["", f"Invocations: {invocations}."]
     return "\n".join(out)

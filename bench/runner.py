@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import commander, machine, procs, publisher, subscriber
-from bench.scenarios import Scenario
+from bench import commander, machine, procs, publisher, storm, subscriber
+from bench.scenarios import STORM_STEPS, Scenario
 from bench.stats import Histogram
 from bench.workers import Worker, Workers, broadcast, gather
 
@@ -40,6 +40,7 @@ class Options:
     profile_dir: Path | None = None  # attach py-spy to the target and write speedscope here
     invocation: str = ""
     broker_conf: tuple[str, ...] = ()  # extra mosquitto.conf lines (e.g. its queue limits)
+    nice_load: int = 0  # run the load generators at this niceness (the target keeps 0)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -47,8 +48,8 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def device_ids(count: int) -> list[str]:
-    return [f"d{i:05d}" for i in range(count)]
+def device_ids(count: int, letter: str = "d") -> list[str]:
+    return [f"{letter}{i:05d}" for i in range(count)]
 
 
 class Run:
@@ -62,6 +63,8 @@ class Run:
         self._gc_file = Path(f"/tmp/iotgw-bench-gc-{self.prefix}.json")
         self._target_pid = 0
         self.rss_subscribed = 0
+        self._http_port = 0
+        self._storm: list[Worker] = []
 
     def execute(self) -> list[dict[str, Any]]:
         if self.scenario.cold_start:
@@ -81,7 +84,7 @@ class Run:
         # Exit order: load generators, then the target, then the broker.
         with broker:
             procs.wait_until(lambda: procs.port_open(broker_port), 15, "mosquitto")
-            with target, Workers() as workers:
+            with target, Workers(self.options.nice_load) as workers:
                 try:
                     procs.wait_until(
                         lambda: procs.target_ready(self.target, http_port), 30, self.target
@@ -100,7 +103,8 @@ class Run:
     def _start_load(
         self, workers: Workers, broker_port: int, http_port: int
     ) -> tuple[list[Worker], list[Worker], list[Worker]]:
-        """Subscribers first (ready = subscribed), then publishers or the commander."""
+        """Subscribers first (ready = subscribed), then publishers or the commander, and the
+        storm fleet's workers (idle until their step)."""
         s = self.scenario
         url = f"http://127.0.0.1:{http_port}/ws"
         subs: list[Worker] = []
@@ -147,9 +151,14 @@ class Run:
                     devices[i :: s.publishers],
                     f"{self.prefix}-pub{i}",
                     self.options.publisher_mode,
+                    s.warmup,
                 )
                 drivers.append(workers.add(Worker(f"publisher-{i}", publisher.run, config_p)))
-        gather(drivers, "ready", READY_TIMEOUT_S)
+        fleet = device_ids(s.storm_devices, "s")
+        for i in range(s.storm_procs if s.storm_devices else 0):
+            config_s = storm.StormConfig(broker_port, self.prefix, fleet[i :: s.storm_procs])
+            self._storm.append(workers.add(Worker(f"storm-{i}", storm.run, config_s)))
+        gather(drivers + self._storm, "ready", READY_TIMEOUT_S)
         if s.commands_per_s and self.target == "gateway":
             procs.wait_until(lambda: _metas_known(http_port, len(devices)), 30, "device metas")
         return subs, slow, drivers
@@ -167,17 +176,20 @@ class Run:
         s = self.scenario
         rss_idle = procs.memory_kib(target.pid)["rss"]
         self._target_pid = target.pid
+        self._http_port = http_port if self.target == "gateway" else 0
         subs, slow, drivers = self._start_load(workers, broker_port, http_port)
-        # Counting starts once every client has its warm-up readings (n = 0, 3 rows per device).
-        per_client = s.narrow or s.devices
-        self._drain(subs, per_client * 3 * s.clients, "rows")
+        if s.warmup:
+            # Counting starts once every client has its warm-up readings (n = 0, 3 rows per
+            # device).
+            per_client = s.narrow or s.devices
+            self._drain(subs, per_client * 3 * s.clients, "rows")
         time.sleep(SETTLE_S)
         rss_connected = procs.memory_kib(target.pid)["rss"]
         broadcast(subs + slow, "collect")
         gather(subs + slow, "result", 30)
-        records = []
+        records: list[dict[str, Any]] = []
         for step, rate in enumerate(s.rates):
-            record = self._step(subs, slow, drivers, broker, target, rate)
+            record = self._step(subs, slow, drivers, broker, target, rate, step)
             record.update(
                 step=step,
                 gateway_counters=(
@@ -200,20 +212,33 @@ class Run:
         broker: procs.Child,
         target: procs.Child,
         rate: float,
+        step: int,
     ) -> dict[str, Any]:
         s = self.scenario
         rate_each = (s.commands_per_s if s.commands_per_s else rate) / len(drivers)
         start_at = time.time() + 0.3
         profiler = self._profiler(target, start_at) if self.options.profile_dir else None
+        gateway0 = procs.gateway_samples(self._http_port) if self._http_port else {}
         cpu0 = procs.cpu_seconds(target.pid), procs.cpu_seconds(broker.pid), time.monotonic()
         machine0 = procs.system_cpu()
         broadcast(drivers, "go", (start_at, rate_each, s.duration))
+        storm_step = STORM_STEPS[step] if self._storm and step < len(STORM_STEPS) else None
+        if storm_step == "appear":
+            broadcast(self._storm, "appear", (start_at, s.appear_s))
+        elif storm_step == "wills":
+            broadcast(self._storm, "wills", (start_at, s.wills_s))
         sent = gather(drivers, "done", s.duration + 60)
+        storm_done = (
+            gather(self._storm, "appeared" if storm_step == "appear" else "cut", 120)
+            if storm_step
+            else None
+        )
         published = sum(d["sent"] for d in sent)
         expected = self._expected([d["sent"] for d in sent])
         drain = self._drain(subs, expected)
         cpu1 = procs.cpu_seconds(target.pid), procs.cpu_seconds(broker.pid), time.monotonic()
         machine1 = procs.system_cpu()
+        gateway1 = procs.gateway_samples(self._http_port) if self._http_port else {}
         broadcast(subs + slow, "collect")
         healthy = merge_groups(gather(subs, "result", 60))
         slow_group = merge_groups(gather(slow, "result", 60)) if slow else None
@@ -229,6 +254,7 @@ class Run:
             + healthy["cpu_s"]
             + sum(d["cpu_s"] for d in sent)
             + (slow_group["cpu_s"] if slow_group else 0)
+            + sum(d.get("cpu_s", 0.0) for d in storm_done or ())
         )
         machine_busy = machine1[0] - machine0[0]
         return {
@@ -248,6 +274,14 @@ class Run:
             "slow_clients": slow_group,
             "drain_s": round(drain, 2),
             "window_s": round(window, 2),
+            "storm": (
+                {"step": storm_step, "devices": s.storm_devices, "workers": storm_done}
+                if storm_step
+                else None
+            ),
+            # The gateway's event loop and fan-out, as it saw them (empty for the naive bridge).
+            "gateway": procs.step_view(gateway0, gateway1, window),
+            "frames_per_client_per_s": round(healthy["frames"] / max(s.clients, 1) / window, 1),
             "target_cpu_s": round(cpu1[0] - cpu0[0], 3),
             "target_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / window, 1),
             "target_rss_kib": procs.memory_kib(target.pid),
@@ -301,6 +335,7 @@ class Run:
                 "gateway_python": self.options.gateway_python,
                 "gateway_tree": str(self.options.gateway_tree or ""),
                 "broker_conf": list(self.options.broker_conf),
+                "nice_load": self.options.nice_load,
             },
             "machine": machine.describe(),
             "loadavg": [round(x, 2) for x in os.getloadavg()],
@@ -354,7 +389,7 @@ def merge_groups(results: list[dict[str, Any]]) -> dict[str, Any]:
         latency.merge(Histogram.from_json(result.pop("latency")))
         ingest.merge(Histogram.from_json(result.pop("ingest_latency")))
         for key, value in result.items():
-            if key == "delivered_min_client":
+            if key.endswith("_min_client"):
                 total[key] = min(total.get(key, value), value)
             elif key == "loop_stall_max_ms":
                 total[key] = max(total.get(key, value), value)

@@ -27,6 +27,15 @@ class Scenario:
     stop_delivery: float | None = None  # ...or a lower delivery ratio
     settings: dict[str, str] = field(default_factory=dict)  # gateway config overrides
     cold_start: bool = False  # S6: retained meta and status first, then the target starts
+    # False: no warm-up message, so every device is new to the gateway inside the measured window.
+    warmup: bool = True
+    # S8: a fleet of this many devices (own MQTT connections, last wills) that appears in the
+    # first step, within `appear_s`, and goes offline at once (wills) in the second, within
+    # `wills_s`, while the publishers' devices carry on (their readings' latency is measured).
+    storm_devices: int = 0
+    storm_procs: int = 4
+    appear_s: float = 2.0
+    wills_s: float = 1.0
 
     def with_overrides(self, **changes: Any) -> Scenario:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -129,5 +138,32 @@ SCENARIOS: dict[str, Scenario] = {
             full_every=10,
             subscriber_procs=2,
         ),
+        Scenario(
+            "S8",
+            "device storm: 10,000 new devices within 2 s (step 0), then their 10,000 wills within"
+            " 1 s (step 1), 1,000 clients on '*', 100 devices at 1,000 msg/s, no warm-up",
+            100,
+            (1000.0, 1000.0),
+            10.0,
+            1000,
+            full_every=50,
+            subscriber_procs=4,
+            warmup=False,
+            storm_devices=10000,
+            settings={
+                # A subscriber process stalled by the storm's frames answers pings late (as in
+                # S4); the gateway's heartbeat is not what S8 measures.
+                "ws.heartbeat_s": "60",
+                # The admission limits (docs/operations.md) are not what S8 measures.
+                "ws.max_connections": "100000",
+                "ws.max_connections_per_token": "100000",
+                "ws.connect_rate": "100000",
+                "ws.connect_burst": "100000",
+                "registry.max_devices": "100000",
+            },
+        ),
     ]
 }
+
+#: What each step of a storm scenario does to the storm fleet.
+STORM_STEPS = ("appear", "wills")

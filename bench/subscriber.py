@@ -93,14 +93,15 @@ class ClientState:
     gaps: int = 0
     reordered: int = 0
     seq_errors: int = 0
-    lagging: int = 0
+    lagging: int = 0  # coalesced frames (v2) or lagging notices (v1)
+    events: int = 0  # device events: in readings frames (v2) or device frames (v1)
     closed: int | None = None
     last_seq: int = 0
     last_n: dict[str, int] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.frames = self.rows = self.msgs = self.gaps = self.reordered = 0
-        self.seq_errors = self.lagging = 0
+        self.seq_errors = self.lagging = self.events = 0
 
 
 def devices_for(config: SubscriberConfig, index: int) -> list[str]:
@@ -167,14 +168,26 @@ class Client:
         frame = orjson.loads(data)
         kind = frame.get("type")
         state = self.state
+        # Protocol v1 (a baseline run against an older gateway): events and lagging notices
+        # were frames of their own, and snapshots were not sequenced.
         if kind == "lagging":
             state.lagging += 1
+            state.frames += 1
+            return
+        if kind == "device":
+            state.events += 1
+            state.frames += 1
+            return
+        if kind == "snapshot" and "seq" in frame:
+            state.last_seq = frame["seq"]
             return
         if kind != "readings":
             return
         rows = frame["data"]
         state.frames += 1
         state.rows += len(rows)
+        state.events += len(frame.get("events", ()))
+        state.lagging += bool(frame.get("coalesced"))
         seq = frame["seq"]
         if state.last_seq and seq != state.last_seq + 1:
             state.seq_errors += 1
@@ -231,6 +244,8 @@ def summarize(
         "reordered": sum(s.reordered for s in states),
         "seq_errors": sum(s.seq_errors for s in states),
         "lagging_frames": sum(s.lagging for s in states),
+        "events": sum(s.events for s in states),
+        "events_min_client": min((s.events for s in states), default=0),
         "latency": latencies.latency.to_json(),
         "ingest_latency": latencies.ingest.to_json(),
         "loop_stall_max_ms": round(stall_s * 1000, 1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -22,9 +23,13 @@ class Worker:
         )
         self._child = child
 
-    def start(self) -> None:
+    def start(self, nice: int = 0) -> None:
         self.process.start()
         self._child.close()
+        if nice and self.process.pid is not None:
+            # Lower priority than the target: on a busy machine the load generators, not the
+            # target, wait for the CPU (--nice-load).
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, nice)
 
     def send(self, command: str, args: Any = None) -> None:
         self.conn.send((command, args))
@@ -59,12 +64,13 @@ class Worker:
 class Workers:
     """A group of workers, stopped together on exit of the `with` block."""
 
-    def __init__(self) -> None:
+    def __init__(self, nice: int = 0) -> None:
         self.all: list[Worker] = []
+        self.nice = nice
 
     def add(self, worker: Worker) -> Worker:
         self.all.append(worker)
-        worker.start()
+        worker.start(self.nice)
         return worker
 
     def __enter__(self) -> Workers:

@@ -43,20 +43,19 @@ stream.addEventListener("refreshed", ({ detail }) =>
 conn.addEventListener("frame", ({ detail: frame }) => {
   switch (frame.type) {
     case "snapshot":
+      if (!stream.accept(frame)) break;
       stream.snapshot();
       store.loadSnapshot(Array.isArray(frame.devices) ? frame.devices : []);
       break;
     case "readings":
-      if (stream.accept(frame)) store.pushReadings(frame.data);
-      break;
-    case "device":
-      store.applyDeviceEvent(frame);
-      break;
-    case "lagging":
-      notice(
-        `Falling behind: ${Number(frame.dropped || 0).toLocaleString()} intermediate readings skipped; latest values kept.`,
-        "lagging",
-      );
+      if (!stream.accept(frame)) break;
+      store.pushFrame(frame);
+      if (frame.coalesced) {
+        notice(
+          `Falling behind: ${Number(frame.dropped || 0).toLocaleString()} intermediate readings skipped; latest values kept.`,
+          "lagging",
+        );
+      }
       break;
     case "error":
       if (frame.code !== "unauthorized") showConnectionError(`Gateway error: ${frame.message || frame.code}`);

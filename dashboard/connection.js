@@ -1,4 +1,4 @@
-// The WebSocket link to the gateway (docs/protocol.md, v1): connect, authenticate, correlate
+// The WebSocket link to the gateway (docs/protocol.md, v2): connect, authenticate, correlate
 // replies by request id, and reconnect on its own with capped, jittered exponential backoff.
 //
 // Events (EventTarget): "state" whenever `state` changes, "ready" each time a connection is open
@@ -12,6 +12,7 @@ const HELLO_TIMEOUT_MS = 10_000;
 const PING_EVERY_MS = 25_000;
 const PONG_TIMEOUT_MS = 10_000;
 const STABLE_AFTER_MS = 10_000; // a link up this long resets the backoff
+const PROTOCOL = 2; // the protocol version this page speaks (hello.protocol)
 
 /** Close codes after which reconnecting cannot help (protocol.md, "Close codes"). */
 const TERMINAL = new Map([
@@ -179,6 +180,16 @@ export class Connection extends EventTarget {
   }
 
   onHello(hello) {
+    if (hello.protocol !== PROTOCOL) {
+      // Frames of another version would be misread (v1 sent events as their own frames).
+      this.clearTimers();
+      this.drop();
+      this.setState({
+        phase: "failed",
+        message: `The gateway speaks protocol ${hello.protocol}; this page speaks ${PROTOCOL}. Reload the page.`,
+      });
+      return;
+    }
     this.hello = hello;
     this.setState({
       broker: hello.broker ?? null,

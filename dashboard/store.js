@@ -1,6 +1,7 @@
-// Fleet state in the page: devices from snapshots and `device` events, latest values from
-// `readings`. Readings are buffered as they arrive and applied at most once per animation frame;
-// each flush tells listeners which devices changed, so views touch only what they show.
+// Fleet state in the page: devices from snapshots and the device events of `readings` frames,
+// latest values from their readings (docs/protocol.md, "The stream"). Frames are buffered as they
+// arrive and applied in order at most once per animation frame, each frame's events before its
+// data; each flush tells listeners which devices changed, so views touch only what they show.
 //
 // Event "flush" (detail: {dirty: Set<id>, structural: bool, batches: Array<readings data>}):
 // `structural` means devices were added/removed or a status/meta changed (lists re-filter).
@@ -19,7 +20,7 @@ export class Store extends EventTarget {
     super();
     /** @type {Map<string, Device>} */
     this.devices = new Map();
-    this.batches = [];
+    this.pending = []; // buffered readings frames: {events, data}
     this.buffered = 0;
     this.dirty = new Set();
     this.structural = false;
@@ -31,8 +32,8 @@ export class Store extends EventTarget {
 
   /** Replace the fleet with a snapshot (one subscription covers every device: "*"). */
   loadSnapshot(devices) {
-    // Readings still buffered came before the snapshot: apply them first so they cannot overwrite it.
-    if (this.batches.length) this.flush();
+    // Frames still buffered came before the snapshot: apply them first so they cannot overwrite it.
+    if (this.pending.length) this.flush();
     this.stats.snapshots++;
     const seen = new Set();
     for (const raw of devices) {
@@ -53,24 +54,25 @@ export class Store extends EventTarget {
     this.dispatchEvent(new CustomEvent("snapshot"));
   }
 
-  /** A `device` frame: status or meta changed, or the device was removed. */
-  applyDeviceEvent(frame) {
-    const raw = frame.device;
+  /** A `readings` frame: its events and data, buffered now, applied on the next animation frame. */
+  pushFrame(frame) {
+    const events = Array.isArray(frame.events) ? frame.events : [];
+    const data = Array.isArray(frame.data) ? frame.data : [];
+    if (events.length === 0 && data.length === 0) return;
+    this.pending.push({ events, data });
+    this.buffered += data.length + events.length;
+    if (this.buffered > MAX_BUFFERED) this.flush();
+    else this.schedule();
+  }
+
+  /** One device event: `device` is the device's whole state (without values). */
+  applyEvent(event) {
+    const raw = event && event.device;
     if (!raw || typeof raw.id !== "string") return;
-    if (frame.event === "removed") this.devices.delete(raw.id);
+    if (event.event === "removed") this.devices.delete(raw.id);
     else this.upsert(raw);
     this.structural = true;
     this.dirty.add(raw.id);
-    this.schedule();
-  }
-
-  /** A `readings` frame's data: buffered now, applied on the next animation frame. */
-  pushReadings(data) {
-    if (!Array.isArray(data) || data.length === 0) return;
-    this.batches.push(data);
-    this.buffered += data.length;
-    if (this.buffered > MAX_BUFFERED) this.flush();
-    else this.schedule();
   }
 
   /** Mark the whole list for re-filtering (used by the view when only time moved on). */
@@ -99,7 +101,7 @@ export class Store extends EventTarget {
     if (typeof raw.last_seen === "number") device.lastSeen = Math.min(raw.last_seen, gatewayNow());
     if ("meta" in raw) {
       const meta = raw.meta && typeof raw.meta === "object" ? raw.meta : null;
-      // Every `device` event carries the meta again; views rebuild only when it really changed.
+      // Every device event carries the meta again; views rebuild only when it really changed.
       const key = JSON.stringify(meta);
       if (key !== device.metaKey) {
         device.metaKey = key;
@@ -123,14 +125,17 @@ export class Store extends EventTarget {
     cancelAnimationFrame(this.frame);
     clearTimeout(this.fallback);
     this.frame = 0;
-    const batches = this.batches;
-    this.batches = [];
+    const pending = this.pending;
+    this.pending = [];
     this.buffered = 0;
+    const batches = [];
     // Readings carry the device's timestamp, not when the gateway got them: "last seen" is when the
     // page did, on the gateway's clock. (Replayed after a resume, that is up to the outage late.)
     const now = gatewayNow();
     const { devices, dirty } = this;
-    for (const data of batches) {
+    for (const { events, data } of pending) {
+      for (const event of events) this.applyEvent(event);
+      batches.push(data);
       for (const reading of data) {
         if (!Array.isArray(reading) || reading.length !== 4) continue;
         const [id, metric, ts, value] = reading;

@@ -1,12 +1,12 @@
-// The page's one subscription (every device) and the readings stream it opens, kept across
-// reconnects (docs/protocol.md, "Resuming after a reconnect").
+// The page's one subscription (every device) and the sequenced stream it opens, kept across
+// reconnects (docs/protocol.md, "The stream" and "Resuming after a reconnect").
 //
 // Once the page holds a stream's state (its snapshot arrived), the subscribe on every reconnect
 // carries `resume: {epoch, session, seq}`: the epoch and session from the hello of the connection
-// that stream belongs to, and the seq of the last `readings` frame the page applied. The gateway then
-// either continues that stream (`recovered: true`: no snapshot, the missed frames follow with
-// continuing seq) or starts afresh (`recovered: false`, or no `recovered`: a snapshot follows and
-// seq starts again at 1).
+// that stream belongs to, and the seq of the last sequenced frame (`snapshot` or `readings`) the
+// page applied. The gateway then either continues that stream (`recovered: true`: no snapshot, the
+// missed frames follow with continuing seq) or starts afresh (`recovered: false`, or no
+// `recovered`: a snapshot follows, numbered from 1 on the new connection).
 //
 // Events: "recovered" (the old stream continues), "refreshed" (detail: {restarted}: a fresh
 // snapshot replaces the page's state), "gap" (detail: {missed}: frames lost within a stream),
@@ -19,7 +19,7 @@ export class Stream extends EventTarget {
     this.stats = stats;
     this.epoch = null; // the stream the page's state comes from: its gateway epoch and session
     this.session = null;
-    this.seq = 0; // last readings frame applied from it
+    this.seq = 0; // last sequenced frame (snapshot or readings) applied from it
     this.synced = false; // its snapshot was applied: only then is there a state to continue
     conn.addEventListener("ready", () => this.subscribe());
   }
@@ -45,7 +45,7 @@ export class Stream extends EventTarget {
         this.dispatchEvent(new CustomEvent("recovered"));
         return;
       }
-      this.seq = 0; // a fresh stream: the snapshot comes next, then readings from seq 1
+      this.seq = 0; // a fresh stream: the snapshot comes next (seq 1), then readings
       this.synced = false;
       if (resume) {
         this.stats.refreshed++;
@@ -59,7 +59,7 @@ export class Stream extends EventTarget {
     this.synced = true;
   }
 
-  /** Check a readings frame's seq; false if the page already applied it (never expected). */
+  /** Check a sequenced frame's seq; false if the page already applied it (never expected). */
   accept(frame) {
     const seq = frame.seq;
     if (typeof seq !== "number") return true;

@@ -155,6 +155,12 @@ class WsConfig:
     heartbeat_s: float = 20.0
     max_message_bytes: int = 65536  # client frames; larger ones close the connection with 1009
     max_subscriptions: int = 32
+    # Requests that build a large reply, per connection: past the rate (with bursts up to the
+    # burst) the connection is closed with 4001. Every frame also counts against outbox_max_bytes.
+    subscribe_rate: float = 5.0  # subscribes per second, on average...
+    subscribe_burst: int = 64  # ...with bursts up to this (a reconnect re-sends every subscribe)
+    history_rate: float = 20.0  # history requests per second, on average...
+    history_burst: int = 200  # ...with bursts up to this (a chart per metric of a device)
     compress: bool = False  # permessage-deflate
     # Write uncompressed frames straight to the transport when it can take them (fenced by
     # gateway/ws_socket.py); false: aiohttp's public send_frame and ping (docs/operations.md).
@@ -430,6 +436,10 @@ def validate(config: Config) -> None:
         "ws.max_connections_per_token": config.ws.max_connections_per_token,
         "ws.max_unauthenticated_per_address": config.ws.max_unauthenticated_per_address,
         "auth.auth_timeout_s": config.auth.auth_timeout_s,
+        "ws.subscribe_rate": config.ws.subscribe_rate,
+        "ws.subscribe_burst": config.ws.subscribe_burst,
+        "ws.history_rate": config.ws.history_rate,
+        "ws.history_burst": config.ws.history_burst,
         "registry.max_devices": config.registry.max_devices,
         "registry.max_metrics_per_device": config.registry.max_metrics_per_device,
         "registry.history_length": config.registry.history_length,

@@ -105,7 +105,7 @@ class Interest:
         return answer
 
     def forget(self, device: str) -> None:
-        """Drop cached answers for a device (for when the registry can remove devices)."""
+        """Drop cached answers for a device (the registry removed it)."""
         for key in [k for k in self._metrics if k[0] == device]:
             del self._metrics[key]
 
@@ -121,13 +121,15 @@ class InterestIndex:
     that name it exactly plus those with globs; a new interest is checked against known devices
     (only its named ones if it has no glob). So a burst of new devices costs O(devices * glob
     interests), not O(devices * interests), and memory holds matches only. Interests that match
-    everything are kept apart: the hub serves them without asking per reading.
+    everything are kept apart: the hub serves them without asking per reading. Removing an
+    interest touches only the devices it matched.
     """
 
     def __init__(self) -> None:
         self._by_device: dict[str, list[Interest]] = {}
         self._by_name: dict[str, set[Interest]] = {}
-        self._globbing: set[Interest] = set()
+        # The devices each glob interest was found to want (exact ones know theirs by name).
+        self._globbing: dict[Interest, set[str]] = {}
         self.everything: set[Interest] = set()
 
     def add(self, interest: Interest) -> None:
@@ -135,42 +137,52 @@ class InterestIndex:
             self.everything.add(interest)
             return
         if interest.exact_devices is None:
-            self._globbing.add(interest)
-            candidates = list(self._by_device)
-        else:
-            for name in interest.exact_devices:
-                self._by_name.setdefault(name, set()).add(interest)
-            candidates = list(interest.exact_devices)
-        for device in candidates:
-            matched = self._by_device.get(device)
-            if matched is not None and interest.wants_device(device):
-                matched.append(interest)
+            wanted = self._globbing[interest] = set()
+            for device, matched in self._by_device.items():
+                if interest.wants_device(device):
+                    matched.append(interest)
+                    wanted.add(device)
+            return
+        for name in interest.exact_devices:
+            self._by_name.setdefault(name, set()).add(interest)
+            known = self._by_device.get(name)
+            if known is not None and interest.wants_device(name):
+                known.append(interest)
 
     def remove(self, interest: Interest) -> None:
         if interest.matches_all:
             self.everything.discard(interest)
             return
-        self._globbing.discard(interest)
-        for name in interest.exact_devices or ():
-            holders = self._by_name.get(name)
-            if holders is not None:
-                holders.discard(interest)
-                if not holders:
-                    del self._by_name[name]
-        for matched in self._by_device.values():
-            if interest in matched:
+        wanted = self._globbing.pop(interest, None)
+        if wanted is None:
+            wanted = set(interest.exact_devices or ())
+            for name in wanted:
+                holders = self._by_name.get(name)
+                if holders is not None:
+                    holders.discard(interest)
+                    if not holders:
+                        del self._by_name[name]
+        for device in wanted:
+            matched = self._by_device.get(device)
+            if matched is not None and interest in matched:
                 matched.remove(interest)
-
-    def forget(self, device: str) -> None:
-        """Drop what is kept for a device the registry removed (its matches, their caches)."""
-        for interest in (*self._by_device.pop(device, ()), *self.everything):
-            interest.forget(device)
 
     def for_device(self, device: str) -> list[Interest]:
         """The interests (other than match-all ones) that want `device`."""
         matched = self._by_device.get(device)
         if matched is None:
-            candidates = self._globbing.union(self._by_name.get(device, ()))
-            matched = [i for i in candidates if i.wants_device(device)]
-            self._by_device[device] = matched
+            found = [i for i in self._by_name.get(device, ()) if i.wants_device(device)]
+            for interest, wanted in self._globbing.items():
+                if interest.wants_device(device):
+                    found.append(interest)
+                    wanted.add(device)
+            self._by_device[device] = matched = found
         return matched
+
+    def forget(self, device: str) -> None:
+        """The registry forgot `device`: drop what is cached about it (worked out again if it
+        comes back)."""
+        for interest in self._by_device.pop(device, ()):
+            self._globbing.get(interest, set()).discard(device)
+            if interest.filters_metrics:
+                interest.forget(device)

@@ -103,6 +103,11 @@ class GatewayCollector(Collector):
             "iotgw_readings", "Readings batched for clients", value=stats.hub.readings_in
         )
         yield CounterMetricFamily("iotgw_batches", "Batches flushed", value=stats.hub.batches)
+        yield CounterMetricFamily(
+            "iotgw_device_events",
+            "Device events (status, meta, removed) batched for clients, before coalescing",
+            value=stats.hub.events_in,
+        )
         totals = hub.totals()
         yield CounterMetricFamily(
             "iotgw_ws_frames_sent", "WebSocket frames sent", value=totals.frames_sent
@@ -114,6 +119,11 @@ class GatewayCollector(Collector):
             "iotgw_readings_coalesced",
             "Readings replaced by newer values for clients that fell behind",
             value=totals.readings_dropped,
+        )
+        yield GaugeMetricFamily(
+            "iotgw_ws_outbox_peak_bytes",
+            "The most bytes one client's outgoing queue has held since start",
+            value=totals.outbox_peak_bytes,
         )
         yield GaugeMetricFamily(
             "iotgw_ws_parked_streams",
@@ -133,6 +143,16 @@ class GatewayCollector(Collector):
             "iotgw_event_loop_lag_seconds",
             "How late the event loop ran the janitor's timer, last time",
             value=stats.loop.lag_s,
+        )
+        yield histogram_family(
+            "iotgw_event_loop_lateness_seconds",
+            "How late the event loop ran a 10 ms timer, per tick",
+            stats.loop.lateness,
+        )
+        yield GaugeMetricFamily(
+            "iotgw_event_loop_lateness_max_seconds",
+            "The latest the event loop has run a 10 ms timer since start",
+            value=stats.loop.lateness_max_s,
         )
         yield GaugeMetricFamily(
             "iotgw_commands_pending",

@@ -19,7 +19,7 @@ from gateway.errors import ProtocolError
 from gateway.matching import MAX_PATTERN_LENGTH
 from gateway.models import Value
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_PATTERNS = 64
 #: The most points or buckets a ranged history request may ask for (and the default).
 MAX_HISTORY_POINTS = 5000
@@ -33,6 +33,7 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     SLOW_CONSUMER = 4000
     TOO_MANY_REQUESTS = 4001
+    OUTBOX_OVERFLOW = 4002
     UNAUTHORIZED = 4500
     PROTOCOL_VIOLATION = 4501
 
@@ -43,6 +44,8 @@ class CloseReason:
 
     SLOW_CONSUMER = "slow_consumer"
     SEND_TIMEOUT = "send_timeout"
+    OUTBOX_OVERFLOW = "outbox_overflow"  # replies queued past ws.outbox_max_bytes (4002)
+    REQUEST_RATE = "request_rate"  # history or subscribe requests past their rate limit (4001)
     PROTOCOL_ERRORS = "protocol_errors"
     REQUEST_BEFORE_AUTH = "request_before_auth"
     BAD_TOKEN = "bad_token"
@@ -267,6 +270,29 @@ def error_frame(code: str, message: str, request_id: Any = None) -> bytes:
     return encode({"type": "error", "id": request_id, "code": code, "message": message})
 
 
-def readings_frame(seq: int, data: bytes) -> bytes:
-    """Wrap an already encoded JSON array of readings; `data` is shared between clients."""
-    return b'{"type":"readings","seq":%d,"data":%b}' % (seq, data)
+#: The two kinds of sequenced frame (docs/protocol.md, "The stream").
+READINGS = b"readings"
+SNAPSHOT = b"snapshot"
+
+
+def sequenced_frame(kind: bytes, seq: int, body: bytes) -> bytes:
+    """A `readings` or `snapshot` frame: `body` is the rest of the object, encoded once and
+    shared between the clients that get the same frame."""
+    return b'{"type":"%b","seq":%d,%b}' % (kind, seq, body)
+
+
+def batch_body(data: bytes, events: bytes | None) -> bytes:
+    """The body of a `readings` frame: an encoded array of readings, and one of events if any."""
+    if events is None:
+        return b'"data":%b' % data
+    return b'"data":%b,"events":%b' % (data, events)
+
+
+def coalesced_body(dropped: int, data: bytes, events: bytes | None) -> bytes:
+    """The body of a coalesced `readings` frame (a client that fell behind)."""
+    return b'"coalesced":true,"dropped":%d,%b' % (dropped, batch_body(data, events))
+
+
+def snapshot_body(subscription: str, devices: list[dict[str, Any]]) -> bytes:
+    """The body of a `snapshot` frame."""
+    return b'"subscription":%b,"devices":%b' % (orjson.dumps(subscription), orjson.dumps(devices))

@@ -37,6 +37,8 @@ from gateway.sync import RetainedSync
 log = logging.getLogger(__name__)
 
 JANITOR_INTERVAL_S = 1.0
+#: How often the loop sampler wakes to measure the event loop's lateness (see _loop_sampler).
+LOOP_SAMPLE_S = 0.01
 HEARTBEAT_SWEEPS = 20  # per heartbeat interval (see Runtime._heartbeats)
 
 
@@ -99,6 +101,7 @@ class Runtime:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
                 tasks.create_task(self._janitor(), name="gateway.janitor")
+                tasks.create_task(self._loop_sampler(), name="gateway.loop_sampler")
                 tasks.create_task(self._end_startup_hold(), name="gateway.sync.startup")
                 if self.config.ws.heartbeat_s > 0:
                     tasks.create_task(self._heartbeats(), name="gateway.heartbeats")
@@ -200,9 +203,22 @@ class Runtime:
             for device in self.registry.silent():
                 self.pipeline.forget(device.id)
             now = time.monotonic()
-            for session in self.hub.sessions:
-                session.check_send(now)
-                session.retire_writer(now)
+            for stream in self.hub.streams:
+                session = stream.session
+                if session is not None:
+                    session.check_send(now)
+                    session.retire_writer(now)
+
+    async def _loop_sampler(self) -> None:
+        """Measure how late the event loop runs a 10 ms timer, every tick (iotgw_event_loop_
+        lateness_seconds): the time every client and the broker link waited on something that
+        did not yield. Sampled inside the gateway, so a benchmark reads it rather than guessing it
+        from client latency; costs ~100 wake-ups a second."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(LOOP_SAMPLE_S)
+            self.stats.loop.late(max(0.0, loop.time() - started - LOOP_SAMPLE_S))
 
     async def _heartbeats(self) -> None:
         """Ping silent connections and cut those that do not answer (Session.check_alive).
@@ -217,8 +233,10 @@ class Runtime:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            for session in self.hub.sessions:
-                session.check_alive(now)
+            for stream in self.hub.streams:
+                session = stream.session
+                if session is not None:
+                    session.check_alive(now)
 
     def stop(self) -> None:
         """Ask the long-lived tasks to end (the runtime task is then cancelled as well)."""
@@ -227,5 +245,5 @@ class Runtime:
     def close_sessions(self) -> None:
         """Ask every client to go away (1001: reconnect later)."""
         self.hub.flush()
-        for session in list(self.hub.sessions):
-            session.evict(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
+        for stream in list(self.hub.streams):
+            stream.evict(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)

@@ -43,11 +43,13 @@ class RegistryStats:
 
 @dataclass(slots=True)
 class SessionStats:
-    """What one client's session sent and dropped. Owner: that session.Session."""
+    """What one client's stream sent and dropped, and the most bytes it ever had queued.
+    Owner: that stream.Stream (its session counts the frames it sends for it)."""
 
     frames_sent: int = 0
     bytes_sent: int = 0
     readings_dropped: int = 0
+    outbox_peak_bytes: int = 0
 
     def sent(self, payload: bytes) -> None:
         self.frames_sent += 1
@@ -57,6 +59,7 @@ class SessionStats:
         self.frames_sent += other.frames_sent
         self.bytes_sent += other.bytes_sent
         self.readings_dropped += other.readings_dropped
+        self.outbox_peak_bytes = max(self.outbox_peak_bytes, other.outbox_peak_bytes)
 
 
 @dataclass(slots=True)
@@ -65,8 +68,9 @@ class HubStats:
 
     batches: int = 0
     readings_in: int = 0
+    events_in: int = 0  # device events batched (before coalescing)
     encodings: int = 0
-    departed: SessionStats = field(default_factory=SessionStats)  # sessions no longer here
+    departed: SessionStats = field(default_factory=SessionStats)  # streams no longer here
 
 
 @dataclass(slots=True)
@@ -109,11 +113,23 @@ class CommandStats:
     rtt: Buckets = field(default_factory=lambda: Buckets(RTT_BUCKETS_S))
 
 
+#: Event-loop lateness buckets (seconds): how late a 10 ms timer ran.
+LATENESS_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
 @dataclass(slots=True)
 class LoopStats:
-    """How late the event loop ran a timer, last time. Owner: runtime.Runtime's janitor."""
+    """How late the event loop runs timers. Owner: runtime.Runtime (the janitor's once-a-second
+    `lag_s`; the loop sampler's 10 ms ticks: every tick's lateness and the worst since start)."""
 
     lag_s: float = 0.0
+    lateness: Buckets = field(default_factory=lambda: Buckets(LATENESS_BUCKETS_S))
+    lateness_max_s: float = 0.0
+
+    def late(self, seconds: float) -> None:
+        self.lateness.observe(seconds)
+        if seconds > self.lateness_max_s:
+            self.lateness_max_s = seconds
 
 
 @dataclass(slots=True)

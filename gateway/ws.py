@@ -1,11 +1,12 @@
 """GET /ws: admission (gateway/admission.py), then one connection's reader loop and handlers.
 
 Handlers translate frames into calls on the services the connection was given (commands go to
-gateway/control.py) and the answers back into frames. A connection's session writes on demand
-(gateway/session.py) and its in-flight commands are tasks of their own; when the reader loop
-ends, everything the connection started ends with it.
-Heartbeats are the runtime's one sweep over all sessions (Session.check_alive), not aiohttp's
-two timers per connection, so the reader answers pings and notes every frame it hears.
+gateway/control.py) and the answers back into frames. A connection's stream (gateway/stream.py)
+holds its subscriptions and queued frames, its session (gateway/session.py) writes them on demand,
+and its in-flight commands are tasks of their own; when the reader loop ends, everything the
+connection started ends with it, and the stream is parked for a resume. Heartbeats are the
+runtime's one sweep over all sessions (Session.check_alive), not aiohttp's two timers per
+connection, so the reader answers pings and notes every frame it hears.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.config import Config
 from gateway.control import CommandRequest, CommandService, Ticket
 from gateway.errors import CommandError, ProtocolError, UpgradeRefused
 from gateway.hub import Hub
+from gateway.limits import TokenBucket
 from gateway.logs import ConnectionLog
 from gateway.matching import Selector
 from gateway.protocol import (
@@ -48,6 +50,7 @@ from gateway.session import Session, Socket
 from gateway.snapshots import HeldSnapshots
 from gateway.status import GatewayStatus
 from gateway.store import HistoryStore, QueryLimit, StoreUnavailable
+from gateway.stream import Stream
 from gateway.ws_socket import AiohttpSocket, fast_writer_usable, limit_send_buffer
 
 log = logging.getLogger(__name__)
@@ -83,18 +86,18 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         status, retry_after = _REFUSALS[refused.reason]
         headers = {"Retry-After": retry_after} if retry_after is not None else None
         raise status(text=refused.message, headers=headers) from None
-    # Session ids double as resume handles, so they must not be guessable.
-    session = Session(f"c-{secrets.token_urlsafe(12)}", config.ws, remote=request.remote or "")
-    session.principal = principal
+    # Stream ids double as resume handles, so they must not be guessable.
+    stream = Stream(f"c-{secrets.token_urlsafe(12)}", config.ws, principal)
     ws = web.WebSocketResponse(
         autoping=False,  # the reader answers pings and sees pongs (see Session.check_alive)
         max_msg_size=config.ws.max_message_bytes,
         compress=config.ws.compress,
     )
     connection = Connection(
-        session,
+        stream,
         ws,
         AiohttpSocket(ws, request, config.ws.fast_writer and fast_writer_usable()),
+        request.remote or "",
         config=config,
         admission=admission,
         status=app[keys.STATUS],
@@ -109,7 +112,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
         await connection.serve()
     finally:
-        admission.release(connection.counted_as, session.remote)
+        admission.release(connection.counted_as, connection.remote)
     return ws
 
 
@@ -125,24 +128,30 @@ class Connection:
         "_config",
         "_held_snapshots",
         "_history",
+        "_history_rate",
         "_hub",
         "_in_flight",
         "_malformed_in_a_row",
         "_queries",
         "_registry",
+        "_resumed",
         "_status",
+        "_subscribe_rate",
         "counted_as",
         "log",
+        "remote",
         "session",
         "socket",
+        "stream",
         "ws",
     )
 
     def __init__(
         self,
-        session: Session,
+        stream: Stream,
         ws: web.WebSocketResponse,
         socket: Socket,
+        remote: str,
         *,
         config: Config,
         admission: Admission,
@@ -153,9 +162,11 @@ class Connection:
         commands: CommandService,
         history: HistoryStore,
     ) -> None:
-        self.session = session
+        self.stream = stream  # a resume may switch it to the stream it adopts
+        self.session: Session | None = None  # while serving
         self.ws = ws
         self.socket = socket
+        self.remote = remote
         self._config = config
         self._admission = admission
         self._status = status
@@ -166,48 +177,52 @@ class Connection:
         self._history = history
         self._queries = 0  # ranged history requests in flight
         # Whose connection cap this connection counts against (moves at `auth`).
-        self.counted_as = session.principal
+        self.counted_as = stream.principal
         self._command_limits = commands.client_limits()
         self._command_tasks: set[asyncio.Task[None]] | None = None  # while commands are in flight
         self._malformed_in_a_row = 0
+        # Rate limits of the requests that build large replies, made when first needed.
+        self._subscribe_rate: TokenBucket | None = None
+        self._history_rate: TokenBucket | None = None
+        # The resume this connection verified and adopted: (epoch, session, seq) as the client
+        # named them. Only the same resume answers a second subscribe with recovered: true.
+        self._resumed: tuple[str, str, int] | None = None
         # Every line about this connection carries its label and remote address (not the
         # session id: a resume handle, logged at DEBUG only).
-        self.log = ConnectionLog(log, session.id, session.remote)
-        session.on_evict = self._evicted
+        self.log = ConnectionLog(log, stream.id, remote)
+        stream.on_evict = self._evicted
 
     def _evicted(self, reason: str) -> None:
         self._admission.closed(reason)
         self.log.info("closing: %s", reason)
 
     async def serve(self) -> None:
-        session = self.session
-        self.log.debug("session %s", session.id)
-        self._hub.add(session)
-        session.offer_frame(self._hello())
+        self.log.debug("session %s", self.stream.id)
+        self._hub.add(self.stream)
+        session = self.session = self.stream.attach(self.socket, time.monotonic())
+        self.stream.offer_frame(self._hello())
         loop = asyncio.get_running_loop()
-        session.attach(self.socket, time.monotonic())
         auth_deadline = None
-        if session.principal is None:
-            auth_deadline = loop.call_later(
-                self._config.auth.auth_timeout_s,
-                session.evict,
-                CloseCode.UNAUTHORIZED,
-                CloseReason.AUTH_TIMEOUT,
-            )
+        if self.stream.principal is None:
+            auth_deadline = loop.call_later(self._config.auth.auth_timeout_s, self._auth_timeout)
         try:
-            await self._read_loop()
+            await self._read_loop(session)
         finally:
             session.detach()
             for task in list(self._command_tasks or ()):
                 task.cancel()
             if auth_deadline is not None:
                 auth_deadline.cancel()
-            if session.subscriptions and not session.closing:
+            stream = self.stream
+            if stream.subscriptions and not stream.closing:
                 # The client went away by itself: keep its stream a while so it can resume.
                 ws_config = self._config.ws
-                self._hub.park(session, ws_config.resume_window_s, ws_config.max_parked)
+                self._hub.park(stream, ws_config.resume_window_s, ws_config.max_parked)
             else:
-                self._hub.remove(session)
+                self._hub.remove(stream)
+
+    def _auth_timeout(self) -> None:
+        self.stream.evict(CloseCode.UNAUTHORIZED, CloseReason.AUTH_TIMEOUT)
 
     def _hello(self) -> dict[str, Any]:
         config, status = self._config, self._status
@@ -216,8 +231,8 @@ class Connection:
             "protocol": PROTOCOL_VERSION,
             "server": f"iotgw {status.version}",
             "epoch": status.epoch,
-            "session": self.session.id,
-            "auth": "required" if self.session.principal is None else "none",
+            "session": self.stream.id,
+            "auth": "required" if self.stream.principal is None else "none",
             "broker": status.broker_state,
             "time": time.time(),  # lets clients correct "last seen" ages for their clock offset
             "limits": {
@@ -228,8 +243,7 @@ class Connection:
             },
         }
 
-    async def _read_loop(self) -> None:
-        session = self.session
+    async def _read_loop(self, session: Session) -> None:
         async for message in self.ws:
             session.heard(time.monotonic())
             if message.type == WSMsgType.TEXT:
@@ -251,7 +265,7 @@ class Connection:
             # one (a device that just went away, a rate limit) is not the client's fault.
             self._malformed_in_a_row += 1
             if self._malformed_in_a_row >= MAX_MALFORMED_IN_A_ROW:
-                self.session.evict(CloseCode.PROTOCOL_VIOLATION, CloseReason.PROTOCOL_ERRORS)
+                self.stream.evict(CloseCode.PROTOCOL_VIOLATION, CloseReason.PROTOCOL_ERRORS)
             return
         self._malformed_in_a_row = 0
         try:
@@ -262,113 +276,148 @@ class Connection:
             self._refuse(ProtocolError(exc.code, exc.message, request.id))
 
     def _refuse(self, exc: ProtocolError) -> None:
-        self.session.offer(error_frame(exc.code, exc.message, exc.request_id))
+        self.stream.offer(error_frame(exc.code, exc.message, exc.request_id))
 
     def _dispatch(self, request: Request) -> None:
-        session = self.session
+        stream = self.stream
         if isinstance(request, Ping):
-            session.offer_frame({"type": "pong", "id": request.id})
+            stream.offer_frame({"type": "pong", "id": request.id})
             return
         if isinstance(request, Auth):
             self._auth(request)
             return
-        if session.principal is None:
+        if stream.principal is None:
             refusal = error_frame("unauthorized", "authenticate first", request.id)
-            session.evict(CloseCode.UNAUTHORIZED, CloseReason.REQUEST_BEFORE_AUTH, refusal)
+            stream.evict(CloseCode.UNAUTHORIZED, CloseReason.REQUEST_BEFORE_AUTH, refusal)
             return
         match request:
             case Subscribe():
-                self._subscribe(request)
+                if self._within_rate(request, "subscribe"):
+                    self._subscribe(request)
             case Unsubscribe():
                 self._unsubscribe(request)
             case History():
-                self._history_request(request)
+                if self._within_rate(request, "history"):
+                    self._history_request(request)
             case Command():
                 self._command(request)
 
+    def _within_rate(self, request: Subscribe | History, kind: str) -> bool:
+        """Count a request whose reply can be large against its per-connection rate; past it, the
+        connection is closed with 4001 (the error frame says which limit)."""
+        ws = self._config.ws
+        if kind == "subscribe":
+            if self._subscribe_rate is None:
+                self._subscribe_rate = TokenBucket(ws.subscribe_rate, ws.subscribe_burst)
+            bucket, rate = self._subscribe_rate, ws.subscribe_rate
+        else:
+            if self._history_rate is None:
+                self._history_rate = TokenBucket(ws.history_rate, ws.history_burst)
+            bucket, rate = self._history_rate, ws.history_rate
+        if bucket.take():
+            return True
+        refusal = error_frame("rate_limited", f"more than {rate:g} {kind} requests/s", request.id)
+        self.stream.evict(CloseCode.TOO_MANY_REQUESTS, CloseReason.REQUEST_RATE, refusal)
+        return False
+
     def _auth(self, request: Auth) -> None:
-        session = self.session
+        stream = self.stream
         principal = self._admission.authenticate(request.token)
         if principal is None:
             refusal = error_frame("unauthorized", "bad token", request.id)
-            session.evict(CloseCode.UNAUTHORIZED, CloseReason.BAD_TOKEN, refusal)
+            stream.evict(CloseCode.UNAUTHORIZED, CloseReason.BAD_TOKEN, refusal)
             return
         if not self._admission.auth_required:
-            session.offer(error_frame("bad_request", "authentication is not enabled", request.id))
+            stream.offer(error_frame("bad_request", "authentication is not enabled", request.id))
             return
-        over_cap = self._admission.move(self.counted_as, principal, session.remote)
+        over_cap = self._admission.move(self.counted_as, principal, self.remote)
         if over_cap is not None:
-            session.evict(
+            stream.evict(
                 CloseCode.TOO_MANY_REQUESTS,
                 CloseReason.CONNECTION_LIMIT,
                 error_frame("too_many", over_cap, request.id),
             )
             return
         self.counted_as = principal
-        session.principal = principal
-        session.offer_frame({"type": "authenticated", "id": request.id})
+        stream.principal = principal
+        stream.offer_frame({"type": "authenticated", "id": request.id})
 
     def _subscribe(self, request: Subscribe) -> None:
-        session = self.session
-        assert session.principal is not None  # _dispatch refuses requests before auth
-        selector = Selector.of(request.devices, request.metrics, session.principal.read)
+        stream = self.stream
+        assert stream.principal is not None  # _dispatch refuses requests before auth
+        selector = Selector.of(request.devices, request.metrics, stream.principal.read)
         if request.resume is not None and self._resume(request, selector):
             return
-        if len(session.subscriptions) >= self._config.ws.max_subscriptions:
+        if len(stream.subscriptions) >= self._config.ws.max_subscriptions:
             raise ProtocolError("too_many", "subscription limit reached", request.id)
-        subscription = session.new_subscription_id()
-        session.subscriptions[subscription] = selector
+        subscription = stream.new_subscription_id()
+        stream.subscriptions[subscription] = selector
         reply: dict[str, Any] = {"type": "subscribed", "id": request.id}
         reply["subscription"] = subscription
         if request.resume is not None:
             reply["recovered"] = False
-        session.offer_frame(reply)
+        stream.offer_frame(reply)
         # Snapshot before live: both are queued in order on the one outbox (gateway/snapshots.py;
         # during a cold start's retained burst, both wait until it is over).
         if self._status.holding_snapshots:
-            self._held_snapshots.hold(session, subscription)
+            self._held_snapshots.hold(stream, subscription)
         else:
-            snapshots.subscribe(self._registry, self._hub, session, subscription)
+            snapshots.subscribe(self._registry, self._hub, stream, subscription)
 
     def _resume(self, request: Subscribe, selector: Selector) -> bool:
-        """Continue the client's previous stream if it is still parked and complete; True if so."""
-        resume, session, hub = request.resume, self.session, self._hub
+        """Continue the client's previous stream if it is still parked and complete; True if so.
+
+        True only after a verified adopt of the very stream the client names (Stream.adopt), or
+        for a later subscribe of a filter that stream carried over, with the same resume.
+        """
+        resume, stream, hub = request.resume, self.stream, self._hub
         assert resume is not None
-        assert session.principal is not None
-        existing = next((k for k, v in session.subscriptions.items() if v == selector), None)
+        assert stream.principal is not None
+        existing = next((k for k, v in stream.subscriptions.items() if v == selector), None)
         if existing is not None:
-            # A second subscribe of an already resumed stream: its subscription carried over.
-            session.offer_frame(_resumed_reply(request.id, existing))
+            # A second subscribe of the resumed stream: its subscription carried over. Anything
+            # else naming a filter this connection has (another stream, a seq the adopt did not
+            # start from or the stream never sent) is a new subscription: recovered false.
+            resumed = self._resumed
+            if resumed is None or (resume.epoch, resume.session) != resumed[:2]:
+                return False
+            if not resumed[2] <= resume.seq <= stream.seq:
+                return False
+            stream.offer_frame(_resumed_reply(request.id, existing))
             return True
         if resume.epoch != self._status.epoch or self._status.holding_snapshots:
             # The gateway restarted: nothing of the old stream survived. Or it is still taking in
             # the retained state, and the old stream may not have had its snapshot yet.
             return False
         old = hub.parked_stream(resume.session)
-        if old is None or old.principal is None or old.principal.name != session.principal.name:
+        if old is None or old.principal is None or old.principal.name != stream.principal.name:
             return False  # someone else's stream stays parked for its owner
         carried = next((k for k, v in old.subscriptions.items() if v == selector), None)
-        if carried is None:
+        if carried is None or stream.seq or stream.subscriptions:
             return False
-        hub.unpark(old.id)
-        if not session.adopt(old, resume.seq, encode(_resumed_reply(request.id, carried))):
+        if not old.can_replay_after(resume.seq):
             return False  # frames after seq are gone: the owner gets a fresh snapshot instead
-        hub.resubscribe(session)
+        hub.unpark(old)
+        adopted = old.adopt(stream, resume.seq, encode(_resumed_reply(request.id, carried)))
+        assert adopted  # checked just above
+        hub.remove(stream)
+        self.stream = old
+        self._resumed = (resume.epoch, resume.session, resume.seq)
         return True
 
     def _unsubscribe(self, request: Unsubscribe) -> None:
-        if self.session.subscriptions.pop(request.subscription, None) is None:
+        if self.stream.subscriptions.pop(request.subscription, None) is None:
             raise ProtocolError(
                 "not_found", f"no subscription {request.subscription!r}", request.id
             )
-        self._hub.resubscribe(self.session)
-        self.session.offer_frame(
+        self._hub.resubscribe(self.stream)
+        self.stream.offer_frame(
             {"type": "unsubscribed", "id": request.id, "subscription": request.subscription}
         )
 
     def _device_for(self, device_id: str, request_id: Any) -> Device:
         """The device if this client may read it; else ProtocolError."""
-        principal = self.session.principal
+        principal = self.stream.principal
         assert principal is not None  # _dispatch refuses requests before auth
         device = self._registry.get(device_id)
         if device is None or not principal.may_read(device_id):
@@ -388,7 +437,7 @@ class Connection:
             self._queries += 1
             task = asyncio.create_task(
                 self._ranged_history(request),
-                name=f"session[{self.session.id}].history[{request.id!r:.20}]",
+                name=f"connection[{self.log.conn}].history[{request.id!r:.20}]",
             )
             if self._command_tasks is None:
                 self._command_tasks = set()
@@ -400,7 +449,7 @@ class Connection:
         points = self._registry.history(device, request.metric, request.since, limit)
         if points is None:
             raise ProtocolError("not_found", f"no metric {request.metric!r:.80}", request.id)
-        self.session.offer_frame(
+        self.stream.offer_frame(
             {
                 "type": "history",
                 "id": request.id,
@@ -424,18 +473,18 @@ class Connection:
             )
         except StoreUnavailable as exc:
             refusal = error_frame("unavailable", f"history store: {exc.reason}", request.id)
-            self.session.offer(refusal)
+            self.stream.offer(refusal)
             return
         except QueryLimit:
-            self.session.offer(error_frame("rate_limited", "history is busy", request.id))
+            self.stream.offer(error_frame("rate_limited", "history is busy", request.id))
             return
         finally:
             self._queries -= 1
         if result is None:
             refusal = error_frame("not_found", f"no metric {request.metric!r:.80}", request.id)
-            self.session.offer(refusal)
+            self.stream.offer(refusal)
             return
-        self.session.offer_frame(
+        self.stream.offer_frame(
             {
                 "type": "history",
                 "id": request.id,
@@ -455,14 +504,14 @@ class Connection:
             self.socket.abort()
 
     def _command(self, request: Command) -> None:
-        session = self.session
-        assert session.principal is not None  # _dispatch refuses requests before auth
+        principal = self.stream.principal
+        assert principal is not None  # _dispatch refuses requests before auth
         # Admitted (or refused with CommandError) now, not when the task starts: a burst of
         # frames is read before any task runs, and each must count against the limits.
         ticket = self._commands.admit(
             CommandRequest(
-                session.principal,
-                session.remote,
+                principal,
+                self.remote,
                 "ws",
                 request.device,
                 request.command,
@@ -491,12 +540,11 @@ class Connection:
             self.socket.abort()
 
     async def _run_command(self, request_id: Any, ticket: Ticket) -> None:
-        session = self.session
         timeout_ms = round(ticket.command.timeout_s * 1000)
         try:
             outcome = await self._commands.run(
                 ticket,
-                lambda command_id: session.offer_frame(
+                lambda command_id: self.stream.offer_frame(
                     {
                         "type": "command_accepted",
                         "id": request_id,
@@ -506,9 +554,9 @@ class Connection:
                 ),
             )
         except CommandError as exc:
-            session.offer(error_frame(exc.code, exc.message, request_id))
+            self.stream.offer(error_frame(exc.code, exc.message, request_id))
             return
-        session.offer_frame({"type": "command_result", "id": request_id, **outcome.fields()})
+        self.stream.offer_frame({"type": "command_result", "id": request_id, **outcome.fields()})
 
 
 def _resumed_reply(request_id: Any, subscription: str | None) -> dict[str, Any]:

@@ -70,3 +70,26 @@ def test_cold_start_scenario_serves_a_complete_snapshot(tmp_path: Path) -> None:
     assert record["snapshot"]["devices"] == 200
     assert record["telemetry"]["rows"] == 600
     assert record["ready_s"] is not None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto")
+def test_storm_scenario_records_the_gateways_loop_and_every_event(tmp_path: Path) -> None:
+    """`bench run -s S8`, scaled down: 200 devices appear (step 0), then their wills (step 1);
+    each step's record holds the gateway's own view (loop lateness, batches) and every client saw
+    an event per storm device (no speed asserted)."""
+    results = tmp_path / "results.jsonl"
+    argv = [sys.executable, "-m", "bench", "run", "-s", "S8", "--runs", "1", "--target", "gateway"]
+    argv += ["--storm-devices", "200", "--storm-procs", "1", "--clients", "4", "--devices", "5"]
+    argv += ["--subscriber-procs", "1", "--duration", "2", "--rates", "100,100"]
+    argv += ["--results", str(results)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=55)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["step"], r["storm"]["step"]) for r in records] == [(0, "appear"), (1, "wills")]
+    for record in records:
+        assert record["gateway"]["loop_ticks"] > 0
+        assert record["gateway"]["batches_per_s"] > 0
+        assert record["clients"]["events_min_client"] >= 200
+        assert record["clients"]["seq_errors"] == 0
+        assert record["delivered"] > 0

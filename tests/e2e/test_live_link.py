@@ -3,6 +3,7 @@ gateway's clock and limits from hello, and the effective command timeout."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from typing import Any
@@ -12,7 +13,7 @@ from playwright.async_api import Page, expect
 
 from tests.e2e.conftest import AddDevice
 from tests.e2e.pages import Sockets, frames_of, open_live, record_frames, row, stats, value
-from tests.e2e.stack import Gateway
+from tests.e2e.stack import Gateway, set_status
 from tests.support.devices import DeviceStandIn
 
 pytestmark = pytest.mark.e2e
@@ -81,14 +82,63 @@ async def test_dropped_link_resumes_without_snapshot(
     await expect(page.get_by_test_id("notice")).to_be_hidden()
 
 
+async def test_a_device_that_went_offline_while_the_page_was_away_shows_offline(
+    page: Page, gateway: Gateway, add_device: AddDevice
+) -> None:
+    """Resumed after a dropped link, the page gets the status event it missed with the readings
+    (one sequenced stream): the device that went offline meanwhile shows Offline, no snapshot."""
+    device = await add_device("thermo-1")
+    await device.telemetry({"temperature": 20})
+    await open_live(page, gateway)
+    badge = row(page, "thermo-1").get_by_test_id("status-badge")
+    await expect(badge).to_have_attribute("data-status", "online")
+    await page.context.set_offline(True)
+    assert gateway.drop_connections() >= 1
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "reconnecting")
+    assert gateway.live is not None
+    observer = await gateway.live.connect()
+    await observer.request({"type": "subscribe", "devices": ["thermo-1"]}, "subscribed")
+    await set_status(device, "offline")
+    await device.telemetry({"temperature": 21.5})
+    # The hub offers each batch to every subscriber at once: the parked stream has them too.
+    await observer.readings(1, where=lambda r: r[3] == 21.5)
+    await expect(badge).to_have_attribute("data-status", "online")
+
+    await page.context.set_offline(False)
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "connected")
+    await expect(badge).to_have_attribute("data-status", "offline")
+    await expect(value(page, "thermo-1", "temperature")).to_have_text("21.5")
+    counters = await stats(page)
+    assert (counters["snapshots"], counters["recovered"], counters["gaps"]) == (1, 1, 0)
+
+
+async def test_a_client_that_falls_behind_is_told_and_keeps_the_latest_values(
+    page: Page, gateway: Gateway, add_device: AddDevice
+) -> None:
+    """A coalesced frame (the page fell behind) shows the lagging notice and its latest values
+    and events are applied; the page's seq stays gap-free."""
+    device = await add_device("thermo-1")
+    await open_live(page, gateway)
+    assert gateway.live is not None
+    for stream in gateway.live.runtime.hub.streams:
+        stream.config = dataclasses.replace(stream.config, outbox_max_bytes=1)  # falls behind
+    await device.telemetry({"temperature": 24})
+    await set_status(device, "offline")
+    await expect(page.get_by_test_id("notice")).to_contain_text("Falling behind")
+    await expect(value(page, "thermo-1", "temperature")).to_have_text("24")
+    badge = row(page, "thermo-1").get_by_test_id("status-badge")
+    await expect(badge).to_have_attribute("data-status", "offline")
+    assert (await stats(page))["gaps"] == 0
+
+
 async def test_stream_the_gateway_gave_up_on_is_refreshed(
     page: Page, gateway: Gateway, add_device: AddDevice
 ) -> None:
     """Evicted as a slow consumer (4000), the stream is not resumed: fresh snapshot, a notice."""
     device, sockets = await showing_thermostat(page, gateway, add_device)
     assert gateway.live is not None
-    for session in list(gateway.live.runtime.hub.sessions):
-        session.evict(4000, "test")
+    for stream in list(gateway.live.runtime.hub.streams):
+        stream.evict(4000, "test")
     await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "reconnecting")
     await device.telemetry({"temperature": 23})
     notice = page.get_by_test_id("notice")

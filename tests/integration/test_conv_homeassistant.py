@@ -94,9 +94,7 @@ async def test_discovered_device_life_state_command_echo_offline(
     await esp.publish(f"{esp.node}/sensor/temperature/state", b"21.4")
     await esp.publish(f"{esp.node}/switch/relay/state", b"OFF")
 
-    meta = await client.expect(
-        lambda f: f["type"] == "device" and len((f["device"]["meta"] or {}).get("metrics", {})) == 2
-    )
+    meta = await client.event(lambda e: len((e["device"]["meta"] or {}).get("metrics", {})) == 2)
     assert meta["device"]["id"] == DEVICE_ID
     assert meta["device"]["name"] == "Living room node"
     assert meta["device"]["meta"]["metrics"] == {"temperature": {"unit": "°C"}, "relay": {}}
@@ -106,7 +104,7 @@ async def test_discovered_device_life_state_command_echo_offline(
     # The state and status topics were subscribed at run time; their retained values arrive.
     rows = await client.readings(2, where=lambda r: r[0] == DEVICE_ID)
     assert {r[1]: r[3] for r in rows} == {"temperature": 21.4, "relay": "OFF"}
-    await client.expect(device_status(DEVICE_ID, "online"))
+    await client.event(device_status(DEVICE_ID, "online"))
 
     reply = await client.request(
         {
@@ -123,4 +121,4 @@ async def test_discovered_device_life_state_command_echo_offline(
     assert reply["result"] == {"relay": "ON"}
 
     await esp.publish(f"{esp.node}/status", b"offline")
-    await client.expect(device_status(DEVICE_ID, "offline"))
+    await client.event(device_status(DEVICE_ID, "offline"))

@@ -85,7 +85,7 @@ async def test_homie_light_life_birth_values_set_echo_lost(
     await light.publish("$state", "ready")
 
     # The meta announced at `ready`: the device said `init` while it published its attributes.
-    meta = await client.expect(lambda f: f["type"] == "device" and f["device"]["meta"])
+    meta = await client.event(lambda e: e["device"]["meta"])
     assert meta["device"]["name"] == "Kitchen light"
     assert meta["device"]["meta"]["commands"]["set_light_brightness"] == {
         "params": {"value": {"type": "integer", "min": 0, "max": 100}}
@@ -93,7 +93,7 @@ async def test_homie_light_life_birth_values_set_echo_lost(
     assert meta["device"]["meta"]["metrics"]["light.brightness"] == {"unit": "%"}
     rows = await client.readings(2, where=lambda r: r[0] == DEVICE_ID)
     assert {r[1]: r[3] for r in rows} == {"light.power": False, "light.brightness": 30}
-    await client.expect(device_status(DEVICE_ID, "online"))
+    await client.event(device_status(DEVICE_ID, "online"))
 
     reply = await client.request(
         {
@@ -110,4 +110,4 @@ async def test_homie_light_life_birth_values_set_echo_lost(
     assert reply["result"] == {"light.brightness": 75}
 
     await light.publish("$state", "lost")  # what the device's last will says
-    await client.expect(device_status(DEVICE_ID, "offline"))
+    await client.event(device_status(DEVICE_ID, "offline"))

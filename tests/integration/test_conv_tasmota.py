@@ -67,11 +67,7 @@ async def plug(broker: Mosquitto, prefix: str) -> AsyncIterator[Plug]:
 
 def device_event(device_id: str, key: str, value: Any) -> Any:
     def match(frame: Frame) -> bool:
-        return (
-            frame["type"] == "device"
-            and frame["device"]["id"] == device_id
-            and frame["device"].get(key) == value
-        )
+        return frame["device"]["id"] == device_id and frame["device"].get(key) == value
 
     return match
 
@@ -86,13 +82,13 @@ async def test_plug_life_lwt_state_sensor_power_command_offline(
     await client.request({"type": "subscribe", "devices": [device_id]}, "subscribed")
 
     await plug.publish("tele", "LWT", b"Online", retain=True)
-    await client.expect(device_event(device_id, "status", "online"))
+    await client.event(device_event(device_id, "status", "online"))
     await plug.publish(
         "tele",
         "STATE",
         {"Time": "2024-01-01T10:00:00", "UptimeSec": 5, "POWER": plug.power, "Wifi": {"RSSI": 76}},
     )
-    meta = await client.expect(lambda f: f["type"] == "device" and f["device"]["meta"])
+    meta = await client.event(lambda e: e["device"]["meta"])
     assert meta["device"]["meta"]["commands"] == {
         "POWER": {"params": {"state": {"type": "string", "enum": ["ON", "OFF", "TOGGLE"]}}}
     }
@@ -107,11 +103,8 @@ async def test_plug_life_lwt_state_sensor_power_command_offline(
         "ENERGY.Power": 42,
         "ENERGY.Total": 1.5,
     }
-    units = await client.expect(
-        lambda f: (
-            f["type"] == "device"
-            and "ENERGY.Power" in (f["device"]["meta"] or {}).get("metrics", {})
-        )
+    units = await client.event(
+        lambda e: "ENERGY.Power" in (e["device"]["meta"] or {}).get("metrics", {})
     )
     assert units["device"]["meta"]["metrics"]["ENERGY.Power"] == {"unit": "W"}
 
@@ -132,7 +125,7 @@ async def test_plug_life_lwt_state_sensor_power_command_offline(
     assert power[0][3] == "ON"
 
     await plug.publish("tele", "LWT", b"Offline", retain=True)
-    await client.expect(device_event(device_id, "status", "offline"))
+    await client.event(device_event(device_id, "status", "offline"))
 
 
 async def test_status_survives_a_gateway_restart_through_retained_lwt(
@@ -147,4 +140,4 @@ async def test_status_survives_a_gateway_restart_through_retained_lwt(
     snapshot = await client.expect(lambda f: f["type"] == "snapshot")
     statuses = [d["status"] for d in snapshot["devices"]]
     if statuses != ["online"]:
-        await client.expect(device_event(device_id, "status", "online"))
+        await client.event(device_event(device_id, "status", "online"))

@@ -108,8 +108,10 @@ async def bridge(broker: Mosquitto, prefix: str) -> AsyncIterator[Bridge]:
 
 
 def device_frame(device_id: str, **wanted: Any) -> Any:
+    """A predicate for a device event of `device_id` whose state has `wanted`'s values."""
+
     def match(frame: Frame) -> bool:
-        if frame["type"] != "device" or frame["device"]["id"] != device_id:
+        if frame["device"]["id"] != device_id:
             return False
         return all(frame["device"].get(k) == v for k, v in wanted.items())
 
@@ -128,7 +130,7 @@ async def test_bulb_life_announce_state_command_echo_offline(
     await client.expect(lambda f: f["type"] == "snapshot")
 
     await bridge.publish("bridge/devices", DEVICES, retain=True)
-    meta = (await client.expect(lambda f: f["type"] == "device" and f["device"]["meta"]))["device"]
+    meta = (await client.event(lambda e: e["device"]["meta"]))["device"]
     device_id = meta["id"]
     assert device_id.startswith("z2m.living-room-ceiling-lamp-")
     assert meta["name"] == NAME
@@ -138,7 +140,7 @@ async def test_bulb_life_announce_state_command_echo_offline(
     assert meta["meta"]["metrics"]["linkquality"] == {"unit": "lqi"}
 
     await bridge.publish(f"{NAME}/availability", {"state": "online"}, retain=True)
-    await client.expect(device_frame(device_id, status="online"))
+    await client.event(device_frame(device_id, status="online"))
     await bridge.publish(NAME, bridge.state)
     rows = await client.readings(3, where=lambda r: r[0] == device_id)
     assert {r[1]: r[3] for r in rows} == {"state": "OFF", "brightness": 10, "linkquality": 80}
@@ -158,7 +160,7 @@ async def test_bulb_life_announce_state_command_echo_offline(
     assert reply["result"] == {"brightness": 128}
 
     await bridge.publish(f"{NAME}/availability", b"offline", retain=True)  # the legacy form
-    await client.expect(device_frame(device_id, status="offline"))
+    await client.event(device_frame(device_id, status="offline"))
 
 
 async def test_command_without_echo_times_out(start_gateway: StartGateway, bridge: Bridge) -> None:
@@ -169,7 +171,7 @@ async def test_command_without_echo_times_out(start_gateway: StartGateway, bridg
     client = await gateway.connected_client()
     await client.request({"type": "subscribe", "devices": ["z2m.*"]}, "subscribed")
     await bridge.publish("bridge/devices", DEVICES, retain=True)
-    device = await client.expect(lambda f: f["type"] == "device" and f["device"]["meta"])
+    device = await client.event(lambda e: e["device"]["meta"])
     bridge.echo = False
     reply = await client.request(
         {

@@ -37,8 +37,11 @@ async def test_fleet_readings_meta_status_and_a_command_round_trip(
     ids = set(fleet.devices)
     seen: dict[str, dict] = {}  # what the client was told about each device, latest first
     while not all(i in seen and seen[i]["meta"] and seen[i]["status"] == "online" for i in ids):
-        frame = await client.expect(lambda f: f["type"] in ("snapshot", "device"))
-        entries = frame["devices"] if frame["type"] == "snapshot" else [frame["device"]]
+        frame = await client.expect(lambda f: f["type"] == "snapshot" or "events" in f)
+        if frame["type"] == "snapshot":
+            entries = frame["devices"]
+        else:
+            entries = [e["device"] for e in frame["events"]]
         seen.update((d["id"], d) for d in entries)
     rows = await client.readings(len(ids) * 2)
     assert {row[0] for row in rows} <= ids
@@ -58,12 +61,8 @@ async def test_fleet_readings_meta_status_and_a_command_round_trip(
 
     fleet.drop(thermostat, offline_for=0.5)
     for status in ("offline", "online"):
-        await client.expect(
-            lambda f, s=status: (
-                f["type"] == "device"
-                and f["device"]["id"] == thermostat
-                and f["device"]["status"] == s
-            )
+        await client.event(
+            lambda e, s=status: e["device"]["id"] == thermostat and e["device"]["status"] == s
         )
 
 

@@ -59,7 +59,7 @@ async def test_snapshot_and_readings_limited_to_readable_devices(secured, add_de
     rows = await client.readings(1, where=lambda r: r[3] == 31)
     assert rows == [["a-1", "temperature", 3.0, 31]]
     seen = {r[0] for f in client.seen if f["type"] == "readings" for r in f["data"]}
-    seen |= {f["device"]["id"] for f in client.seen if f["type"] == "device"}
+    seen |= {e["device"]["id"] for e in client.seen_events()}
     assert "b-1" not in seen
 
 

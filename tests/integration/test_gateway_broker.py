@@ -56,7 +56,7 @@ async def test_command_while_broker_down_is_unavailable(start_gateway, own_broke
     client = await gateway.connected_client()
     await client.request({"type": "subscribe", "devices": ["*"]}, "subscribed")
     device = await add_device("thermo-1", on=own_broker)
-    await client.expect(lambda f: f["type"] == "device" and f["device"]["meta"] is not None)
+    await client.event(lambda e: e["device"]["meta"] is not None)
     await device.stop()
     own_broker.kill()
     await client.expect(lambda f: f["type"] == "gateway" and f["broker"] == "disconnected")

@@ -187,7 +187,7 @@ async def test_commands_are_audited_and_shown_to_those_who_may_command(
     await client.request({"type": "auth", "token": "op-secret"}, "authenticated")
     await client.request({"type": "subscribe", "devices": ["pump-1"]}, "subscribed")
     await add_device("pump-1")
-    await client.expect(lambda f: f["type"] == "device" and announced(f["device"]))
+    await client.event(lambda e: announced(e["device"]))
     result = await client.request(
         {"type": "command", "device": "pump-1", "command": "set_target",
          "params": {"target": 19}}, "command_result",

@@ -107,9 +107,11 @@ def test_frame_unions_list_every_message_type() -> None:
 
 def test_every_frame_type_the_gateway_builds_has_a_schema() -> None:
     """Each `"type": "…"` frame literal in the gateway's WebSocket code is a server schema."""
-    sources = ["ws.py", "hub.py", "session.py", "status.py", "protocol.py", "snapshots.py"]
+    sources = ["ws.py", "hub.py", "session.py", "stream.py", "status.py", "protocol.py"]
+    sources.append("snapshots.py")
     text = "\n".join((Path(protocol.__file__).parent / name).read_text() for name in sources)
-    built = set(re.findall(r'[{ ]"type": "([a-z_]+)"', text)) | {"readings"}
+    # The sequenced frames' types are the protocol's READINGS and SNAPSHOT constants.
+    built = set(re.findall(r'[{ ]"type": "([a-z_]+)"', text)) | {"readings", "snapshot"}
     assert built == set(SERVER_TYPES)
 
 
@@ -227,11 +229,12 @@ TOKEN = "schema-token"
 async def test_every_server_frame_type_is_sent_and_matches_its_schema(
     start_gateway: StartGateway, add_device: AddDevice
 ) -> None:
-    """A session that provokes every frame type but `gateway` sees each, all schema-valid."""
+    """A session that provokes every frame type but `gateway` sees each, all schema-valid,
+    readings frames with events and coalesced ones included."""
     gw = await start_gateway(
         {
             "auth.tokens": [{"token": TOKEN, "name": "schemas", "read": ["*"], "command": ["*"]}],
-            # Every readings batch overflows a one-byte outbox: the client gets `lagging` too.
+            # Every readings batch overflows a one-byte outbox: the client gets coalesced frames.
             "ws.outbox_max_bytes": 1,
         }
     )
@@ -263,6 +266,9 @@ async def test_every_server_frame_type_is_sent_and_matches_its_schema(
     await client.request({"type": "unsubscribe", "subscription": reply["subscription"]})
     seen = {frame["type"] for frame in client.seen}
     assert seen == set(SERVER_TYPES) - {"gateway"}
+    readings = [frame for frame in client.seen if frame["type"] == "readings"]
+    assert any(frame.get("coalesced") for frame in readings)
+    assert any(frame.get("events") for frame in readings)
 
 
 async def test_gateway_frames_on_broker_loss_match_the_schema(
@@ -284,6 +290,10 @@ async def test_gateway_frames_on_broker_loss_match_the_schema(
 BAD_FRAMES = [
     ('{"type":"readings","seq":0,"data":[["d-1","t",1.0,2]]}', "readings.json: at $.seq"),
     ('{"type":"readings","seq":1,"data":[["d-1","t",1.0,null]]}', "at $.data[0][3]"),
+    ('{"type":"readings","seq":1,"data":[]}', "readings.json"),
+    ('{"type":"readings","seq":1,"coalesced":true,"data":[["d-1","t",1.0,2]]}', "readings.json"),
+    ('{"type":"snapshot","subscription":"s1","devices":[]}', "snapshot.json"),
+    ('{"type":"device","event":"status","device":{}}', "unknown server frame type 'device'"),
     ('{"type":"pong","id":NaN}', "not strict JSON"),
     ('{"type":"pong","id":1,"id":2}', "duplicate keys"),
     ('{"type":"hello","protocol":2}', "hello.json"),

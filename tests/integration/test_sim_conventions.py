@@ -85,8 +85,11 @@ async def devices_ready(client: WsClient, count: int, case: Case) -> dict[str, d
         return len(done) >= count and case.command in target.get("commands", {})
 
     while not ready():
-        frame = await client.expect(lambda f: f["type"] in ("snapshot", "device"))
-        entries = frame["devices"] if frame["type"] == "snapshot" else [frame["device"]]
+        frame = await client.expect(lambda f: f["type"] == "snapshot" or "events" in f)
+        if frame["type"] == "snapshot":
+            entries = frame["devices"]
+        else:
+            entries = [e["device"] for e in frame["events"]]
         seen.update((d["id"], d) for d in entries)
     return seen
 
@@ -127,12 +130,8 @@ async def test_fleet_speaks_the_convention_end_to_end(
 
     fleet.drop(case.device, offline_for=0.5)
     for status in ("offline", "online"):
-        await client.expect(
-            lambda f, s=status: (
-                f["type"] == "device"
-                and f["device"]["id"] == case.gateway_id
-                and f["device"]["status"] == s
-            )
+        await client.event(
+            lambda e, s=status: e["device"]["id"] == case.gateway_id and e["device"]["status"] == s
         )
 
 

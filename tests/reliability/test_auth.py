@@ -173,11 +173,7 @@ async def wait_for_device_as(client: WsClient, device_id: str) -> None:
         lambda f: f["type"] == "snapshot" and f["subscription"] == reply["subscription"]
     )
     if not any(announced(d) for d in snapshot["devices"]):
-        await client.expect(
-            lambda f: (
-                f["type"] == "device" and f["device"]["id"] == device_id and announced(f["device"])
-            )
-        )
+        await client.event(lambda e: e["device"]["id"] == device_id and announced(e["device"]))
 
 
 async def no_commands(device, window: float = 0.3) -> bool:
@@ -201,7 +197,7 @@ async def test_ws_reads_are_scoped(granted):
     await devices["a-2"].telemetry({"t": 98}, ts=98.0)
     assert await client.readings(1, where=lambda r: r[3] == 98) == [["a-2", "t", 98.0, 98]]
     seen = {r[0] for f in client.seen if f["type"] == "readings" for r in f["data"]}
-    seen |= {f["device"]["id"] for f in client.seen if f["type"] == "device"}
+    seen |= {e["device"]["id"] for e in client.seen_events()}
     assert seen <= {"a-1", "a-2"}
     reply = await client.request({"type": "history", "device": "b-1", "metric": "t"})
     assert (reply["type"], reply["code"]) == ("error", "not_found")

@@ -2,8 +2,8 @@
 
 The healthy clients read everything as it comes; a slow client stops reading for long pauses; a
 raw socket completes the upgrade, subscribes and never reads again. The gateway must keep the
-healthy ones complete and gap-free, tell the slow one (lagging) or evict it (4000), and cut the
-stuck one off so its session and socket are gone.
+healthy ones complete and gap-free, tell the slow one (coalesced frames) or evict it (4000), and
+cut the stuck one off so its session and socket are gone.
 """
 
 from __future__ import annotations
@@ -100,9 +100,16 @@ class Load:
         await asyncio.wait_for(self.task, within)
 
 
-def assert_gap_free(frames: list[dict]) -> None:
-    seqs = [f["seq"] for f in frames if f["type"] == "readings"]
-    assert seqs == list(range(1, len(seqs) + 1)), "seq has a gap or repeats"
+def assert_gap_free(frames: list[dict], first: int = 2) -> None:
+    """The sequenced frames carry `first`, `first` + 1, … without a gap (the snapshot, seq 1,
+    was read before the frames recorded here)."""
+    seqs = [f["seq"] for f in frames if "seq" in f]
+    assert seqs == list(range(first, first + len(seqs))), "seq has a gap or repeats"
+
+
+def coalesced(frames: list[dict]) -> list[dict]:
+    """The readings frames that say the client fell behind."""
+    return [f for f in frames if f["type"] == "readings" and f.get("coalesced")]
 
 
 async def wait_rows(reader: Reader, count: int, within: float = 30.0) -> None:
@@ -143,12 +150,12 @@ class SlowReader:
     """A raw subscriber that, once started with its load, stops reading until the gateway's
     sends to it stall (its buffers are full) and a second more, then reads at full speed, until
     every reading `load` published is accounted for (delivered, or counted as dropped by a
-    `lagging` frame) or it is closed. The load stops once the client has been told it lags (or
+    coalesced frame) or it is closed. The load stops once the client has been told it lags (or
     was closed)."""
 
     def __init__(self, raw: RawWebSocket, session, load: Load) -> None:
         self.raw = raw
-        self.session = session  # the gateway's Session for it, whose sends are watched
+        self.session = session  # the gateway's Stream for it, whose sends are watched
         self.load = load
         self.frames: list[dict] = []
         self.close: list[int | None] = []  # the close code, None for a reset; empty: not closed
@@ -202,9 +209,9 @@ class SlowReader:
                 kind = self.frames[-1]["type"]
                 if kind == "readings":
                     accounted += len(self.frames[-1]["data"])
-                elif kind == "lagging":
-                    accounted += self.frames[-1]["dropped"]
-                    load.stop.set()
+                    if self.frames[-1].get("coalesced"):
+                        accounted += self.frames[-1]["dropped"]
+                        load.stop.set()
         load.stop.set()
 
     def of_type(self, kind: str) -> list[dict]:
@@ -215,8 +222,8 @@ async def slow_reader(gateway: GatewayUnderTest, load: Load) -> SlowReader:
     """A SlowReader subscribed (not started yet), with its session in the gateway's hub."""
     raw = await raw_subscriber(gateway, rcvbuf=131072)
     hub = gateway.runtime.hub
-    await eventually(lambda: raw.session in {s.id for s in hub.sessions}, 10, "session registered")
-    (session,) = [s for s in hub.sessions if s.id == raw.session]
+    await eventually(lambda: raw.session in {s.id for s in hub.streams}, 10, "stream registered")
+    (session,) = [s for s in hub.streams if s.id == raw.session]
     return SlowReader(raw, session, load)
 
 
@@ -258,7 +265,7 @@ async def test_healthy_clients_get_everything_beside_slow_and_stuck_ones(
 
     for reader in healthy:
         assert_gap_free([f for _, f in reader.frames])
-        assert not reader.of_type("lagging"), "a healthy client was told it lags"
+        assert not coalesced([f for _, f in reader.frames]), "a healthy client was told it lags"
         assert reader.close_code is None
         assert len(reader.rows()) == total
         assert [r[3] for r in reader.rows() if r[1] == "n"] == list(range(100 + load.published))
@@ -282,7 +289,7 @@ async def test_stuck_client_is_cut_off_by_the_send_deadline(
     load = Load(publisher, f"{prefix}/load-1/telemetry").start()
     started = time.monotonic()
     await eventually(
-        lambda: stuck.session not in {s.id for s in gateway.runtime.hub.sessions},
+        lambda: stuck.session not in {s.id for s in gateway.runtime.hub.streams},
         60,
         "the stuck socket's session is removed",
     )
@@ -302,7 +309,7 @@ async def test_stuck_client_is_cut_off_by_the_send_deadline(
 
 
 async def test_slow_client_is_told_it_lags_or_is_evicted(start_gateway, publisher, prefix, figures):
-    """A client that pauses reading until the gateway's sends to it stall is told `lagging`, its
+    """A client that pauses reading until the gateway's sends to it stall is told it lags, its
     seq gap-free and every reading delivered or counted as dropped, or it is evicted (4000, or a
     reset when the close cannot get through) and /metrics counts that."""
     gateway = await start_gateway(SLOW_CONFIG)
@@ -314,7 +321,7 @@ async def test_slow_client_is_told_it_lags_or_is_evicted(start_gateway, publishe
     await slow.raw.close()
 
     assert_gap_free(slow.frames)
-    lagging = slow.of_type("lagging")
+    lagging = coalesced(slow.frames)
     delivered = sum(len(f["data"]) for f in slow.of_type("readings"))
     dropped = sum(f["dropped"] for f in lagging)
     assert lagging or slow.close, "the slow client fell behind without being told"
@@ -325,7 +332,7 @@ async def test_slow_client_is_told_it_lags_or_is_evicted(start_gateway, publishe
         evicted = [await closed_by_gateway(gateway, r) for r in ("slow_consumer", "send_timeout")]
         assert sum(evicted) >= 1, evicted
     figures(
-        f"slow client over {load.published} messages: {len(lagging)} lagging notices,"
+        f"slow client over {load.published} messages: {len(lagging)} coalesced frames,"
         f" {delivered} delivered + {dropped} dropped, close {slow.close or 'none'}"
     )
 
@@ -338,12 +345,12 @@ def pct(values: list[float], q: int) -> str:
 
 async def test_connection_churn_returns_to_baseline(start_gateway, figures):
     """300 connect/subscribe/close cycles: once the parked resume streams expire
-    (ws.resume_window_s), hub sessions, asyncio tasks and open fds are back to the baseline."""
+    (ws.resume_window_s), hub streams, asyncio tasks and open fds are back to the baseline."""
     window = 0.5
     gateway = await start_gateway({"ws.resume_window_s": window, "ws.connect_burst": 1000})
     hub = gateway.runtime.hub
     base_tasks, base_fds = await settled_counts()
-    base_sessions = len(list(hub.sessions))
+    base_sessions = len(list(hub.streams))
     for i in range(300):
         client = await gateway.connect()
         await client.request({"type": "subscribe", "devices": [f"churn-{i}-*"]}, "subscribed")
@@ -353,7 +360,7 @@ async def test_connection_churn_returns_to_baseline(start_gateway, figures):
     peak_parked = hub.parked
     await eventually(lambda: hub.parked == 0, window + 10, "parked streams expired")
     await eventually(
-        lambda: len(list(hub.sessions)) == base_sessions, 10, "hub holds no session of the churn"
+        lambda: len(list(hub.streams)) == base_sessions, 10, "hub holds no stream of the churn"
     )
     await eventually(
         lambda: len(asyncio.all_tasks()) <= base_tasks, 10, f"tasks back to {base_tasks}"

@@ -1,4 +1,4 @@
-"""Fakes for pure-logic unit tests: a Socket a Session can write to, and a recording Session."""
+"""Fakes for pure-logic unit tests: a Socket a Session can write to, and a recording Stream."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.models import Reading
-from gateway.session import Session
+from gateway.stream import Batch, Stream
 
 
 class FakeSocket:
@@ -55,8 +54,9 @@ class FakeSocket:
             return [await self.frames.get() for _ in range(count)]
 
 
-class RecordingSession(Session):
-    """A Session that also records what the hub offers it, in order, and signals each offer."""
+class RecordingStream(Stream):
+    """A Stream that also records what the hub offers it, in order, and signals each offer:
+    ("frame", bytes), ("snapshot", body bytes) or ("batch", Batch)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -68,7 +68,16 @@ class RecordingSession(Session):
         self.offered.set()
         super().offer(payload)
 
-    def offer_readings(self, data: bytes, rows: list[Reading]) -> None:
-        self.offers.append(("readings", data))
+    def offer_snapshot(self, body: bytes) -> None:
+        self.offers.append(("snapshot", body))
         self.offered.set()
-        super().offer_readings(data, rows)
+        super().offer_snapshot(body)
+
+    def offer_batch(self, batch: Batch) -> None:
+        self.offers.append(("batch", batch))
+        self.offered.set()
+        super().offer_batch(batch)
+
+    def batches(self) -> list[dict[str, Any]]:
+        """The readings frames' bodies offered so far, decoded: {"data": …, "events"?: …}."""
+        return [orjson.loads(b"{%b}" % b.body) for kind, b in self.offers if kind == "batch"]

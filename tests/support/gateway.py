@@ -103,6 +103,8 @@ class WsClient:
         self.hello: Frame = {}
         self.seen: list[Frame] = []
         self._unread: list[Frame] = []
+        self._events: list[Frame] = []  # every device event received, in order
+        self._event_at = 0  # where event() looks from: its last match
         self._next_id = 0
         self.violations: list[str] = []  # schema failures, re-raised when the gateway stops
 
@@ -114,6 +116,8 @@ class WsClient:
             self.violations.append(str(exc))
             raise
         self.seen.append(frame)
+        if frame["type"] == "readings":
+            self._events.extend(frame.get("events", ()))
         return frame
 
     def next_id(self) -> int:
@@ -137,10 +141,30 @@ class WsClient:
         if self._unread:
             return self._unread.pop(0)
         async with asyncio.timeout(within):
-            message = await self.ws.receive()
+            return await self._receive()
+
+    async def _receive(self) -> Frame:
+        message = await self.ws.receive()
         if message.type != WSMsgType.TEXT:
             raise AssertionError(f"expected a text frame, got {message.type!r} {message.data!r}")
         return self._accept(message.data)
+
+    async def event(self, predicate: Callable[[Frame], bool], within: float = WAIT_S) -> Frame:
+        """The first device event ({"event", "device"} from a readings frame's `events`) matching
+        `predicate`, from the previous call's match on: events carry a device's whole state, and
+        one event may answer several questions ("has meta", then "is online"). Frames read
+        meanwhile stay readable."""
+        async with asyncio.timeout(within):
+            while True:
+                for i in range(self._event_at, len(self._events)):
+                    if predicate(self._events[i]):
+                        self._event_at = i
+                        return self._events[i]
+                self._unread.append(await self._receive())
+
+    def seen_events(self) -> list[Frame]:
+        """Every device event received so far, in order."""
+        return list(self._events)
 
     async def expect(self, predicate: Callable[[Frame], bool], within: float = WAIT_S) -> Frame:
         """The first frame matching `predicate`; frames skipped on the way stay readable."""
@@ -194,7 +218,7 @@ async def wait_for_device(
         if predicate(entry):
             await watcher.close()
             return entry
-    event = await watcher.expect(lambda f: f["type"] == "device" and predicate(f["device"]))
+    event = await watcher.event(lambda e: predicate(e["device"]))
     await watcher.close()
     return event["device"]
 
@@ -205,14 +229,10 @@ def announced(entry: dict[str, Any]) -> bool:
 
 
 def device_status(device_id: str, status: str) -> Callable[[Frame], bool]:
-    """For WsClient.expect: a `device` frame saying that `device_id` is now `status`."""
+    """For WsClient.event: a device event saying that `device_id` is now `status`."""
 
-    def match(frame: Frame) -> bool:
-        return (
-            frame["type"] == "device"
-            and frame["device"]["id"] == device_id
-            and frame["device"]["status"] == status
-        )
+    def match(event: Frame) -> bool:
+        return event["device"]["id"] == device_id and event["device"]["status"] == status
 
     return match
 

@@ -9,14 +9,19 @@ from hypothesis import strategies as st
 
 from gateway.errors import ProtocolError
 from gateway.protocol import (
+    READINGS,
+    SNAPSHOT,
     Auth,
     Command,
     History,
     Ping,
     Subscribe,
     Unsubscribe,
+    batch_body,
+    coalesced_body,
     parse_request,
-    readings_frame,
+    sequenced_frame,
+    snapshot_body,
 )
 
 
@@ -126,10 +131,29 @@ def test_bad_frames_raise_protocol_error_with_code_and_id(frame, code, request_i
     assert refused.value.message
 
 
-def test_readings_frame_wraps_shared_bytes():
-    """readings_frame embeds the already-encoded array with the session's seq."""
-    frame = readings_frame(7, b'[["d","m",1.0,2]]')
-    assert orjson.loads(frame) == {"type": "readings", "seq": 7, "data": [["d", "m", 1.0, 2]]}
+def test_sequenced_frames_wrap_shared_bytes():
+    """Sequenced frames embed an already-encoded body with the stream's seq."""
+    data = b'[["d","m",1.0,2]]'
+    assert orjson.loads(sequenced_frame(READINGS, 7, batch_body(data, None))) == {
+        "type": "readings",
+        "seq": 7,
+        "data": [["d", "m", 1.0, 2]],
+    }
+    events = b'[{"event":"removed","device":{"id":"d"}}]'
+    assert orjson.loads(sequenced_frame(READINGS, 8, coalesced_body(3, data, events))) == {
+        "type": "readings",
+        "seq": 8,
+        "coalesced": True,
+        "dropped": 3,
+        "data": [["d", "m", 1.0, 2]],
+        "events": [{"event": "removed", "device": {"id": "d"}}],
+    }
+    assert orjson.loads(sequenced_frame(SNAPSHOT, 1, snapshot_body('s"1', []))) == {
+        "type": "snapshot",
+        "seq": 1,
+        "subscription": 's"1',
+        "devices": [],
+    }
 
 
 json_values = st.recursive(

@@ -9,8 +9,8 @@ from gateway.hub import Hub
 from gateway.matching import Selector
 from gateway.protocol import CloseCode, CloseReason
 from gateway.registry import Registry
-from gateway.snapshots import HeldSnapshots, snapshot_frame, subscribe
-from tests.support.fakes import RecordingSession
+from gateway.snapshots import HeldSnapshots, snapshot, subscribe
+from tests.support.fakes import RecordingStream
 
 
 def fleet(*ids: str) -> Registry:
@@ -22,8 +22,8 @@ def fleet(*ids: str) -> Registry:
     return registry
 
 
-def held_session(hub: Hub, held: HeldSnapshots, name: str) -> RecordingSession:
-    session = RecordingSession(name, hub._config)
+def held_session(hub: Hub, held: HeldSnapshots, name: str) -> RecordingStream:
+    session = RecordingStream(name, hub._config)
     hub.add(session)
     subscription = session.new_subscription_id()
     session.subscriptions[subscription] = Selector.of(["*"])
@@ -34,9 +34,8 @@ def held_session(hub: Hub, held: HeldSnapshots, name: str) -> RecordingSession:
 def test_snapshot_holds_the_matching_devices_and_only_the_wanted_metrics():
     """Devices are filtered by the selector's globs, values by its metric globs."""
     frame = orjson.loads(
-        snapshot_frame(fleet("a-1", "a-2", "b-1"), Selector.of(["a-*"], ["t"]), "s3")
+        b"{%b}" % snapshot(fleet("a-1", "a-2", "b-1"), Selector.of(["a-*"], ["t"]), "s3")
     )
-    assert frame["type"] == "snapshot"
     assert frame["subscription"] == "s3"
     assert [d["id"] for d in frame["devices"]] == ["a-1", "a-2"]
     assert all(d["values"] == {"t": [1.0, 20.5]} for d in frame["devices"])
@@ -46,15 +45,14 @@ async def test_subscribe_queues_the_snapshot_before_any_live_readings():
     """Snapshot, then live: the session joins the hub and its snapshot is its first offer."""
     hub = Hub(WsConfig())
     registry = fleet("a-1")
-    session = RecordingSession("s", hub._config)
+    session = RecordingStream("s", hub._config)
     hub.add(session)
     session.subscriptions["s1"] = Selector.of(["*"])
     subscribe(registry, hub, session, "s1")
     hub.add_readings([("a-1", "t", 2.0, 21.0)])
     hub.flush()
     kinds = [kind for kind, _ in session.offers]
-    assert kinds == ["frame", "readings"]
-    assert orjson.loads(session.offers[0][1])["type"] == "snapshot"
+    assert kinds == ["snapshot", "batch"]
 
 
 async def test_held_sessions_get_nothing_until_released_then_snapshot_first():
@@ -70,9 +68,9 @@ async def test_held_sessions_get_nothing_until_released_then_snapshot_first():
     fleet_now = fleet("a-1", "a-2")
     held.release(fleet_now, hub)
     assert len(held) == 0
-    [(kind, payload)] = session.offers
-    assert kind == "frame"
-    assert [d["id"] for d in orjson.loads(payload)["devices"]] == ["a-1", "a-2"]
+    [(kind, body)] = session.offers
+    assert kind == "snapshot"
+    assert [d["id"] for d in orjson.loads(b"{%b}" % body)["devices"]] == ["a-1", "a-2"]
     assert registry is not fleet_now
 
 
@@ -98,3 +96,26 @@ async def test_held_sessions_with_the_same_subscription_share_one_encoding():
     a, b = held_session(hub, held, "a"), held_session(hub, held, "b")
     held.release(fleet("a-1"), hub)
     assert a.offers[0][1] is b.offers[0][1]
+
+
+async def test_subscribers_with_the_same_filter_share_a_snapshot_until_the_next_flush():
+    """Clients subscribing with the same filter and subscription id between two flushes are
+    offered the same bytes; after a flush the snapshot is built again from the registry."""
+    hub = Hub(WsConfig(batch_interval_ms=60_000))
+    registry = fleet("a-1")
+    a, b, c = (RecordingStream(n, hub._config) for n in "abc")
+    for stream in (a, b, c):
+        hub.add(stream)
+        stream.subscriptions["s1"] = Selector.of(["*"])
+    subscribe(registry, hub, a, "s1")
+    subscribe(registry, hub, b, "s1")
+    assert a.offers[0][1] is b.offers[0][1]
+    device = registry.get("a-1")
+    assert device is not None
+    registry.apply_samples(device, [("t", 2.0, 99.0)], 2.0)
+    hub.add_readings([("a-1", "t", 2.0, 99.0)])
+    hub.flush()
+    subscribe(registry, hub, c, "s1")
+    [(_, body)] = [o for o in c.offers if o[0] == "snapshot"]
+    assert body is not a.offers[0][1]
+    assert orjson.loads(b"{%b}" % body)["devices"][0]["values"]["t"] == [2.0, 99.0]
