@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from gateway.commands import CommandRouter
-from gateway.conventions import Convention
+from gateway.conventions import Convention, Routes
 from gateway.errors import DecodeError
 from gateway.hub import Hub
 from gateway.logs import RateLimitedLog
@@ -56,8 +56,8 @@ class Pipeline:
         unsubscribe: Callable[[list[str]], None],
         keep: Callable[[list[Reading], str], None] = lambda readings, convention: None,
     ) -> None:
-        self._conventions = conventions
         self._by_name = {c.name: c for c in conventions}
+        self._routes = Routes(conventions)
         self._registry = registry
         self._hub = hub
         self._router = router
@@ -105,10 +105,7 @@ class Pipeline:
         self._reject(convention.name if convention else "none", "oversize", topic, f"{size} bytes")
 
     def _route(self, topic: str) -> Convention | None:
-        for convention in self._conventions:
-            if convention.owns(topic):
-                return convention
-        return None
+        return self._routes.owner(topic)
 
     def _apply(self, convention: str, topic: str, event: DeviceEvent) -> None:
         match event:

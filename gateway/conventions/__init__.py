@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gateway.conventions.base import Convention, Surroundings
+from gateway.conventions.base import Convention, Routes, Surroundings
 from gateway.conventions.homeassistant import HomeAssistantConvention
 from gateway.conventions.homie import HomieConvention
 from gateway.conventions.native import NativeConvention
@@ -20,7 +20,14 @@ from gateway.conventions.zigbee2mqtt import Zigbee2MqttConvention
 from gateway.meta import ShapeCache
 from gateway.sync import TOPIC_ROOT as SYNC_ROOT
 
-__all__ = ["CONVENTIONS", "Convention", "Surroundings", "build_conventions", "id_tags"]
+__all__ = [
+    "CONVENTIONS",
+    "Convention",
+    "Routes",
+    "Surroundings",
+    "build_conventions",
+    "id_tags",
+]
 
 ConventionClass = (
     type[NativeConvention]

@@ -186,6 +186,9 @@ class HomeAssistantConvention(PrefixConvention):
     def owns(self, topic: str) -> bool:
         return topic.startswith(self._prefix) or topic in self._by_topic
 
+    def roots(self) -> None:
+        return None  # the state topics configs name may lie anywhere allowed_topics allow
+
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
         if topic.startswith(self._prefix) and topic.endswith("/config"):
             levels = topic[len(self._prefix) :].split("/")

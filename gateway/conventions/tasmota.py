@@ -126,6 +126,12 @@ class TasmotaConvention:
     def owns(self, topic: str) -> bool:
         return self._match(topic) is not None
 
+    def roots(self) -> frozenset[str] | None:
+        first = self._levels[0]
+        if first == TOPIC:
+            return None  # `%topic%/%prefix%/`: the device's own topic comes first
+        return frozenset({self._tele, self._stat}) if first == PREFIX else frozenset({first})
+
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
         match = self._match(topic)
         if match is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import load_config
-from gateway.conventions import Convention, build_conventions
+from gateway.conventions import Convention, Routes, build_conventions
 from gateway.models import Rejected, Subscribe
 
 ALL = {
@@ -74,3 +74,59 @@ def test_a_discovered_state_topic_of_another_convention_stays_with_it(
     assert not [e for e in events if isinstance(e, Subscribe)]
     assert not ha.owns("tele/plug001/SENSOR")
     assert owner(conventions, "tele/plug001/SENSOR") == "tasmota"
+
+
+class Counting:
+    """Wraps a convention and counts how often it is asked whether it owns a topic."""
+
+    def __init__(self, inner: Convention) -> None:
+        self.inner = inner
+        self.asked = 0
+        self.name = inner.name
+
+    def owns(self, topic: str) -> bool:
+        self.asked += 1
+        return self.inner.owns(topic)
+
+    def roots(self) -> frozenset[str] | None:
+        return self.inner.roots()
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "iotgw/thermo-1/telemetry",
+        "zigbee2mqtt/kitchen/lamp",
+        "tele/plug/SENSOR",
+        "homie/5/super-car/$description",
+        "homeassistant/sensor/x/config",
+        "cmnd/plug/POWER",
+        "somewhere/else",
+        "",
+    ],
+)
+def test_routes_pick_the_same_owner_as_asking_everyone_in_order(
+    conventions: list[Convention], topic: str
+) -> None:
+    """Routing by first level gives the owner the ordered scan of every convention gives."""
+    found = Routes(conventions).owner(topic)
+    assert (found.name if found else None) == owner(conventions, topic)
+
+
+def test_a_native_message_asks_only_conventions_its_first_level_can_concern(
+    conventions: list[Convention],
+) -> None:
+    """A native topic asks native (and the conventions whose topics may lie anywhere), never
+    the idle conventions bound to other first levels."""
+    counting = [Counting(c) for c in conventions]
+    routes = Routes(counting)  # type: ignore[arg-type]  # duck-typed stand-ins
+    for _ in range(10):
+        assert routes.owner("iotgw/thermo-1/telemetry").name == "native"  # type: ignore[union-attr]
+    asked = {c.name: c.asked for c in counting}
+    assert asked == {
+        "native": 10,
+        "zigbee2mqtt": 0,
+        "tasmota": 0,
+        "homie": 0,
+        "homeassistant": 0,
+    }
