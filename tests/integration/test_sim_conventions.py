@@ -43,7 +43,7 @@ CASES = {
     # Tasmota offers only relays (and lights) as commands: the plug, switched on (it starts off
     # with seed 7, which the test checks).
     "tasmota": Case("switch-1", "tasmota.switch-1", "POWER", {"state": "ON"}, "POWER", "ON"),
-    "homeassistant": Case("thermo-1", "ha.thermo-1", "set_target", {"value": 25}, "target", 25),
+    "homeassistant": Case("thermo-1", "ha.thermo-1", "set_target", {"value": 25}, "Target", 25),
     "homie": Case(
         "thermo-1",
         "homie.thermo-1",
