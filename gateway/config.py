@@ -100,6 +100,10 @@ class HomeAssistantConfig:
     # Topics outside the discovery prefix that discovery configs may name (state, availability,
     # command), as MQTT filters; never another convention's or the gateway's (docs/security.md).
     allowed_topics: list[str] = field(default_factory=list)
+    # Devices another enabled convention already reads (Zigbee2MQTT's and Tasmota's own Home
+    # Assistant discovery): "suppress" them here (shown once, by that convention), or "show" them
+    # again as ha.* devices whose topics stay refused (bad_topic).
+    duplicates: str = "suppress"
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +484,8 @@ def validate(config: Config) -> None:
             source = f"environment variable {token.token_env}" if token.token_env else "token"
             raise ConfigError(f"auth.tokens[{i}]", f"{source} is empty")
     _validate_history(config.history)
+    if config.conventions.homeassistant.duplicates not in ("suppress", "show"):
+        raise ConfigError("conventions.homeassistant.duplicates", "expected suppress or show")
     prefix = config.conventions.native.prefix
     if not prefix or any(c in prefix for c in "+#\x00") or prefix.startswith("/"):
         raise ConfigError("conventions.native.prefix", "must be a topic without wildcards")

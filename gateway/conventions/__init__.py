@@ -78,6 +78,7 @@ def build_conventions(settings: Any, shapes: ShapeCache | None = None) -> list[C
             foreign_topics=tuple(reserved),
             foreign_tags=tags - {CONVENTIONS[convention.name].tag},
             shapes=shapes,
+            neighbours=tuple((c.name, c.namespace.own) for c in conventions if c is not convention),
         )
         convention.bind(surroundings)
     return conventions

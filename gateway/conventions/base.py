@@ -27,6 +27,9 @@ class Surroundings:
     foreign_tags: frozenset[str] = frozenset()
     #: The registry's cache of parsed meta declarations (None: parsed, never shared).
     shapes: ShapeCache | None = None
+    #: Every other enabled convention's own filters, by name (Home Assistant tells the devices
+    #: another convention already reads from its own discovery of them).
+    neighbours: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 class Convention(Protocol):

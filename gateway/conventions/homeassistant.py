@@ -28,11 +28,13 @@ from typing import Any, Self, TypeGuard
 
 import orjson
 
-from gateway.conventions.base import PrefixConvention
+from gateway.conventions.base import PrefixConvention, Surroundings
 from gateway.conventions.common import (
     Echo,
+    Filters,
     Namespace,
     is_finite_number,
+    is_publish_topic,
     is_topic_filter,
     is_value,
     load_json,
@@ -202,10 +204,15 @@ class HomeAssistantConvention(PrefixConvention):
     prefix_key = "discovery_prefix"
 
     def __init__(
-        self, discovery_prefix: str = "homeassistant", allowed_topics: Iterable[str] = ()
+        self,
+        discovery_prefix: str = "homeassistant",
+        allowed_topics: Iterable[str] = (),
+        duplicates: str = "suppress",
     ) -> None:
         super().__init__(discovery_prefix)
         self.namespace = Namespace(self.namespace.own, borrowed=allowed_topics)
+        self._suppress = duplicates == "suppress"
+        self._neighbours: list[tuple[str, Filters]] = []
         self._entities: dict[str, Entity] = {}
         self._devices: dict[str, HaDevice] = {}
         self._by_topic: dict[str, set[str]] = {}  # state or availability topic -> entity keys
@@ -219,7 +226,24 @@ class HomeAssistantConvention(PrefixConvention):
             if not is_topic_filter(topic_filter) or topic_filter.startswith("$"):
                 path = f"conventions.{cls.name}.allowed_topics[{i}]"
                 raise ConfigError(path, "must be an MQTT topic filter, not a $ topic")
-        return cls(cls.prefix_from(section), allowed)
+        return cls(cls.prefix_from(section), allowed, section.duplicates)
+
+    def bind(self, surroundings: Surroundings) -> None:
+        super().bind(surroundings)
+        # Not the native convention's: its devices announce themselves, never through Home
+        # Assistant discovery; a config naming native topics stays refused and counted.
+        self._neighbours = [
+            (name, Filters(own)) for name, own in surroundings.neighbours if name != "native"
+        ]
+
+    def read_elsewhere(self, config: dict[str, Any]) -> str | None:
+        """The enabled convention that owns a topic this config names (Zigbee2MQTT's and
+        Tasmota's discovery of the devices they read themselves), or None."""
+        for topic in _named_topics(config):
+            for name, own in self._neighbours:
+                if own.match(topic):
+                    return name
+        return None
 
     def subscriptions(self) -> list[str]:
         return [f"{self._prefix}+/+/config", f"{self._prefix}+/+/+/config"]
@@ -339,6 +363,12 @@ class HomeAssistantConvention(PrefixConvention):
         fresh: set[str],
     ) -> Entity | None:
         """Define one entity; `fresh` collects the topics no entity used before."""
+        reader = self.read_elsewhere(config) if self._suppress else None
+        if reader is not None:
+            # Another enabled convention reads this device under its own id: shown once, there.
+            # Its topics are refused here all the same (docs/security.md, rule 1).
+            events.append(Rejected("duplicate", f"{key[:100]}: read by {reader}"))
+            return None
         device_id, device_name, model = _device_of(config, node_id, object_id)
         known = self._devices.get(device_id)
         crowded = known is not None and len(known.entities) >= MAX_ENTITIES_PER_DEVICE
@@ -591,6 +621,15 @@ def _device_of(config: dict[str, Any], node_id: str, object_id: str) -> tuple[st
         ident = unique if isinstance(unique, str) else f"{node_id}/{object_id}".lstrip("/")
     name = _text(device.get("name")) or _text(config.get("name")) or object_id
     return scoped_id(TAG, ident), name, _text(device.get("model")) or "homeassistant"
+
+
+def _named_topics(config: dict[str, Any]) -> list[str]:
+    """The state, command and availability topics a config names (after `~`)."""
+    topics = [config.get(key) for key in ("state_topic", "command_topic", "availability_topic")]
+    availability = config.get("availability")
+    if isinstance(availability, list):
+        topics += [entry.get("topic") for entry in availability if isinstance(entry, dict)]
+    return [t for t in topics if is_publish_topic(t)]
 
 
 def _usable(

@@ -128,8 +128,9 @@ HOSTILE_TOPICS = [
 def test_home_assistant_refuses_topics_outside_its_namespace(field: str, topic: str) -> None:
     """A state, availability or command topic (also through `~`) outside the discovery prefix
     and the allow-list, or another convention's or the gateway's, is refused and counted: nothing
-    is subscribed, and no command is offered or published."""
-    ha = build()["homeassistant"]
+    is subscribed, and no command is offered or published. (Shown as a device, with
+    `duplicates = "show"`: suppressed, a config naming another convention's topics makes none.)"""
+    ha = build(**{"conventions.homeassistant.duplicates": "show"})["homeassistant"]
     config = {"name": "x", "dev": {"ids": ["box"]}, "stat_t": "homeassistant/switch/x/state"}
     config |= {"~": topic, "cmd_t": "~"} if field == "~" else {field: topic}
     events = send(ha, "homeassistant/switch/x/config", config)

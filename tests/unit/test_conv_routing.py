@@ -6,7 +6,8 @@ import pytest
 
 from gateway.config import load_config
 from gateway.conventions import Convention, Routes, build_conventions
-from gateway.models import Rejected, Subscribe
+from gateway.errors import ConfigError
+from gateway.models import MetaChange, Rejected, Subscribe
 
 ALL = {
     f"conventions.{name}.enabled": True
@@ -58,22 +59,69 @@ def test_each_topic_has_one_owner(
     assert owner(conventions, topic) == expected
 
 
-def test_a_discovered_state_topic_of_another_convention_stays_with_it(
-    conventions: list[Convention],
+TASMOTA_DISCOVERY = (
+    "homeassistant/sensor/218FF9_ENERGY_Total/config",
+    b'{"stat_t": "tele/plug001/SENSOR", "val_tpl": "{{value_json[\'ENERGY\'][\'Total\']}}",'
+    b' "avty_t": "tele/plug001/LWT", "dev": {"ids": ["218FF9"]}}',
+)
+#: Zigbee2MQTT's own discovery of a sensor it reads (its homeassistant extension's shape).
+Z2M_DISCOVERY = (
+    "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config",
+    b'{"name": null, "device_class": "temperature", "unit_of_measurement": "\xc2\xb0C",'
+    b' "state_topic": "zigbee2mqtt/0x00158d0001a2b3c4",'
+    b' "value_template": "{{ value_json.temperature }}",'
+    b' "availability": [{"topic": "zigbee2mqtt/bridge/state"}],'
+    b' "device": {"identifiers": ["zigbee2mqtt_0x00158d0001a2b3c4"],'
+    b' "name": "0x00158d0001a2b3c4"}}',
+)
+
+
+@pytest.mark.parametrize("discovery", [TASMOTA_DISCOVERY, Z2M_DISCOVERY])
+def test_devices_another_convention_reads_are_shown_once(
+    conventions: list[Convention], discovery: tuple[str, bytes]
 ) -> None:
-    """Tasmota's HA discovery names tele/…/SENSOR: Home Assistant refuses another convention's
-    topic (bad_topic, nothing subscribed) and the Tasmota convention keeps decoding it."""
+    """Tasmota's and Zigbee2MQTT's own discovery of the devices they read: Home Assistant makes no
+    `ha.` twin (no meta, nothing subscribed; counted as `duplicate`, not as a hostile
+    bad_topic) and the dedicated convention keeps decoding the topics."""
     ha = conventions[-1]
-    events = ha.decode(
-        "homeassistant/sensor/218FF9_ENERGY_Total/config",
-        b'{"stat_t": "tele/plug001/SENSOR", "val_tpl": "{{value_json[\'ENERGY\'][\'Total\']}}",'
-        b' "dev": {"ids": ["218FF9"]}}',
-        0.0,
-    )
-    assert "bad_topic" in [e.reason for e in events if isinstance(e, Rejected)]
-    assert not [e for e in events if isinstance(e, Subscribe)]
+    events = ha.decode(*discovery, 0.0)
+    assert [e.reason for e in events if isinstance(e, Rejected)] == ["duplicate"]
+    assert not [e for e in events if not isinstance(e, Rejected)]
     assert not ha.owns("tele/plug001/SENSOR")
     assert owner(conventions, "tele/plug001/SENSOR") == "tasmota"
+    assert owner(conventions, "zigbee2mqtt/0x00158d0001a2b3c4") == "zigbee2mqtt"
+
+
+@pytest.mark.parametrize("discovery", [TASMOTA_DISCOVERY, Z2M_DISCOVERY])
+def test_duplicates_show_keeps_the_twin_with_its_topics_refused(
+    discovery: tuple[str, bytes],
+) -> None:
+    """`duplicates = "show"`: the `ha.` device appears, its topics refused (bad_topic) and never
+    subscribed, as before."""
+    settings = {**ALL, "conventions.homeassistant.duplicates": "show"}
+    ha = build_conventions(load_config(env={}, overrides=settings).conventions)[-1]
+    events = ha.decode(*discovery, 0.0)
+    assert "bad_topic" in [e.reason for e in events if isinstance(e, Rejected)]
+    assert [e for e in events if isinstance(e, MetaChange)]
+    assert not [e for e in events if isinstance(e, Subscribe)]
+
+
+def test_a_config_naming_the_gateways_own_topics_is_still_refused(
+    conventions: list[Convention],
+) -> None:
+    """Suppression is for other conventions' devices only: a config naming the gateway's command
+    topics is no duplicate, and stays refused and counted."""
+    ha = conventions[-1]
+    events = ha.decode(
+        "homeassistant/switch/evil/config", b'{"cmd_t": "iotgw/thermo-1/cmd/set_target"}', 0.0
+    )
+    assert "bad_topic" in [e.reason for e in events if isinstance(e, Rejected)]
+
+
+def test_duplicates_must_be_suppress_or_show() -> None:
+    """Any other word is a configuration error naming the key."""
+    with pytest.raises(ConfigError, match=r"conventions\.homeassistant\.duplicates"):
+        load_config(env={}, overrides={"conventions.homeassistant.duplicates": "link"})
 
 
 class Counting:
