@@ -113,11 +113,22 @@ class HomieConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ShellyConfig:
+    enabled: bool = False
+    # Devices whose MQTT topic prefix starts with this are read (Shelly's default prefix is the
+    # device id, `shellyplus1pm-a8032ab636ec`): the first level of their topics.
+    id_prefix: str = "shelly"
+    # The `src` of the gateway's RPC requests: devices answer on `<rpc_src>/rpc`.
+    rpc_src: str = "iotgw-shelly"
+
+
+@dataclass(frozen=True, slots=True)
 class ConventionsConfig:
     native: NativeConventionConfig = field(default_factory=NativeConventionConfig)
     zigbee2mqtt: Zigbee2MqttConfig = field(default_factory=Zigbee2MqttConfig)
     tasmota: TasmotaConfig = field(default_factory=TasmotaConfig)
     homie: HomieConfig = field(default_factory=HomieConfig)
+    shelly: ShellyConfig = field(default_factory=ShellyConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
 
 

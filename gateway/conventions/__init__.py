@@ -15,6 +15,7 @@ from gateway.conventions.base import Convention, Routes, Surroundings
 from gateway.conventions.homeassistant import HomeAssistantConvention
 from gateway.conventions.homie import HomieConvention
 from gateway.conventions.native import NativeConvention
+from gateway.conventions.shelly import ShellyConvention
 from gateway.conventions.tasmota import TasmotaConvention
 from gateway.conventions.zigbee2mqtt import Zigbee2MqttConvention
 from gateway.meta import ShapeCache
@@ -34,6 +35,7 @@ ConventionClass = (
     | type[Zigbee2MqttConvention]
     | type[TasmotaConvention]
     | type[HomieConvention]
+    | type[ShellyConvention]
     | type[HomeAssistantConvention]
 )
 
@@ -45,6 +47,7 @@ CONVENTIONS: dict[str, ConventionClass] = {
         Zigbee2MqttConvention,
         TasmotaConvention,
         HomieConvention,
+        ShellyConvention,
         HomeAssistantConvention,
     )
 }

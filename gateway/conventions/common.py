@@ -186,20 +186,36 @@ class Filters:
     """A set of MQTT topic filters, asked whether any of them matches a topic.
 
     Matched by paho's topic trie, which follows MQTT's rules (a `#` also matches its parent level;
-    wildcards at the first level never match a `$` topic, MQTT 3.1.1 §4.7.2).
+    wildcards at the first level never match a `$` topic, MQTT 3.1.1 §4.7.2). One extension, for
+    namespaces only (never sent to a broker): a first level ending in `*` matches every first
+    level that starts with what precedes it (`shelly*/online`: Shelly devices' own topics, whose
+    first level is the device's id).
     """
 
-    __slots__ = ("_matcher", "filters")
+    __slots__ = ("_matcher", "_starred", "filters")
 
     def __init__(self, filters: Iterable[str]) -> None:
         self.filters = tuple(dict.fromkeys(filters))
         self._matcher = MQTTMatcher()  # type: ignore[no-untyped-call]  # paho's is unannotated
+        starred: dict[str, list[str]] = {}
         for topic_filter in self.filters:
-            self._matcher[topic_filter] = True
+            first, _, rest = topic_filter.partition("/")
+            if first.endswith("*") and len(first) > 1 and rest:
+                starred.setdefault(first[:-1], []).append(rest)
+            else:
+                self._matcher[topic_filter] = True
+        self._starred = tuple((head, Filters(tails)) for head, tails in starred.items())
 
     def match(self, topic: str) -> bool:
         matches = self._matcher.iter_match(topic)  # type: ignore[no-untyped-call]  # as above
-        return next(matches, None) is not None
+        if next(matches, None) is not None:
+            return True
+        if self._starred:
+            first, _, rest = topic.partition("/")
+            return any(
+                first.startswith(head) and tails.match(rest) for head, tails in self._starred
+            )
+        return False
 
 
 class Namespace:

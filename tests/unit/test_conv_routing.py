@@ -11,7 +11,7 @@ from gateway.models import MetaChange, Rejected, Subscribe
 
 ALL = {
     f"conventions.{name}.enabled": True
-    for name in ("zigbee2mqtt", "tasmota", "homie", "homeassistant")
+    for name in ("zigbee2mqtt", "tasmota", "homie", "shelly", "homeassistant")
 }
 
 
@@ -32,6 +32,7 @@ def test_all_conventions_can_be_enabled_together(conventions: list[Convention]) 
         "zigbee2mqtt",
         "tasmota",
         "homie",
+        "shelly",
         "homeassistant",
     ]
     filters = [f for c in conventions for f in c.subscriptions()]
@@ -48,6 +49,9 @@ def test_all_conventions_can_be_enabled_together(conventions: list[Convention]) 
         ("homie/super-car/$state", "homie"),
         ("homie/5/super-car/$description", "homie"),
         ("homeassistant/sensor/x/config", "homeassistant"),
+        ("shellyplus1pm-a8032ab636ec/events/rpc", "shelly"),
+        ("iotgw-shelly/rpc", "shelly"),
+        ("livingroom/online", None),
         ("cmnd/plug/POWER", None),
         ("somewhere/else", None),
     ],
@@ -148,6 +152,7 @@ class Counting:
         "tele/plug/SENSOR",
         "homie/5/super-car/$description",
         "homeassistant/sensor/x/config",
+        "shellyplus1pm-a8032ab636ec/status/switch:0",
         "cmnd/plug/POWER",
         "somewhere/else",
         "",
@@ -176,5 +181,6 @@ def test_a_native_message_asks_only_conventions_its_first_level_can_concern(
         "zigbee2mqtt": 0,
         "tasmota": 0,
         "homie": 0,
+        "shelly": 0,
         "homeassistant": 0,
     }
