@@ -120,6 +120,9 @@ class ShellyConfig:
     id_prefix: str = "shelly"
     # The `src` of the gateway's RPC requests: devices answer on `<rpc_src>/rpc`.
     rpc_src: str = "iotgw-shelly"
+    # Empty: device prefixes are first levels. Else the level(s) above every device's prefix
+    # (topic prefixes like `home/shellyplus1pm-…`): everything under <base_topic>/+ is Shelly's.
+    base_topic: str = ""
 
 
 @dataclass(frozen=True, slots=True)

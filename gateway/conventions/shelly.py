@@ -43,6 +43,7 @@ from gateway.conventions.common import (
     sample,
     scoped_id,
 )
+from gateway.conventions.common import base_topic as checked_base
 from gateway.errors import CommandError, ConfigError, DecodeError
 from gateway.meta import ShapeCache, parse_meta
 from gateway.models import (
@@ -72,6 +73,8 @@ SKIPPED_KEYS = frozenset({"id", "source", "errors", "flags", "by_minute", "minut
 #: Units of status keys, by their last dotted part (Shelly's documented units).
 UNITS = {
     "apower": "W",
+    "act_power": "W",
+    "aprt_power": "VA",
     "voltage": "V",
     "current": "A",
     "freq": "Hz",
@@ -140,17 +143,26 @@ class ShellyConvention:
     name: ClassVar[str] = "shelly"
     tag: ClassVar[str] = TAG
 
-    def __init__(self, id_prefix: str = "shelly", rpc_src: str = "iotgw-shelly") -> None:
+    def __init__(
+        self, id_prefix: str = "shelly", rpc_src: str = "iotgw-shelly", base_topic: str = ""
+    ) -> None:
         if not id_prefix or any(c in id_prefix for c in "/+#*$\x00"):
             raise ConfigError("conventions.shelly.id_prefix", "must be a non-empty topic level")
         if not rpc_src or rpc_src.startswith(id_prefix) or any(c in rpc_src for c in "/+#$\x00"):
             raise ConfigError(
                 "conventions.shelly.rpc_src", "must be one topic level not starting with id_prefix"
             )
+        if base_topic:
+            base_topic = checked_base(base_topic, "conventions.shelly.base_topic")
         self.id_prefix = id_prefix
         self.rpc_src = rpc_src
+        self.base_topic = base_topic
+        self._base = f"{base_topic}/" if base_topic else ""
         self._answers = f"{rpc_src}/rpc"
-        own = [f"{id_prefix}*/{leaf}" for leaf in ("online", "events/rpc", "status/+", "rpc")]
+        # Under a base topic every device level is a Shelly's; at the top, only the first levels
+        # starting with id_prefix (`shelly*`: a namespace-only pattern, see common.Filters).
+        device = f"{self._base}+" if base_topic else f"{id_prefix}*"
+        own = [f"{device}/{leaf}" for leaf in ("online", "events/rpc", "status/+", "rpc")]
         self.namespace = Namespace([*own, self._answers])
         self._devices: dict[str, ShellyDevice] = {}  # by gateway device id
         self._pending: OrderedDict[int, Request] = OrderedDict()
@@ -159,7 +171,7 @@ class ShellyConvention:
 
     @classmethod
     def from_config(cls, section: Any) -> ShellyConvention:
-        return cls(section.id_prefix, section.rpc_src)
+        return cls(section.id_prefix, section.rpc_src, section.base_topic)
 
     def bind(self, surroundings: Surroundings) -> None:
         self.namespace = self.namespace.excluding(surroundings.foreign_topics)
@@ -167,16 +179,21 @@ class ShellyConvention:
 
     def subscriptions(self) -> list[str]:
         # MQTT has no "starts with" filter: the broker sends every `+/online`, and `owns` keeps
-        # the ones whose first level is a Shelly's.
-        return ["+/online", "+/events/rpc", "+/status/+", self._answers]
+        # the ones whose device level is a Shelly's.
+        leaves = ("online", "events/rpc", "status/+")
+        return [*(f"{self._base}+/{leaf}" for leaf in leaves), self._answers]
 
-    def roots(self) -> None:
+    def roots(self) -> frozenset[str] | None:
+        if self.base_topic:
+            return frozenset({self.base_topic.partition("/")[0], self.rpc_src})
         return None  # the first level is the device's id
 
     def owns(self, topic: str) -> bool:
         if topic == self._answers:
             return True
-        first, _, rest = topic.partition("/")
+        if not topic.startswith(self._base):
+            return False
+        first, _, rest = topic[len(self._base) :].partition("/")
         if not first.startswith(self.id_prefix):
             return False
         if rest in ("online", "events/rpc"):
@@ -187,10 +204,10 @@ class ShellyConvention:
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
         if topic == self._answers:
             return self._answer(payload)
-        prefix, _, rest = topic.partition("/")
+        name, _, rest = topic[len(self._base) :].partition("/")
         if rest == "online":
-            return self._online(prefix, payload)
-        device = self._device(prefix)
+            return self._online(name, payload)
+        device = self._device(name)
         if rest == "events/rpc":
             return self._notification(device, load_json_object(payload, "events/rpc"), received_at)
         component = rest[len("status/") :]
@@ -245,9 +262,10 @@ class ShellyConvention:
     # --- decoding -------------------------------------------------------------------------
 
     def _request_topic(self, device: ShellyDevice) -> str:
-        return f"{device.prefix}/rpc"
+        return f"{self._base}{device.prefix}/rpc"
 
     def _device(self, prefix: str) -> ShellyDevice:
+        """The device whose topic prefix (below the base topic) is `prefix`."""
         device_id = scoped_id(TAG, prefix)
         device = self._devices.get(device_id)
         if device is None:

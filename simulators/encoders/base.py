@@ -45,10 +45,11 @@ class Action:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A decoded command message: what to do, and the id to answer with (native only)."""
+    """A decoded command message: what to do, and the id to answer with (native, Shelly)."""
 
     actions: tuple[Action, ...] = ()
     id: str = ""
+    reply_to: str = ""  # where the answer goes (Shelly's `src`: answered on `<src>/rpc`)
     key: str = ""  # what a request without actions is about (Tasmota's query: an empty payload)
     refused: str = ""  # why the message asks for nothing the device can do (answered as error)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,15 @@ CASES = {
     # with seed 7, which the test checks).
     "tasmota": Case("switch-1", "tasmota.switch-1", "POWER", {"state": "ON"}, "POWER", "ON"),
     "homeassistant": Case("thermo-1", "ha.thermo-1", "set_target", {"value": 25}, "Target", 25),
+    # A real request/response: the plug's Switch.Set answer is the result, whatever it was before.
+    "shelly": Case(
+        "switch-1",
+        "shelly.shellyplus1pm-" + hashlib.sha1(b"switch-1").hexdigest()[:12],
+        "switch_0.set",
+        {"on": True},
+        "switch:0.output",
+        True,
+    ),
     "homie": Case(
         "thermo-1",
         "homie.thermo-1",
