@@ -126,12 +126,20 @@ class ShellyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SparkplugConfig:
+    enabled: bool = False
+    # At most one rebirth request (NCMD Node Control/Rebirth) per edge node this often, seconds.
+    rebirth_interval_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class ConventionsConfig:
     native: NativeConventionConfig = field(default_factory=NativeConventionConfig)
     zigbee2mqtt: Zigbee2MqttConfig = field(default_factory=Zigbee2MqttConfig)
     tasmota: TasmotaConfig = field(default_factory=TasmotaConfig)
     homie: HomieConfig = field(default_factory=HomieConfig)
     shelly: ShellyConfig = field(default_factory=ShellyConfig)
+    sparkplug: SparkplugConfig = field(default_factory=SparkplugConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
 
 

@@ -16,6 +16,7 @@ from gateway.conventions.homeassistant import HomeAssistantConvention
 from gateway.conventions.homie import HomieConvention
 from gateway.conventions.native import NativeConvention
 from gateway.conventions.shelly import ShellyConvention
+from gateway.conventions.sparkplug import SparkplugConvention
 from gateway.conventions.tasmota import TasmotaConvention
 from gateway.conventions.zigbee2mqtt import Zigbee2MqttConvention
 from gateway.meta import ShapeCache
@@ -36,6 +37,7 @@ ConventionClass = (
     | type[TasmotaConvention]
     | type[HomieConvention]
     | type[ShellyConvention]
+    | type[SparkplugConvention]
     | type[HomeAssistantConvention]
 )
 
@@ -48,6 +50,7 @@ CONVENTIONS: dict[str, ConventionClass] = {
         TasmotaConvention,
         HomieConvention,
         ShellyConvention,
+        SparkplugConvention,
         HomeAssistantConvention,
     )
 }

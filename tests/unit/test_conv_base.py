@@ -27,6 +27,7 @@ def test_each_convention_has_its_own_id_tag() -> None:
         "tasmota": "tasmota",
         "homie": "homie",
         "shelly": "shelly",
+        "spb": "sparkplug",
         "ha": "homeassistant",
     }
 

@@ -31,7 +31,7 @@ from tests.support.params import fitting_params
 
 ENABLE_ALL = {
     f"conventions.{name}.enabled": True
-    for name in ("zigbee2mqtt", "tasmota", "homie", "shelly", "homeassistant")
+    for name in ("zigbee2mqtt", "tasmota", "homie", "shelly", "sparkplug", "homeassistant")
 }
 #: Outside the discovery prefix, allowed by the operator; the second also lies in Zigbee2MQTT's.
 ALLOWED = ["ext/#", "zigbee2mqtt/#"]
@@ -106,6 +106,7 @@ def test_each_convention_declares_its_own_filters_and_keeps_off_the_others() -> 
             "shelly*/rpc",
             "iotgw-shelly/rpc",
         ),
+        "sparkplug": ("spBv1.0/#",),
         "homeassistant": ("homeassistant/#",),
     }
     for name, convention in conventions.items():

@@ -11,7 +11,7 @@ from gateway.models import MetaChange, Rejected, Subscribe
 
 ALL = {
     f"conventions.{name}.enabled": True
-    for name in ("zigbee2mqtt", "tasmota", "homie", "shelly", "homeassistant")
+    for name in ("zigbee2mqtt", "tasmota", "homie", "shelly", "sparkplug", "homeassistant")
 }
 
 
@@ -33,6 +33,7 @@ def test_all_conventions_can_be_enabled_together(conventions: list[Convention]) 
         "tasmota",
         "homie",
         "shelly",
+        "sparkplug",
         "homeassistant",
     ]
     filters = [f for c in conventions for f in c.subscriptions()]
@@ -51,6 +52,7 @@ def test_all_conventions_can_be_enabled_together(conventions: list[Convention]) 
         ("homeassistant/sensor/x/config", "homeassistant"),
         ("shellyplus1pm-a8032ab636ec/events/rpc", "shelly"),
         ("iotgw-shelly/rpc", "shelly"),
+        ("spBv1.0/Plant1/NDATA/Edge01", "sparkplug"),
         ("livingroom/online", None),
         ("cmnd/plug/POWER", None),
         ("somewhere/else", None),
@@ -182,5 +184,6 @@ def test_a_native_message_asks_only_conventions_its_first_level_can_concern(
         "tasmota": 0,
         "homie": 0,
         "shelly": 0,
+        "sparkplug": 0,
         "homeassistant": 0,
     }
