@@ -7,12 +7,20 @@ else in the simulator knows which convention it speaks.
 
 from __future__ import annotations
 
-from simulators.encoders import homeassistant, homie, native, shelly, tasmota, zigbee2mqtt
+from simulators.encoders import (
+    homeassistant,
+    homie,
+    native,
+    shelly,
+    sparkplug,
+    tasmota,
+    zigbee2mqtt,
+)
 from simulators.encoders.base import Encoder, Message, Outcome, Request, Speaker
 
 ENCODERS: dict[str, Encoder] = {
     module.ENCODER.name: module.ENCODER
-    for module in (native, zigbee2mqtt, tasmota, homeassistant, homie, shelly)
+    for module in (native, zigbee2mqtt, tasmota, homeassistant, homie, shelly, sparkplug)
 }
 
 __all__ = ["ENCODERS", "Encoder", "Message", "Outcome", "Request", "Speaker"]

@@ -85,6 +85,11 @@ class Speaker(ABC):
         self.model = member.model
         self.base = base
 
+    def connecting(self) -> None:
+        """A new connection begins (before `will`): conventions that number their sessions
+        (Sparkplug's bdSeq) start the next one."""
+        return  # most conventions have no sessions to number
+
     @abstractmethod
     def will(self) -> Message | None:
         """The last will the broker publishes if the device vanishes (own connection only)."""
@@ -139,6 +144,9 @@ class Encoder:
     gateway_settings: Callable[[str], dict[str, Any]]
     #: fleet-wide messages (Zigbee2MQTT's bridge/devices), published by the first connection
     bridge: Callable[[list[Speaker], str], list[Message]] | None = None
+    #: the start every topic of a fleet under `base` has (None: `<base>/`); Sparkplug's topics
+    #: all start with its namespace, the base being a group id
+    root: Callable[[str], str] | None = None
 
 
 def on_off(value: Value) -> Value:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ CASES = {
         {"on": True},
         "switch:0.output",
         True,
+    ),
+    # Sparkplug ids name the group, which is the fleet's base topic ({group} below).
+    "sparkplug": Case(
+        "thermo-1", "spb.{group}:thermo-1", "set_target", {"value": 25}, "target", 25.0
     ),
     "homie": Case(
         "thermo-1",
@@ -112,6 +117,8 @@ async def test_fleet_speaks_the_convention_end_to_end(
     its last will and comes back."""
     config = fleet.config
     case = CASES[config.convention]
+    group = config.base.replace("/", "-")
+    case = dataclasses.replace(case, gateway_id=case.gateway_id.format(group=group))
     encoder = ENCODERS[config.convention]
     gw = await start_gateway(
         {"registry.stale_after_s": 60.0, **encoder.gateway_settings(config.base)}
