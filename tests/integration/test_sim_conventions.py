@@ -165,3 +165,29 @@ async def test_demo_runs_a_zigbee2mqtt_fleet() -> None:
         assert all(device.startswith("z2m.") for device in seen)
         assert seen[thermostat]["meta"]["name"] == "Living room/Thermostat"
         await client.close()
+
+
+async def test_demo_runs_a_mixed_fleet_of_all_seven_conventions() -> None:
+    """`iotgw demo --convention all`: the devices take the seven conventions in turn, and every
+    convention's devices come online with their meta on one dashboard."""
+    args = ("--devices", "14", "--convention", "all")
+    async with running_demo(*args) as demo, aiohttp.ClientSession() as http:
+        assert "mixed (native, zigbee2mqtt, tasmota" in demo.first_line, demo.first_line
+        client = WsClient(await http.ws_connect(f"ws://127.0.0.1:{demo.port}/ws"))
+        await client.request({"type": "subscribe", "devices": ["*"]}, "subscribed")
+        tags = {"": 0, "z2m": 0, "tasmota": 0, "ha": 0, "homie": 0, "shelly": 0, "spb": 0}
+        seen: dict[str, dict[str, Any]] = {}
+        while not all(tags.values()):
+            frame = await client.expect(lambda f: f["type"] in ("snapshot", "device"))
+            entries = frame["devices"] if frame["type"] == "snapshot" else [frame["device"]]
+            seen.update((d["id"], d) for d in entries)
+            for tag in tags:
+                tags[tag] = sum(
+                    1
+                    for i, d in seen.items()
+                    if (i.partition(".")[0] if "." in i else "") == tag
+                    and d["meta"]
+                    and d["status"] == "online"
+                )
+        assert sum(tags.values()) >= 7
+        await client.close()
