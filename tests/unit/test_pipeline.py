@@ -70,7 +70,7 @@ def pipeline(**settings: Any) -> tuple[Pipeline, Registry, Broker, dict[str, Any
         65536,
         broker.subscribe,
         broker.unsubscribe,
-        broker.publish,
+        publish=broker.publish,
     )
     return built, registry, broker, by_name
 
