@@ -93,12 +93,9 @@ async def test_shelly_life_status_rpc_answer_error_offline(
 
     await plug.publish(f"{plug.prefix}/online", b"true", retain=True)
     await plug.publish(f"{plug.prefix}/status/switch:0", plug.status())
-    await client.expect(device_status(DEVICE_ID, "online"))
-    meta = await client.expect(
-        lambda f: (
-            f["type"] == "device"
-            and "switch_0.set" in (f["device"]["meta"] or {}).get("commands", {})
-        )
+    await client.event(device_status(DEVICE_ID, "online"))
+    meta = await client.event(
+        lambda e: "switch_0.set" in (e["device"]["meta"] or {}).get("commands", {})
     )
     assert meta["device"]["type"] == "shellyplus1pm"
     assert meta["device"]["meta"]["metrics"]["switch:0.apower"] == {"unit": "W"}
@@ -124,12 +121,7 @@ async def test_shelly_life_status_rpc_answer_error_offline(
 
     # A component the gateway has seen but the device refuses: Shelly's own error comes back.
     await plug.publish(f"{plug.prefix}/status/switch:1", {"id": 1, "output": False})
-    await client.expect(
-        lambda f: (
-            f["type"] == "device"
-            and "switch_1.set" in (f["device"]["meta"] or {}).get("commands", {})
-        )
-    )
+    await client.event(lambda e: "switch_1.set" in (e["device"]["meta"] or {}).get("commands", {}))
     failed = await client.request(
         {"type": "command", "device": DEVICE_ID, "command": "switch_1.toggle", "timeout_ms": 5000},
         "command_result",
@@ -138,4 +130,4 @@ async def test_shelly_life_status_rpc_answer_error_offline(
     assert failed["error"].startswith("-103:")
 
     await plug.publish(f"{plug.prefix}/online", b"false", retain=True)  # what its will says
-    await client.expect(device_status(DEVICE_ID, "offline"))
+    await client.event(device_status(DEVICE_ID, "offline"))

@@ -87,10 +87,8 @@ async def test_sparkplug_edge_node_life(
     client = await gateway.connected_client()
     await client.request({"type": "subscribe", "devices": ["spb.*"]}, "subscribed")
     await edge.births()
-    await client.expect(device_status(plc_id, "online"))
-    meta = await client.expect(
-        lambda f: f["type"] == "device" and f["device"]["id"] == plc_id and f["device"]["meta"]
-    )
+    meta = await client.event(lambda e: e["device"]["id"] == plc_id and e["device"]["meta"])
+    assert meta["device"]["status"] == "online"
     assert meta["device"]["meta"]["commands"] == {
         "set_Outputs_Valve": {"params": {"value": {"type": "boolean"}}}
     }
@@ -117,5 +115,5 @@ async def test_sparkplug_edge_node_life(
     death = Payload(timestamp=1_764_090_002_000)
     death.metrics.add(name="bdSeq", datatype=INT64, long_value=4)
     await edge.send("NDEATH", death)
-    await client.expect(device_status(node_id, "offline"))
-    await client.expect(device_status(plc_id, "offline"))
+    await client.event(device_status(node_id, "offline"))
+    await client.event(device_status(plc_id, "offline"))

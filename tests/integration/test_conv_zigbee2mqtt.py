@@ -199,12 +199,10 @@ async def test_an_offline_bridge_makes_its_devices_unreachable_and_refuses_comma
     client = await gateway.connected_client()
     await client.request({"type": "subscribe", "devices": ["z2m.*"]}, "subscribed")
     await bridge.publish("bridge/devices", DEVICES, retain=True)
-    device = (await client.expect(lambda f: f["type"] == "device" and f["device"]["meta"]))[
-        "device"
-    ]["id"]
+    device = (await client.event(lambda e: e["device"]["meta"]))["device"]["id"]
     await bridge.publish("bridge/state", {"state": "offline"}, retain=True)
-    await client.expect(device_status("z2m.bridge", "offline"))
-    await client.expect(device_status(device, "offline"))
+    await client.event(device_status("z2m.bridge", "offline"))
+    await client.event(device_status(device, "offline"))
     command = {
         "type": "command",
         "device": device,
@@ -217,7 +215,7 @@ async def test_an_offline_bridge_makes_its_devices_unreachable_and_refuses_comma
     assert "bridge is offline" in refused["message"]
     assert bridge.received.empty()
     await bridge.publish("bridge/state", b"online", retain=True)
-    await client.expect(device_status("z2m.bridge", "online"))
+    await client.event(device_status("z2m.bridge", "online"))
     reply = await client.request(command, "command_result")
     assert await bridge.received.get() == {"state": "ON"}
     assert reply["status"] == "ok"

@@ -178,8 +178,11 @@ async def test_demo_runs_a_mixed_fleet_of_all_seven_conventions() -> None:
         tags = {"": 0, "z2m": 0, "tasmota": 0, "ha": 0, "homie": 0, "shelly": 0, "spb": 0}
         seen: dict[str, dict[str, Any]] = {}
         while not all(tags.values()):
-            frame = await client.expect(lambda f: f["type"] in ("snapshot", "device"))
-            entries = frame["devices"] if frame["type"] == "snapshot" else [frame["device"]]
+            frame = await client.expect(lambda f: f["type"] == "snapshot" or "events" in f)
+            if frame["type"] == "snapshot":
+                entries = frame["devices"]
+            else:
+                entries = [e["device"] for e in frame["events"]]
             seen.update((d["id"], d) for d in entries)
             for tag in tags:
                 tags[tag] = sum(

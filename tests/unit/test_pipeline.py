@@ -170,7 +170,7 @@ def test_silent_devices_are_forgotten_past_the_configured_age() -> None:
     assert never.silent(1e12) == []
 
 
-def test_a_conventions_requests_go_out_on_its_own_topics_and_are_counted() -> None:
+async def test_a_conventions_requests_go_out_on_its_own_topics_and_are_counted() -> None:
     """A Sparkplug seq gap makes the convention ask for a rebirth: the pipeline hands the NCMD to
     the broker link and counts it sent (or dropped, with the link down)."""
     built, _, broker, _ = pipeline(**{"conventions.sparkplug.enabled": True})
