@@ -13,13 +13,22 @@ import reprlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 import orjson
 from paho.mqtt.matcher import MQTTMatcher
 
 from gateway.errors import CommandError, ConfigError, DecodeError
-from gateway.models import CommandResult, DeviceEvent, Rejected, Sample, StatusChange, Value
+from gateway.meta import ShapeCache, parse_meta
+from gateway.models import (
+    CommandResult,
+    DeviceEvent,
+    MetaChange,
+    Rejected,
+    Sample,
+    StatusChange,
+    Value,
+)
 from gateway.names import DEVICE_ID_MAX, is_device_id, is_metric_name, slugify
 
 MAX_STRING_VALUE = 256
@@ -389,6 +398,27 @@ class Echoes:
         queue.remove(echo)
         if not queue:
             del self._waiting[device]
+
+
+class Described(Protocol):
+    """What a convention keeps of a device's meta: the JSON it last announced."""
+
+    meta_raw: dict[str, Any] | None
+
+
+def changed_meta(
+    device: Described, device_id: str, raw: dict[str, Any], shapes: ShapeCache | None
+) -> MetaChange | Rejected | None:
+    """The meta a convention built for a device: None when it is what was last announced, else a
+    MetaChange, or the Rejected saying why it is unusable (one device's odd announcement must
+    not cost the others theirs)."""
+    if raw == device.meta_raw:
+        return None
+    device.meta_raw = raw
+    try:
+        return MetaChange(device_id, parse_meta(raw, shapes))
+    except DecodeError as exc:
+        return Rejected(exc.reason, exc.detail)
 
 
 def base_topic(value: str, path: str) -> str:

@@ -33,6 +33,7 @@ from gateway.conventions.common import (
     Echo,
     Filters,
     Namespace,
+    changed_meta,
     is_finite_number,
     is_publish_topic,
     is_topic_filter,
@@ -45,11 +46,9 @@ from gateway.conventions.common import (
     scoped_id,
 )
 from gateway.errors import CommandError, ConfigError, DecodeError
-from gateway.meta import parse_meta
 from gateway.models import (
     DeviceEvent,
     DeviceMeta,
-    MetaChange,
     Rejected,
     Removed,
     Sample,
@@ -448,13 +447,8 @@ class HomeAssistantConvention(PrefixConvention):
             if entity.command is not None:
                 commands[entity.command] = {"params": entity.params}
         raw = {"type": device.model, "name": device.name, "metrics": metrics, "commands": commands}
-        if raw == device.meta_raw:
-            return []
-        device.meta_raw = raw
-        try:
-            return [MetaChange(device_id, parse_meta(raw, self._shapes))]
-        except DecodeError as exc:
-            return [Rejected(exc.reason, exc.detail)]
+        found = changed_meta(device, device_id, raw, self._shapes)
+        return [found] if found is not None else []
 
     # --- state and availability -----------------------------------------------------------
 

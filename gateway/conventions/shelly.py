@@ -36,6 +36,7 @@ from gateway.conventions.common import (
     MAX_DEVICES,
     MAX_STRING_VALUE,
     Namespace,
+    changed_meta,
     is_finite_number,
     is_value,
     load_json_object,
@@ -45,12 +46,11 @@ from gateway.conventions.common import (
 )
 from gateway.conventions.common import base_topic as checked_base
 from gateway.errors import CommandError, ConfigError, DecodeError
-from gateway.meta import ShapeCache, parse_meta
+from gateway.meta import ShapeCache
 from gateway.models import (
     CommandResult,
     DeviceEvent,
     DeviceMeta,
-    MetaChange,
     Rejected,
     Removed,
     Sample,
@@ -375,13 +375,8 @@ class ShellyConvention:
             "metrics": {m: {"unit": u} for m, u in sorted(device.units.items())},
             "commands": commands,
         }
-        if raw == device.meta_raw:
-            return []
-        device.meta_raw = raw
-        try:
-            return [MetaChange(device.id, parse_meta(raw, self._shapes))]
-        except DecodeError as exc:
-            return [Rejected(exc.reason, exc.detail)]
+        found = changed_meta(device, device.id, raw, self._shapes)
+        return [found] if found is not None else []
 
 
 def _flatten(

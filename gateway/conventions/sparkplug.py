@@ -37,17 +37,17 @@ from gateway.conventions.common import (
     Echo,
     Echoes,
     Namespace,
+    changed_meta,
     is_value,
     not_its_own,
     scoped_id,
 )
 from gateway.conventions.tahu.sparkplug_b_pb2 import Payload
 from gateway.errors import CommandError, ConfigError, DecodeError
-from gateway.meta import ShapeCache, parse_meta
+from gateway.meta import ShapeCache
 from gateway.models import (
     DeviceEvent,
     DeviceMeta,
-    MetaChange,
     Publish,
     Rejected,
     Sample,
@@ -405,14 +405,10 @@ class SparkplugConvention:
         kind = "edge node" if isinstance(thing, EdgeNode) else "device"
         raw = {"type": f"sparkplug {kind}", "name": thing.label, "metrics": metrics}
         raw["commands"] = commands
-        if raw == thing.meta_raw:
-            return []
-        thing.meta_raw = raw
-        try:
-            return [MetaChange(thing.id, parse_meta(raw, self._shapes))]
-        except DecodeError as exc:
-            thing.commands = {}
-            return [Rejected(exc.reason, exc.detail)]
+        found = changed_meta(thing, thing.id, raw, self._shapes)
+        if isinstance(found, Rejected):
+            thing.commands = {}  # nothing a refused meta declares may be commanded
+        return [found] if found is not None else []
 
 
 def _scoped(*parts: str) -> str:
