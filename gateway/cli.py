@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             # ...but a broken one (a module missing from the wheel) must say so when used.
             _add_unavailable(commands, ("simulate", "demo"), f"{type(exc).__name__}: {exc}")
     if simulators_cli is not None:
-        from simulators.encoders import ENCODERS
+        from simulators.encoders import ALL, ENCODERS
 
         simulate = commands.add_parser("simulate", help="run a fleet of simulated devices")
         simulators_cli.configure_parser(simulate)
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                           help="which local broker to run (default: mosquitto when installed, "
                           "else the embedded amqtt)")  # fmt: skip
-        demo.add_argument("--convention", choices=tuple(ENCODERS),
+        demo.add_argument("--convention", choices=(*ENCODERS, ALL),
                           default="native", help="the convention the fleet speaks, enabled in "
                           "the gateway too (default native)")  # fmt: skip
         demo.add_argument("--data-dir", default="iotgw-data",

@@ -100,6 +100,10 @@ class HomeAssistantConfig:
     # Topics outside the discovery prefix that discovery configs may name (state, availability,
     # command), as MQTT filters; never another convention's or the gateway's (docs/security.md).
     allowed_topics: list[str] = field(default_factory=list)
+    # Devices another enabled convention already reads (Zigbee2MQTT's and Tasmota's own Home
+    # Assistant discovery): "suppress" them here (shown once, by that convention), or "show" them
+    # again as ha.* devices whose topics stay refused (bad_topic).
+    duplicates: str = "suppress"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +113,33 @@ class HomieConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ShellyConfig:
+    enabled: bool = False
+    # Devices whose MQTT topic prefix starts with this are read (Shelly's default prefix is the
+    # device id, `shellyplus1pm-a8032ab636ec`): the first level of their topics.
+    id_prefix: str = "shelly"
+    # The `src` of the gateway's RPC requests: devices answer on `<rpc_src>/rpc`.
+    rpc_src: str = "iotgw-shelly"
+    # Empty: device prefixes are first levels. Else the level(s) above every device's prefix
+    # (topic prefixes like `home/shellyplus1pm-…`): everything under <base_topic>/+ is Shelly's.
+    base_topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SparkplugConfig:
+    enabled: bool = False
+    # At most one rebirth request (NCMD Node Control/Rebirth) per edge node this often, seconds.
+    rebirth_interval_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class ConventionsConfig:
     native: NativeConventionConfig = field(default_factory=NativeConventionConfig)
     zigbee2mqtt: Zigbee2MqttConfig = field(default_factory=Zigbee2MqttConfig)
     tasmota: TasmotaConfig = field(default_factory=TasmotaConfig)
     homie: HomieConfig = field(default_factory=HomieConfig)
+    shelly: ShellyConfig = field(default_factory=ShellyConfig)
+    sparkplug: SparkplugConfig = field(default_factory=SparkplugConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
 
 
@@ -480,6 +506,8 @@ def validate(config: Config) -> None:
             source = f"environment variable {token.token_env}" if token.token_env else "token"
             raise ConfigError(f"auth.tokens[{i}]", f"{source} is empty")
     _validate_history(config.history)
+    if config.conventions.homeassistant.duplicates not in ("suppress", "show"):
+        raise ConfigError("conventions.homeassistant.duplicates", "expected suppress or show")
     prefix = config.conventions.native.prefix
     if not prefix or any(c in prefix for c in "+#\x00") or prefix.startswith("/"):
         raise ConfigError("conventions.native.prefix", "must be a topic without wildcards")

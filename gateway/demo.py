@@ -31,13 +31,14 @@ class DemoOptions:
     rate: float = 1.0  # readings per second per device
     broker_port: int = 0  # 0: a free port
     broker_kind: str = "auto"  # auto | mosquitto | amqtt
-    convention: str = "native"  # the convention the fleet speaks (simulators.encoders)
+    # the convention the fleet speaks (simulators.encoders), or `all` of them in turn
+    convention: str = "native"
     data_dir: str = "iotgw-data"  # history: <data_dir>/demo.sqlite3, kept across runs
 
 
 async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
     from simulators.config import FleetConfig, mixed_groups
-    from simulators.encoders import ENCODERS
+    from simulators.encoders import gateway_settings
     from simulators.fleet import Fleet
 
     async with local_broker(options.broker_port, options.broker_kind) as broker:
@@ -58,9 +59,9 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
                 # Its own file: a demo's history never mixes with a gateway's in the same place.
                 "history.backend": "sqlite",
                 "history.path": str(Path(options.data_dir) / "demo.sqlite3"),
-                # The fleet's convention enabled at its default base topic, as a user would in
+                # The fleet's conventions enabled at their default base topics, as a user would in
                 # config.toml; native stays on as it does by default (its prefix is disjoint).
-                **ENCODERS[options.convention].gateway_settings(fleet_config.base),
+                **gateway_settings(fleet_config.conventions, fleet_config.base_for),
             }
         )
         fleet = Fleet(fleet_config)
@@ -73,9 +74,11 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
             await _first(gateway_up.wait(), gateway)
             fleet_task = tasks.create_task(fleet.run(), name="demo.fleet")
             url = f"http://{options.host}:{options.port}/"
+            spoken = fleet_config.conventions
+            kind = spoken[0] if len(spoken) == 1 else f"mixed ({', '.join(spoken)})"
             print(
                 f"iotgw demo: dashboard at {url}  ({options.devices} simulated "
-                f"{options.convention} devices, "
+                f"{kind} devices, "
                 f"{broker.kind} broker on port {broker.port}; history in "
                 f"{config.history.sqlite_path().absolute()}; Ctrl-C to stop)",
                 flush=True,

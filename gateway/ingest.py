@@ -34,6 +34,8 @@ _jitter = random.Random()
 STABLE_LINK_S = 10.0
 #: How long a cancelled connect may still run so that its socket can be closed properly.
 ABANDONED_CONNECT_WAIT_S = 5.0
+#: Conventions' own requests (Sparkplug rebirths) queued for the current connection.
+OUTBOX_SIZE = 64
 
 # paho leaves Nagle's algorithm on; a small command publish then waits for the delayed ACK of the
 # previous packet (~40 ms on Linux), which dominated command round trips before this option.
@@ -64,6 +66,8 @@ class BrokerLink:
         self._client: aiomqtt.Client | None = None
         # Subscription changes for the current connection, in the order they were asked for.
         self._changes: asyncio.Queue[tuple[bool, list[str]]] = asyncio.Queue()
+        # Conventions' QoS 0 requests for the current connection (publish_soon), bounded.
+        self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(OUTBOX_SIZE)
         self._stopping = asyncio.Event()
         self._warn = RateLimitedLog(log, interval=30.0)
         self._bugs = RateLimitedLog(log, interval=60.0)
@@ -124,11 +128,13 @@ class BrokerLink:
         async with _connected(client), asyncio.TaskGroup() as tasks:
             # Everything asked for so far, on every (re)connect: the session is clean.
             self._changes = asyncio.Queue()
+            self._outbox = asyncio.Queue(OUTBOX_SIZE)
             topics = [(topic, self._config.qos) for topic in self._subscriptions]
             await client.subscribe(topics)
             if self._stopping.is_set():
                 return  # stopped while subscribing (and the cancellation may have been lost)
             tasks.create_task(self._apply_changes(client), name="gateway.ingest.subscriber")
+            tasks.create_task(self._send_soon(client), name="gateway.ingest.requests")
             self.stats.connects += 1
             self._set_client(client)
             log.info(
@@ -169,6 +175,23 @@ class BrokerLink:
             for topic in gone:
                 del self._subscriptions[topic]
             self._changes.put_nowait((False, gone))
+
+    def publish_soon(self, topic: str, payload: bytes) -> bool:
+        """Queue a QoS 0 publish of the gateway's own (a convention's request, e.g. Sparkplug's
+        rebirth) without waiting; False when it cannot go out: disconnected, or the bounded
+        queue is full (the convention asks again later)."""
+        if self._client is None:
+            return False
+        try:
+            self._outbox.put_nowait((topic, payload))
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def _send_soon(self, client: aiomqtt.Client) -> None:
+        while True:
+            topic, payload = await self._outbox.get()
+            await client.publish(topic, payload, qos=0)
 
     @property
     def subscriptions(self) -> list[str]:

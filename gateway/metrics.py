@@ -60,6 +60,13 @@ class GatewayCollector(Collector):
             "iotgw_decode_errors", "Messages or parts refused", ["convention", "reason"],
             stats.ingest.decode_errors,
         )  # fmt: skip
+        yield _counter(
+            "iotgw_convention_requests",
+            "Messages conventions sent on their own (Sparkplug rebirth requests), or dropped "
+            "while the broker link was down or its queue full",
+            ["convention", "outcome"],
+            stats.ingest.requests,
+        )
         yield GaugeMetricFamily(
             "iotgw_broker_connected",
             "1 when linked to the broker",

@@ -98,6 +98,15 @@ class Unsubscribe:
 
 
 @dataclass(frozen=True, slots=True)
+class Publish:
+    """The convention needs a message sent on its own topics, at QoS 0 and not retained (a
+    Sparkplug rebirth request): fire and forget, dropped (and counted) when it cannot go out."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Removed:
     """The device withdrew itself (its discovery data or retained announcements were cleared):
     the gateway forgets it."""
@@ -113,6 +122,7 @@ DeviceEvent = (
     | Rejected
     | Subscribe
     | Unsubscribe
+    | Publish
     | Removed
 )
 

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from gateway.commands import CommandRouter
-from gateway.conventions import Convention
+from gateway.conventions import Convention, Routes
 from gateway.errors import DecodeError
 from gateway.hub import Hub
 from gateway.logs import RateLimitedLog
@@ -27,6 +27,7 @@ from gateway.models import (
     CommandResult,
     DeviceEvent,
     MetaChange,
+    Publish,
     Reading,
     Rejected,
     Removed,
@@ -55,15 +56,19 @@ class Pipeline:
         subscribe: Callable[[list[str]], None],
         unsubscribe: Callable[[list[str]], None],
         keep: Callable[[list[Reading], str], None] = lambda readings, convention: None,
+        publish: Callable[[str, bytes], bool] | None = None,
     ) -> None:
-        self._conventions = conventions
+        """`publish(topic, payload)` sends a convention's own message at QoS 0 without waiting
+        (False: it could not be queued); None: such messages are dropped."""
         self._by_name = {c.name: c for c in conventions}
+        self._routes = Routes(conventions)
         self._registry = registry
         self._hub = hub
         self._router = router
         self._max_payload = max_payload_bytes
         self._subscribe = subscribe
         self._unsubscribe = unsubscribe
+        self._publish = publish
         # Topic -> how many conventions asked for it. The static subscriptions hold one each,
         # never given back: nothing a convention lets go of can take those off the broker.
         self._asked = Counter(t for c in conventions for t in c.subscriptions())
@@ -105,10 +110,7 @@ class Pipeline:
         self._reject(convention.name if convention else "none", "oversize", topic, f"{size} bytes")
 
     def _route(self, topic: str) -> Convention | None:
-        for convention in self._conventions:
-            if convention.owns(topic):
-                return convention
-        return None
+        return self._routes.owner(topic)
 
     def _apply(self, convention: str, topic: str, event: DeviceEvent) -> None:
         match event:
@@ -148,6 +150,14 @@ class Pipeline:
                 mine = owner is not None and owner.convention == convention
                 if not (mine and self._router.resolve(event)):
                     self._reject(convention, "unmatched_result", topic, event.command_id)
+            case Publish(topic=out, payload=payload):
+                # Only on the convention's own topics: what a device sends cannot steer it.
+                speaker = self._by_name.get(convention)
+                if speaker is None or not speaker.namespace.allows(out):
+                    self._reject(convention, "bad_topic", out, "a request outside its namespace")
+                    return
+                sent = self._publish is not None and self._publish(out, payload)
+                self.stats.requests[(convention, "sent" if sent else "dropped")] += 1
             case Rejected(reason=reason, detail=detail):
                 self._reject(convention, reason, topic, detail)
             case Subscribe(topics=topics):

@@ -83,6 +83,7 @@ class Runtime:
             self.link.add_subscriptions,
             self.link.remove_subscriptions,
             self.store.append,
+            publish=self.link.publish_soon,
         )
         self.ready = asyncio.Event()
         self.stats = GatewayStats(

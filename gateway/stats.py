@@ -20,6 +20,8 @@ class IngestStats:
 
     messages: Counter[tuple[str, str]] = field(default_factory=Counter)  # (convention, outcome)
     decode_errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (convention, reason)
+    #: messages conventions asked to send (Sparkplug rebirth requests): (convention, sent|dropped)
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from typing import Any
 from gateway.errors import ConfigError
 from simulators.config import DEFAULT_TYPES, FleetConfig, mixed_groups
 from simulators.devices import DEVICE_TYPES
-from simulators.encoders import ENCODERS
+from simulators.encoders import ALL, ENCODERS
 from simulators.faults import FaultConfig, Share
 from simulators.fleet import Fleet
 from simulators.profile import load_profile
@@ -61,8 +61,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     by flags the user actually gave."""
     parser.add_argument("--broker", help="mqtt://[user:pass@]host[:port] or mqtts://… "
                         "(default mqtt://127.0.0.1:1883)")  # fmt: skip
-    parser.add_argument("--convention", choices=tuple(ENCODERS), help="the convention the "
-                        "devices speak (default native); see docs/simulators.md")  # fmt: skip
+    parser.add_argument("--convention", choices=(*ENCODERS, ALL), help="the convention the "
+                        "devices speak, or all of them in turn (default native); see "
+                        "docs/simulators.md")  # fmt: skip
     parser.add_argument("--prefix", help="the convention's base topic (default: its own: iotgw, "
                         "zigbee2mqtt, homeassistant, homie; none for tasmota)")  # fmt: skip
     parser.add_argument("--profile", metavar="FILE", help="fleet profile (TOML), see "

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 from gateway.errors import ConfigError
 from gateway.names import is_device_id
 from simulators.devices import DEVICE_TYPES
-from simulators.encoders import ENCODERS
+from simulators.encoders import ALL, ENCODERS
 from simulators.faults import FaultConfig
 
 StopMode = Literal["offline", "will"]
@@ -91,7 +91,8 @@ class FleetConfig:
     """A fleet: which devices, how fast, on which broker, with which faults."""
 
     broker: str = "mqtt://127.0.0.1:1883"
-    #: the convention the devices speak: native, zigbee2mqtt, tasmota, homeassistant or homie
+    #: the convention the devices speak: native, zigbee2mqtt, tasmota, homeassistant, homie,
+    #: shelly, sparkplug, or `all` (a mixed fleet: devices take the conventions in turn)
     convention: str = "native"
     #: the convention's base topic; None: its default (iotgw, zigbee2mqtt, none for Tasmota, …)
     prefix: str | None = None
@@ -110,8 +111,8 @@ class FleetConfig:
 
     def __post_init__(self) -> None:
         Broker.parse(self.broker)
-        if self.convention not in ENCODERS:
-            known = ", ".join(ENCODERS)
+        if self.convention not in ENCODERS and self.convention != ALL:
+            known = ", ".join([*ENCODERS, ALL])
             raise ConfigError("convention", f"unknown {self.convention!r}; known: {known}")
         prefix = self.prefix
         if prefix is not None and (
@@ -133,9 +134,24 @@ class FleetConfig:
             raise ConfigError("qos", "must be 0 or 1")
 
     @property
+    def conventions(self) -> tuple[str, ...]:
+        """The conventions the fleet speaks: one, or every one (`all`), in ENCODERS' order."""
+        return tuple(ENCODERS) if self.convention == ALL else (self.convention,)
+
+    @property
     def base(self) -> str:
-        """The base topic in use: `prefix`, or the convention's default."""
-        return self.prefix if self.prefix is not None else ENCODERS[self.convention].default_base
+        """The base topic in use: `prefix`, or the convention's default (a mixed fleet: the
+        prefix, or none)."""
+        if self.convention == ALL:
+            return self.prefix or ""
+        return self.base_for(self.convention)
+
+    def base_for(self, convention: str) -> str:
+        """One convention's base topic: `prefix` (a mixed fleet: `<prefix>-<convention>`, so the
+        native prefix cannot swallow the others' topics), or the convention's default."""
+        if self.prefix is None:
+            return ENCODERS[convention].default_base
+        return self.prefix if self.convention != ALL else f"{self.prefix}-{convention}"
 
     @property
     def devices(self) -> int:

@@ -45,15 +45,23 @@ class Fleet:
         self.devices: dict[str, DeviceModel] = {m.device_id: m.model for m in members}
         #: the faults each device was given (all False for a well-behaved device)
         self.faults: dict[str, DeviceFaults] = {m.device_id: m.faults for m in members}
-        encoder = ENCODERS[config.convention]
-        speakers = [encoder.speaker(m, config.base) for m in members]
+        # A mixed fleet (`all`): the devices take the conventions in turn.
+        conventions = config.conventions
+        spoken = [conventions[i % len(conventions)] for i in range(len(members))]
+        speakers = [
+            ENCODERS[name].speaker(m, config.base_for(name))
+            for name, m in zip(spoken, members, strict=True)
+        ]
         self._agents = [
             DeviceAgent(m, s, config, self.stats) for m, s in zip(members, speakers, strict=True)
         ]
         #: fleet-wide announcements (Zigbee2MQTT's bridge/devices), made by the first link
         self._bridge: list[Message] = []
-        if encoder.bridge is not None:
-            self._bridge = encoder.bridge(speakers, config.base)
+        for name in conventions:
+            bridge = ENCODERS[name].bridge
+            if bridge is not None:
+                own = [s for s, n in zip(speakers, spoken, strict=True) if n == name]
+                self._bridge += bridge(own, config.base_for(name))
         self._plan = plan_links(members, config.connections)
         self._links: list[Link] = []
         self._by_device: dict[str, Link] = {}

@@ -125,6 +125,8 @@ class Link:
     async def _session(self) -> None:
         # A fresh client per attempt: aiomqtt 2.x's reusable client can carry connection
         # futures over from a broken connection into the next one.
+        for agent in self.agents.values():
+            agent.speaker.connecting()  # before its will is built (Sparkplug's bdSeq)
         client = self._client()
         async with client:
             self._stats.connects += 1

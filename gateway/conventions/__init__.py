@@ -11,22 +11,33 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gateway.conventions.base import Convention, Surroundings
+from gateway.conventions.base import Convention, Routes, Surroundings
 from gateway.conventions.homeassistant import HomeAssistantConvention
 from gateway.conventions.homie import HomieConvention
 from gateway.conventions.native import NativeConvention
+from gateway.conventions.shelly import ShellyConvention
+from gateway.conventions.sparkplug import SparkplugConvention
 from gateway.conventions.tasmota import TasmotaConvention
 from gateway.conventions.zigbee2mqtt import Zigbee2MqttConvention
 from gateway.meta import ShapeCache
 from gateway.sync import TOPIC_ROOT as SYNC_ROOT
 
-__all__ = ["CONVENTIONS", "Convention", "Surroundings", "build_conventions", "id_tags"]
+__all__ = [
+    "CONVENTIONS",
+    "Convention",
+    "Routes",
+    "Surroundings",
+    "build_conventions",
+    "id_tags",
+]
 
 ConventionClass = (
     type[NativeConvention]
     | type[Zigbee2MqttConvention]
     | type[TasmotaConvention]
     | type[HomieConvention]
+    | type[ShellyConvention]
+    | type[SparkplugConvention]
     | type[HomeAssistantConvention]
 )
 
@@ -38,6 +49,8 @@ CONVENTIONS: dict[str, ConventionClass] = {
         Zigbee2MqttConvention,
         TasmotaConvention,
         HomieConvention,
+        ShellyConvention,
+        SparkplugConvention,
         HomeAssistantConvention,
     )
 }
@@ -71,6 +84,7 @@ def build_conventions(settings: Any, shapes: ShapeCache | None = None) -> list[C
             foreign_topics=tuple(reserved),
             foreign_tags=tags - {CONVENTIONS[convention.name].tag},
             shapes=shapes,
+            neighbours=tuple((c.name, c.namespace.own) for c in conventions if c is not convention),
         )
         convention.bind(surroundings)
     return conventions

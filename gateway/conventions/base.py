@@ -7,7 +7,7 @@ discovery configs, commands awaiting their echo), bounded like everything device
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self
 
@@ -27,6 +27,9 @@ class Surroundings:
     foreign_tags: frozenset[str] = frozenset()
     #: The registry's cache of parsed meta declarations (None: parsed, never shared).
     shapes: ShapeCache | None = None
+    #: Every other enabled convention's own filters, by name (Home Assistant tells the devices
+    #: another convention already reads from its own discovery of them).
+    neighbours: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 class Convention(Protocol):
@@ -53,6 +56,12 @@ class Convention(Protocol):
 
     def owns(self, topic: str) -> bool:
         """True if this convention decodes messages on `topic`."""
+        ...
+
+    def roots(self) -> frozenset[str] | None:
+        """The first levels of every topic `owns` can accept (`iotgw` for `iotgw/#`), so the
+        pipeline asks only the conventions a topic can concern; None: any first level (topics
+        named at run time, device ids as the first level)."""
         ...
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
@@ -86,6 +95,29 @@ class Convention(Protocol):
         the device can send will confirm this command (the router answers `unconfirmed`).
         """
         ...
+
+
+class Routes:
+    """Which convention decodes a topic: the first, in the configured order, whose `owns` says
+    so. Only the conventions whose `roots` include the topic's first level (or that accept any)
+    are asked, so a message costs a dict lookup and an `owns` or two, however many conventions
+    are enabled and idle."""
+
+    __slots__ = ("_anywhere", "_by_root")
+
+    def __init__(self, conventions: Sequence[Convention]) -> None:
+        roots = [(c, c.roots()) for c in conventions]
+        self._anywhere = tuple(c for c, r in roots if r is None)
+        levels = {level for _, r in roots if r is not None for level in r}
+        self._by_root = {
+            level: tuple(c for c, r in roots if r is None or level in r) for level in levels
+        }
+
+    def owner(self, topic: str) -> Convention | None:
+        for convention in self._by_root.get(topic.partition("/")[0], self._anywhere):
+            if convention.owns(topic):
+                return convention
+        return None
 
 
 class PrefixConvention:
@@ -132,3 +164,6 @@ class PrefixConvention:
 
     def owns(self, topic: str) -> bool:
         return topic.startswith(self._prefix)
+
+    def roots(self) -> frozenset[str] | None:
+        return frozenset({self.prefix.partition("/")[0]})

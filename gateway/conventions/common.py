@@ -13,13 +13,22 @@ import reprlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 import orjson
 from paho.mqtt.matcher import MQTTMatcher
 
 from gateway.errors import CommandError, ConfigError, DecodeError
-from gateway.models import CommandResult, DeviceEvent, Rejected, Sample, StatusChange, Value
+from gateway.meta import ShapeCache, parse_meta
+from gateway.models import (
+    CommandResult,
+    DeviceEvent,
+    MetaChange,
+    Rejected,
+    Sample,
+    StatusChange,
+    Value,
+)
 from gateway.names import DEVICE_ID_MAX, is_device_id, is_metric_name, slugify
 
 MAX_STRING_VALUE = 256
@@ -186,20 +195,36 @@ class Filters:
     """A set of MQTT topic filters, asked whether any of them matches a topic.
 
     Matched by paho's topic trie, which follows MQTT's rules (a `#` also matches its parent level;
-    wildcards at the first level never match a `$` topic, MQTT 3.1.1 §4.7.2).
+    wildcards at the first level never match a `$` topic, MQTT 3.1.1 §4.7.2). One extension, for
+    namespaces only (never sent to a broker): a first level ending in `*` matches every first
+    level that starts with what precedes it (`shelly*/online`: Shelly devices' own topics, whose
+    first level is the device's id).
     """
 
-    __slots__ = ("_matcher", "filters")
+    __slots__ = ("_matcher", "_starred", "filters")
 
     def __init__(self, filters: Iterable[str]) -> None:
         self.filters = tuple(dict.fromkeys(filters))
         self._matcher = MQTTMatcher()  # type: ignore[no-untyped-call]  # paho's is unannotated
+        starred: dict[str, list[str]] = {}
         for topic_filter in self.filters:
-            self._matcher[topic_filter] = True
+            first, _, rest = topic_filter.partition("/")
+            if first.endswith("*") and len(first) > 1 and rest:
+                starred.setdefault(first[:-1], []).append(rest)
+            else:
+                self._matcher[topic_filter] = True
+        self._starred = tuple((head, Filters(tails)) for head, tails in starred.items())
 
     def match(self, topic: str) -> bool:
         matches = self._matcher.iter_match(topic)  # type: ignore[no-untyped-call]  # as above
-        return next(matches, None) is not None
+        if next(matches, None) is not None:
+            return True
+        if self._starred:
+            first, _, rest = topic.partition("/")
+            return any(
+                first.startswith(head) and tails.match(rest) for head, tails in self._starred
+            )
+        return False
 
 
 class Namespace:
@@ -373,6 +398,27 @@ class Echoes:
         queue.remove(echo)
         if not queue:
             del self._waiting[device]
+
+
+class Described(Protocol):
+    """What a convention keeps of a device's meta: the JSON it last announced."""
+
+    meta_raw: dict[str, Any] | None
+
+
+def changed_meta(
+    device: Described, device_id: str, raw: dict[str, Any], shapes: ShapeCache | None
+) -> MetaChange | Rejected | None:
+    """The meta a convention built for a device: None when it is what was last announced, else a
+    MetaChange, or the Rejected saying why it is unusable (one device's odd announcement must
+    not cost the others theirs)."""
+    if raw == device.meta_raw:
+        return None
+    device.meta_raw = raw
+    try:
+        return MetaChange(device_id, parse_meta(raw, shapes))
+    except DecodeError as exc:
+        return Rejected(exc.reason, exc.detail)
 
 
 def base_topic(value: str, path: str) -> str:

@@ -8,7 +8,9 @@ homeassistant/switch/irrigation/config           {"~": "homeassistant/switch/irr
                                                   "cmd_t": "~/set", "stat_t": "~/state"}
 
 Entities are grouped into one gateway device per discovery `device` block; each entity is one
-metric (its object id) and, for switches, lights, numbers, selects and buttons, one command. The
+metric named as Home Assistant names it (its `name`, else its device class), its value read as
+Home Assistant reads it (on/off components as booleans, sensors with a unit as numbers), and, for
+switches, lights, numbers, selects and buttons, one command (`set_<object id>`). The
 state and availability topics a config names are subscribed to at run time (Subscribe events).
 Every topic a config names must lie in the namespace: under the discovery prefix, or matching
 `conventions.homeassistant.allowed_topics`, never a topic of another convention or the gateway
@@ -26,11 +28,14 @@ from typing import Any, Self, TypeGuard
 
 import orjson
 
-from gateway.conventions.base import PrefixConvention
+from gateway.conventions.base import PrefixConvention, Surroundings
 from gateway.conventions.common import (
     Echo,
+    Filters,
     Namespace,
+    changed_meta,
     is_finite_number,
+    is_publish_topic,
     is_topic_filter,
     is_value,
     load_json,
@@ -41,11 +46,9 @@ from gateway.conventions.common import (
     scoped_id,
 )
 from gateway.errors import CommandError, ConfigError, DecodeError
-from gateway.meta import parse_meta
 from gateway.models import (
     DeviceEvent,
     DeviceMeta,
-    MetaChange,
     Rejected,
     Removed,
     Sample,
@@ -112,6 +115,11 @@ _TEMPLATE = re.compile(
 _STEP = re.compile(r"\.([A-Za-z_]\w*)|\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\]|\[\s*(\d+)\s*\]")
 RAW = ()  # the path of `{{ value }}` and of no template: the payload text itself
 NOT_JSON = object()  # a payload where a template expected JSON
+#: Sensor device classes whose state is no number (https://www.home-assistant.io/integrations/sensor/#device-class).
+TEXT_DEVICE_CLASSES = frozenset({"enum", "timestamp", "date"})
+#: Components whose state is on or off (`payload_on`/`payload_off`, `state_on`/`state_off`).
+ON_OFF = frozenset({"binary_sensor", "switch", "light"})
+AVAILABILITY_MODES = frozenset({"all", "any", "latest"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +134,11 @@ class Entity:
     component: str
     object_id: str
     device: str
-    name: str
+    #: what Home Assistant shows: the entity's `name`, else (null or absent) its device class
+    label: str
     unit: str | None = None
+    unique_id: str | None = None
+    device_class: str | None = None
     metric: str | None = None
     state_topic: str | None = None
     template: Template = field(default_factory=lambda: Template(RAW))
@@ -137,11 +148,42 @@ class Entity:
     params: dict[str, Any] = field(default_factory=dict)
     payloads: dict[Value, str] = field(default_factory=dict)  # param value -> payload to publish
     echoes: dict[Value, Value] = field(default_factory=dict)  # param value -> state it shows
+    #: state payload -> boolean, for on/off components; empty: not an on/off entity
+    states: dict[str, bool] = field(default_factory=dict)
+    numeric: bool = False  # a sensor with a unit or a numeric device class: numbers only
     availability: list[tuple[str, str, str, Template]] = field(default_factory=list)
+    availability_mode: str = "latest"
+    available: dict[str, bool] = field(default_factory=dict)  # availability topic -> last said
+    latest: bool | None = None  # what the last availability message said
 
     def declares(self) -> tuple[object, ...]:
         """What the entity contributes to its device's meta (and which device)."""
-        return (self.device, self.metric, self.unit, self.command, self.params)
+        return (self.device, self.metric, self.info(), self.command, self.params)
+
+    def info(self) -> dict[str, str]:
+        """The metric's entry in the meta: its unit, and where it came from (traceability)."""
+        info = {"unit": self.unit} if self.unit else {}
+        info["component"] = self.component
+        info["object_id"] = self.object_id
+        if self.unique_id:
+            info["unique_id"] = self.unique_id
+        if self.device_class:
+            info["device_class"] = self.device_class
+        return info
+
+    def is_available(self) -> bool | None:
+        """Whether Home Assistant would show the entity available, by its `availability_mode`;
+        None while the topics heard from cannot tell yet."""
+        if self.availability_mode == "latest":
+            return self.latest
+        heard = [self.available.get(topic) for topic, *_ in self.availability]
+        if self.availability_mode == "all":
+            if False in heard:
+                return False
+            return True if None not in heard else None
+        if True in heard:  # any
+            return True
+        return False if None not in heard else None
 
 
 @dataclass(slots=True)
@@ -161,10 +203,15 @@ class HomeAssistantConvention(PrefixConvention):
     prefix_key = "discovery_prefix"
 
     def __init__(
-        self, discovery_prefix: str = "homeassistant", allowed_topics: Iterable[str] = ()
+        self,
+        discovery_prefix: str = "homeassistant",
+        allowed_topics: Iterable[str] = (),
+        duplicates: str = "suppress",
     ) -> None:
         super().__init__(discovery_prefix)
         self.namespace = Namespace(self.namespace.own, borrowed=allowed_topics)
+        self._suppress = duplicates == "suppress"
+        self._neighbours: list[tuple[str, Filters]] = []
         self._entities: dict[str, Entity] = {}
         self._devices: dict[str, HaDevice] = {}
         self._by_topic: dict[str, set[str]] = {}  # state or availability topic -> entity keys
@@ -178,13 +225,33 @@ class HomeAssistantConvention(PrefixConvention):
             if not is_topic_filter(topic_filter) or topic_filter.startswith("$"):
                 path = f"conventions.{cls.name}.allowed_topics[{i}]"
                 raise ConfigError(path, "must be an MQTT topic filter, not a $ topic")
-        return cls(cls.prefix_from(section), allowed)
+        return cls(cls.prefix_from(section), allowed, section.duplicates)
+
+    def bind(self, surroundings: Surroundings) -> None:
+        super().bind(surroundings)
+        # Not the native convention's: its devices announce themselves, never through Home
+        # Assistant discovery; a config naming native topics stays refused and counted.
+        self._neighbours = [
+            (name, Filters(own)) for name, own in surroundings.neighbours if name != "native"
+        ]
+
+    def read_elsewhere(self, config: dict[str, Any]) -> str | None:
+        """The enabled convention that owns a topic this config names (Zigbee2MQTT's and
+        Tasmota's discovery of the devices they read themselves), or None."""
+        for topic in _named_topics(config):
+            for name, own in self._neighbours:
+                if own.match(topic):
+                    return name
+        return None
 
     def subscriptions(self) -> list[str]:
         return [f"{self._prefix}+/+/config", f"{self._prefix}+/+/+/config"]
 
     def owns(self, topic: str) -> bool:
         return topic.startswith(self._prefix) or topic in self._by_topic
+
+    def roots(self) -> None:
+        return None  # the state topics configs name may lie anywhere allowed_topics allow
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
         if topic.startswith(self._prefix) and topic.endswith("/config"):
@@ -295,20 +362,27 @@ class HomeAssistantConvention(PrefixConvention):
         fresh: set[str],
     ) -> Entity | None:
         """Define one entity; `fresh` collects the topics no entity used before."""
+        reader = self.read_elsewhere(config) if self._suppress else None
+        if reader is not None:
+            # Another enabled convention reads this device under its own id: shown once, there.
+            # Its topics are refused here all the same (docs/security.md, rule 1).
+            events.append(Rejected("duplicate", f"{key[:100]}: read by {reader}"))
+            return None
         device_id, device_name, model = _device_of(config, node_id, object_id)
         known = self._devices.get(device_id)
         crowded = known is not None and len(known.entities) >= MAX_ENTITIES_PER_DEVICE
         if len(self._entities) >= MAX_ENTITIES or crowded:
             events.append(Rejected("too_many_entities", key[:120]))
             return None
-        name = config.get("name")
         entity = Entity(
             key,
             component,
             object_id,
             device_id,
-            name if isinstance(name, str) else object_id,
-            unit=_text(config.get("unit_of_measurement")),
+            _label(config, object_id),
+            unit=_text(config.get("unit_of_measurement")) or None,
+            unique_id=_text(config.get("unique_id")) or None,
+            device_class=_text(config.get("device_class")) or None,
         )
         device = self._devices.get(device_id)
         if device is None:
@@ -369,17 +443,12 @@ class HomeAssistantConvention(PrefixConvention):
         commands: dict[str, Any] = {}
         for entity in device.entities.values():
             if entity.metric is not None:
-                metrics[entity.metric] = {"unit": entity.unit} if entity.unit else {}
+                metrics[entity.metric] = entity.info()
             if entity.command is not None:
                 commands[entity.command] = {"params": entity.params}
         raw = {"type": device.model, "name": device.name, "metrics": metrics, "commands": commands}
-        if raw == device.meta_raw:
-            return []
-        device.meta_raw = raw
-        try:
-            return [MetaChange(device_id, parse_meta(raw, self._shapes))]
-        except DecodeError as exc:
-            return [Rejected(exc.reason, exc.detail)]
+        found = changed_meta(device, device_id, raw, self._shapes)
+        return [found] if found is not None else []
 
     # --- state and availability -----------------------------------------------------------
 
@@ -390,14 +459,15 @@ class HomeAssistantConvention(PrefixConvention):
         parsed: list[Any] = []  # the payload as JSON, parsed once on first need
         samples: dict[str, list[Sample]] = {}
         events: list[DeviceEvent] = []
-        statuses: dict[str, bool] = {}
+        statuses: set[str] = set()
         for key in sorted(keys):
             entity = self._entities[key]
             for avail_topic, online, offline, template in entity.availability:
                 if avail_topic == topic:
                     state = _render(template, text, parsed, events)
                     if state is not None and str(state) in (online, offline):
-                        statuses[entity.device] = str(state) == online
+                        entity.available[topic] = entity.latest = str(state) == online
+                        statuses.add(entity.device)
                     elif state is not None:
                         events.append(Rejected("bad_status", f"{key[:80]}: {text[:40]!r}"))
             if entity.state_topic == topic and entity.metric is not None:
@@ -408,9 +478,22 @@ class HomeAssistantConvention(PrefixConvention):
                     )
                     result = {entity.metric: value}
                     events += self._echoes.answer(entity.device, entity.metric, value, result)
-        found: list[DeviceEvent] = [StatusChange(d, online) for d, online in statuses.items()]
+        found: list[DeviceEvent] = []
+        for device_id in sorted(statuses):
+            available = self._device_available(device_id)
+            if available is not None:
+                found.append(StatusChange(device_id, available))
         found += [Telemetry(device, rows) for device, rows in samples.items()]
         return found + events
+
+    def _device_available(self, device_id: str) -> bool | None:
+        """A device is online while any of its entities is available (by each entity's
+        `availability_mode`), offline once every entity that can tell is not; None: none can."""
+        device = self._devices.get(device_id)
+        said = {e.is_available() for e in device.entities.values()} if device else set()
+        if True in said:
+            return True
+        return False if False in said else None
 
     def _state_value(
         self, entity: Entity, text: str, parsed: list[Any], events: list[DeviceEvent]
@@ -423,6 +506,19 @@ class HomeAssistantConvention(PrefixConvention):
             value = _render(entity.template, text, parsed, events)
         if value is None:
             return None
+        if entity.states:
+            # on/off components: their state payloads are a boolean, as Home Assistant shows it
+            state = entity.states.get(str(value)) if not isinstance(value, bool) else value
+            if state is None:
+                events.append(Rejected("bad_value", f"{entity.metric}={sample(value)}"))
+            return state
+        if entity.numeric and not is_finite_number(value):
+            number = parse_scalar(value) if isinstance(value, str) else value
+            if not is_finite_number(number):
+                # "unknown", "unavailable", "": no reading, never text in a numeric series
+                events.append(Rejected("bad_value", f"{entity.metric}={sample(value)}"))
+                return None
+            value = number
         if not is_value(value):
             events.append(Rejected("bad_value", f"{entity.metric}={sample(value)}"))
             return None
@@ -521,6 +617,15 @@ def _device_of(config: dict[str, Any], node_id: str, object_id: str) -> tuple[st
     return scoped_id(TAG, ident), name, _text(device.get("model")) or "homeassistant"
 
 
+def _named_topics(config: dict[str, Any]) -> list[str]:
+    """The state, command and availability topics a config names (after `~`)."""
+    topics = [config.get(key) for key in ("state_topic", "command_topic", "availability_topic")]
+    availability = config.get("availability")
+    if isinstance(availability, list):
+        topics += [entry.get("topic") for entry in availability if isinstance(entry, dict)]
+    return [t for t in topics if is_publish_topic(t)]
+
+
 def _usable(
     topic: object, namespace: Namespace, field: str, entity: Entity, events: list[DeviceEvent]
 ) -> TypeGuard[str]:
@@ -538,8 +643,19 @@ def _state_of(
     if topic is None or not _usable(topic, namespace, "state_topic", entity, events):
         return
     entity.state_topic = topic
+    if entity.component in ON_OFF:
+        on = _text(config.get("payload_on")) or "ON"
+        off = _text(config.get("payload_off")) or "OFF"
+        if entity.component != "binary_sensor":  # switches and lights report state_on/off
+            on = _text(config.get("state_on")) or on
+            off = _text(config.get("state_off")) or off
+        entity.states = {on: True, off: False}
+    elif entity.component == "sensor":
+        numeric_class = entity.device_class not in (None, *TEXT_DEVICE_CLASSES)
+        entity.numeric = bool(entity.unit) or numeric_class or "state_class" in config
     if entity.component == "light" and config.get("schema") == "json":
         entity.json_state = True
+        entity.states = {"ON": True, "OFF": False}
         return
     key = "state_value_template" if entity.component == "light" else "value_template"
     entity.template = _template(config.get(key), entity.key, events)
@@ -556,6 +672,8 @@ def _availability_of(
         entries.append({"topic": config["availability_topic"], "value_template": template})
     if isinstance(config.get("availability"), list):
         entries += [e for e in config["availability"] if isinstance(e, dict)]
+    mode = config.get("availability_mode", "latest")
+    entity.availability_mode = mode if mode in AVAILABILITY_MODES else "latest"
     for entry in entries:
         topic = entry.get("topic")
         if not _usable(topic, namespace, "availability", entity, events):
@@ -596,13 +714,9 @@ def _command_of(
         off = _text(config.get("payload_off")) or "OFF"
         if config.get("schema") == "json":
             entity.payloads = {on: '{"state":"ON"}', off: '{"state":"OFF"}'}
-            entity.echoes = {on: "ON", off: "OFF"}
         else:
             entity.payloads = {on: on, off: off}
-            entity.echoes = {
-                on: _text(config.get("state_on")) or on,
-                off: _text(config.get("state_off")) or off,
-            }
+        entity.echoes = {on: True, off: False}  # the state it shows, read as a boolean
         entity.params = {"state": {"type": "string", "enum": [on, off]}}
     elif component == "number":
         low, high = config.get("min", 1), config.get("max", 100)  # Home Assistant's defaults
@@ -623,9 +737,20 @@ def _command_of(
     entity.command, entity.command_topic = name, topic
 
 
+def _label(config: dict[str, Any], object_id: str) -> str:
+    """What Home Assistant names the entity: its `name`; when that is null (or absent), its
+    device class; the object id when it has neither."""
+    name = config.get("name")
+    if isinstance(name, str) and name.strip():
+        return name[:128]
+    return _text(config.get("device_class"))[:128] or object_id
+
+
 def _metric(device: HaDevice, entity: Entity, events: list[DeviceEvent]) -> str | None:
-    """The entity's object id, or `<component>.<object id>` when another entity has it."""
-    for metric in (entity.object_id, f"{entity.component}.{entity.object_id}"):
+    """The entity's label; only when another entity of the device already has it, the label
+    with the object id (`Temperature (sensorBedroomT)`), then `<component>.<object id>`."""
+    label, object_id = entity.label, entity.object_id
+    for metric in (label, f"{label} ({object_id})", f"{entity.component}.{object_id}"):
         if metric not in device.metrics and is_metric_name(metric):
             return metric
     events.append(Rejected("duplicate_entity", entity.key[:120]))

@@ -7,6 +7,7 @@ homie/super-car/engine/temperature/$datatype        float                       
 homie/super-car/engine/temperature/$unit            °C                               (v4)
 homie/5/super-car/$description                      {"homie": "5.0", "nodes": {…}}   (v5)
 homie/super-car/engine/temperature                  21.5
+homie/5/dimmer/light/brightness/$target             100     (v5: metric light.brightness.target)
 homie/kitchen-light/light/power/set                 true                 (published by the gateway)
 
 Metrics are `<node>.<property>`; settable properties become `set_<node>_<property>` commands with
@@ -90,6 +91,8 @@ class HomieDevice:
     node_info: dict[str, Node] = field(default_factory=dict)
     props: dict[tuple[str, str], Property] = field(default_factory=dict)
     setters: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: properties that have published a v5 `$target` (their `<node>.<property>.target` metric)
+    targets: set[tuple[str, str]] = field(default_factory=set)
     meta_raw: dict[str, Any] | None = None
 
 
@@ -123,8 +126,10 @@ class HomieConvention(PrefixConvention):
             return self._node_attribute(device, rest[0], rest[1], text)
         if len(rest) == 2:
             return self._value(device, rest[0], rest[1], text, received_at)
-        if len(rest) == 3 and rest[2] in ("set", "$target"):
-            return []  # commands (the gateway's own included) and v5 targets
+        if len(rest) == 3 and rest[2] == "set":
+            return []  # commands (the gateway's own included)
+        if len(rest) == 3 and rest[2] == "$target":
+            return self._target(device, rest[0], rest[1], text, received_at)
         if len(rest) == 3 and rest[2] in PROPERTY_ATTRIBUTES:
             return self._property_attribute(device, (rest[0], rest[1]), rest[2], text)
         raise DecodeError("unknown_topic", topic[:120])
@@ -290,6 +295,8 @@ class HomieConvention(PrefixConvention):
         for node, prop_id in announced:
             prop = device.props.get((node, prop_id), Property())
             metrics[f"{node}.{prop_id}"] = {"unit": prop.unit} if prop.unit else {}
+            if (node, prop_id) in device.targets:
+                metrics[f"{node}.{prop_id}.target"] = metrics[f"{node}.{prop_id}"]
             command = f"set_{node}_{prop_id}"
             if prop.settable and is_command_name(command) and command not in commands:
                 commands[command] = {"params": {"value": _param(prop)}}
@@ -317,12 +324,33 @@ class HomieConvention(PrefixConvention):
     ) -> list[DeviceEvent]:
         prop = device.props.get((node, prop_id))
         metric = f"{node}.{prop_id}"
-        value = _typed(prop.datatype if prop else None, text)
-        if value is None or not is_value(value):
-            raise DecodeError("bad_value", f"{metric[:80]}={text[:40]!r}")
+        value = _typed_value(prop, metric, text)
         events: list[DeviceEvent] = [Telemetry(device.id, [(metric, received_at, value)])]
         events += self._echoes.answer(device.id, metric, value, {metric: value})
         return events
+
+    def _target(
+        self, device: HomieDevice, node: str, prop_id: str, text: str, received_at: float
+    ) -> list[DeviceEvent]:
+        """v5 `$target`: the value a property is moving to (a dimmer fading to 100 %), shown as
+        the metric `<node>.<property>.target` beside the property's own value."""
+        if not text:
+            return []  # the target was cleared (the move ended): the property's value says it
+        key = (node, prop_id)
+        metric = f"{node}.{prop_id}.target"
+        value = _typed_value(device.props.get(key), metric, text)
+        events: list[DeviceEvent] = [Telemetry(device.id, [(metric, received_at, value)])]
+        if key in device.props and key not in device.targets:
+            device.targets.add(key)  # bounded by the properties, themselves capped
+            events += self._meta_events(device)
+        return events
+
+
+def _typed_value(prop: Property | None, metric: str, text: str) -> Value:
+    value = _typed(prop.datatype if prop else None, text)
+    if value is None or not is_value(value):
+        raise DecodeError("bad_value", f"{metric[:80]}={text[:40]!r}")
+    return value
 
 
 def _complete(device: HomieDevice, announced: list[tuple[str, str]]) -> bool:

@@ -25,6 +25,7 @@ from gateway.conventions.common import (
     Echo,
     Echoes,
     Namespace,
+    changed_meta,
     flatten,
     is_publish_topic,
     load_json_object,
@@ -34,11 +35,10 @@ from gateway.conventions.common import (
     scoped_id,
 )
 from gateway.errors import CommandError, ConfigError, DecodeError
-from gateway.meta import ShapeCache, parse_meta
+from gateway.meta import ShapeCache
 from gateway.models import (
     DeviceEvent,
     DeviceMeta,
-    MetaChange,
     Rejected,
     Removed,
     Sample,
@@ -125,6 +125,12 @@ class TasmotaConvention:
 
     def owns(self, topic: str) -> bool:
         return self._match(topic) is not None
+
+    def roots(self) -> frozenset[str] | None:
+        first = self._levels[0]
+        if first == TOPIC:
+            return None  # `%topic%/%prefix%/`: the device's own topic comes first
+        return frozenset({self._tele, self._stat}) if first == PREFIX else frozenset({first})
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
         match = self._match(topic)
@@ -314,13 +320,8 @@ class TasmotaConvention:
             "metrics": {metric: {"unit": unit} for metric, unit in sorted(device.units.items())},
             "commands": commands,
         }
-        if raw == device.meta_raw:
-            return []
-        device.meta_raw = raw
-        try:
-            return [MetaChange(device.id, parse_meta(raw, self._shapes))]
-        except DecodeError as exc:
-            return [Rejected(exc.reason, exc.detail)]
+        found = changed_meta(device, device.id, raw, self._shapes)
+        return [found] if found is not None else []
 
 
 def _bounded_update(kept: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -4,6 +4,7 @@ zigbee2mqtt/bridge/devices              [{"friendly_name": "kitchen/lamp", "defi
 zigbee2mqtt/kitchen/lamp                {"state": "ON", "brightness": 215, "linkquality": 65}
 zigbee2mqtt/kitchen/lamp/availability   {"state": "online"}   (or legacy plain `online`/`offline`)
 zigbee2mqtt/kitchen/lamp/set            {"brightness": 128}   (published by the gateway)
+zigbee2mqtt/bridge/state                {"state": "online"}   (or legacy plain `online`/`offline`)
 
 Friendly names may hold `/` and spaces, so a topic is matched against the names the bridge
 announced before it is split. Device ids are `z2m.<name>` (see common.scoped_id); meta and
@@ -12,6 +13,10 @@ value it set. A name is refused when its topics would not be its own: one Zigbee
 refuses (empty, `/` at either end, control characters, wildcards), one with a `set` or `get`
 level or ending in `/availability` (its topics would be another name's requests or status), and
 one whose command topic leaves the namespace (docs/security.md, rule 1).
+
+The bridge itself is the device `z2m.bridge` (`bridge/state`). While it is offline every device
+it announced is unreachable: shown offline, and commands to them are refused at once
+(`unavailable`, reason `bridge_offline`) rather than published to a bridge that cannot hear them.
 """
 
 from __future__ import annotations
@@ -67,12 +72,19 @@ class Setter:
     toggle: Value | None = None
 
 
+BRIDGE_ID = f"{TAG}.bridge"  # no friendly name can make it: names under `bridge/` are refused
+BRIDGE_META = {"type": "bridge", "name": "Zigbee2MQTT bridge", "metrics": {}, "commands": {}}
+
+
 @dataclass(slots=True)
 class Z2mDevice:
     id: str
     friendly_name: str
     setters: dict[str, Setter] = field(default_factory=dict)
     meta_raw: dict[str, Any] | None = None
+    has_meta: bool = False  # its meta parsed: a cleared status leaves it shown, not withdrawn
+    #: what its own availability topic last said (None: nothing, or cleared)
+    reported: bool | None = None
 
 
 class Zigbee2MqttConvention(PrefixConvention):
@@ -83,6 +95,7 @@ class Zigbee2MqttConvention(PrefixConvention):
         super().__init__(base_topic)
         self._by_name: dict[str, Z2mDevice] = {}
         self._by_id: dict[str, Z2mDevice] = {}
+        self._bridge_online: bool | None = None  # None: bridge/state not heard (or cleared)
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[DeviceEvent]:
         rest = topic[len(self._prefix) :]
@@ -91,7 +104,7 @@ class Zigbee2MqttConvention(PrefixConvention):
         if rest in self._by_name:
             return self._state(rest, payload, received_at)
         if rest.endswith(AVAILABILITY) and len(rest) > len(AVAILABILITY):
-            return [self._availability(rest[: -len(AVAILABILITY)], payload)]
+            return self._availability(rest[: -len(AVAILABILITY)], payload)
         *name, leaf = rest.split("/")
         if name and (leaf in REQUEST_LEAVES or (len(name) > 1 and name[-1] in REQUEST_LEAVES)):
             return []  # <name>/set, <name>/get, <name>/set/<attribute>: commands, not state
@@ -107,6 +120,13 @@ class Zigbee2MqttConvention(PrefixConvention):
         setter = known.setters.get(command) if known is not None else None
         if known is None or setter is None:
             raise CommandError("not_found", f"{device} did not expose {command!r:.80}")
+        if self._bridge_online is False:
+            # Published now, the command would wait out its timeout for an echo no one can send.
+            raise CommandError(
+                "unavailable",
+                f"the Zigbee2MQTT bridge is offline: {device} cannot be reached",
+                reason="bridge_offline",
+            )
         # The friendly name is what the bridge announced, never client text.
         topic = self._set_topic(known.friendly_name)
         if not self.namespace.allows(topic):
@@ -157,25 +177,38 @@ class Zigbee2MqttConvention(PrefixConvention):
             raise DecodeError("empty_state", name[:80])
         return events
 
-    def _availability(self, name: str, payload: bytes) -> StatusChange:
+    def _availability(self, name: str, payload: bytes) -> list[DeviceEvent]:
         device = self.device_id(name)
-        text = payload.strip()
-        if not text:
-            return StatusChange(device, None)
-        # Zigbee2MQTT 2.x publishes {"state": "online"}; 1.x by default the plain word.
-        state = text.lower()
-        if text.startswith(b"{"):
-            announced = load_json_object(text, "availability").get("state")
-            state = announced.lower().encode() if isinstance(announced, str) else b""
-        if state == b"online":
-            return StatusChange(device, True)
-        if state == b"offline":
-            return StatusChange(device, False)
-        raise DecodeError("bad_status", repr(payload[:40]))
+        online = _online(payload, "availability")
+        known = self._by_name.get(name)
+        if known is not None:
+            known.reported = online
+            if self._bridge_online is False:
+                return []  # unreachable behind an offline bridge, whatever it said last
+        return [StatusChange(device, online)]
+
+    def _bridge_state(self, payload: bytes) -> list[DeviceEvent]:
+        """`bridge/state`: the bridge as a device; offline, every device behind it too."""
+        online = _online(payload, "bridge/state")
+        was, self._bridge_online = self._bridge_online, online
+        events: list[DeviceEvent] = [MetaChange(BRIDGE_ID, parse_meta(BRIDGE_META, self._shapes))]
+        events.append(StatusChange(BRIDGE_ID, online))
+        if online is False:
+            events += [StatusChange(d.id, False) for d in self._by_name.values()]
+        elif was is False:
+            # Back: each device shows what it last said itself (unknown if nothing).
+            events += [
+                StatusChange(d.id, d.reported)
+                for d in self._by_name.values()
+                if d.reported is not None or d.has_meta
+            ]
+        return events
 
     def _bridge(self, leaf: str, payload: bytes) -> list[DeviceEvent]:
+        if leaf == "state":
+            return self._bridge_state(payload)
         if leaf != "devices":
-            return []  # bridge/state, info, logging, event, groups, response/…: not devices
+            return []  # bridge/info, logging, event, groups, response/…: not devices
         entries = load_json(payload)
         if not isinstance(entries, list):
             raise DecodeError("bad_payload", "bridge/devices must be a JSON array")
@@ -191,9 +224,14 @@ class Zigbee2MqttConvention(PrefixConvention):
                 events.append(Removed(gone.id))
         for name, device in seen.items():
             before = self._by_name.get(name)
+            if before is not None:
+                device.reported, device.has_meta = before.reported, before.has_meta
             if before is None or before.meta_raw != device.meta_raw:
                 meta = self._parsed_meta(device, events)
+                device.has_meta = meta is not None
                 events.append(MetaChange(device.id, meta))
+                if before is None and self._bridge_online is False:
+                    events.append(StatusChange(device.id, False))
         self._by_name = seen
         self._by_id = {d.id: d for d in seen.values()}
         return events
@@ -234,6 +272,23 @@ class Zigbee2MqttConvention(PrefixConvention):
             events.append(Rejected(exc.reason, f"{device.friendly_name[:60]}: {exc.detail}"))
             device.setters.clear()
             return None
+
+
+def _online(payload: bytes, what: str) -> bool | None:
+    """`{"state": "online"}` (Zigbee2MQTT 2.x) or the plain word (1.x's default); empty: the
+    retained status was cleared."""
+    text = payload.strip()
+    if not text:
+        return None
+    state = text.lower()
+    if text.startswith(b"{"):
+        announced = load_json_object(text, what).get("state")
+        state = announced.lower().encode() if isinstance(announced, str) else b""
+    if state == b"online":
+        return True
+    if state == b"offline":
+        return False
+    raise DecodeError("bad_status", repr(payload[:40]))
 
 
 def _usable_name(name: str) -> bool:

@@ -45,10 +45,11 @@ class Action:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A decoded command message: what to do, and the id to answer with (native only)."""
+    """A decoded command message: what to do, and the id to answer with (native, Shelly)."""
 
     actions: tuple[Action, ...] = ()
     id: str = ""
+    reply_to: str = ""  # where the answer goes (Shelly's `src`: answered on `<src>/rpc`)
     key: str = ""  # what a request without actions is about (Tasmota's query: an empty payload)
     refused: str = ""  # why the message asks for nothing the device can do (answered as error)
 
@@ -83,6 +84,11 @@ class Speaker(ABC):
         self.member = member
         self.model = member.model
         self.base = base
+
+    def connecting(self) -> None:
+        """A new connection begins (before `will`): conventions that number their sessions
+        (Sparkplug's bdSeq) start the next one."""
+        return  # most conventions have no sessions to number
 
     @abstractmethod
     def will(self) -> Message | None:
@@ -138,6 +144,9 @@ class Encoder:
     gateway_settings: Callable[[str], dict[str, Any]]
     #: fleet-wide messages (Zigbee2MQTT's bridge/devices), published by the first connection
     bridge: Callable[[list[Speaker], str], list[Message]] | None = None
+    #: the start every topic of a fleet under `base` has (None: `<base>/`); Sparkplug's topics
+    #: all start with its namespace, the base being a group id
+    root: Callable[[str], str] | None = None
 
 
 def on_off(value: Value) -> Value:

@@ -267,7 +267,8 @@ class Zigbee2MqttSpeaker(Speaker):
 
 
 def bridge(speakers: list[Speaker], base: str) -> list[Message]:
-    """bridge/devices: the coordinator, then every device of the fleet (retained)."""
+    """bridge/devices (the coordinator, then every device of the fleet) and bridge/state, both
+    retained."""
     coordinator = {
         "ieee_address": "0x00124b0000000000",
         "type": "Coordinator",
@@ -276,7 +277,10 @@ def bridge(speakers: list[Speaker], base: str) -> list[Message]:
         "definition": None,
     }
     entries = [s.bridge_entry() for s in speakers if isinstance(s, Zigbee2MqttSpeaker)]
-    return [Message(f"{base}/bridge/devices", orjson.dumps([coordinator, *entries]), retain=True)]
+    return [
+        Message(f"{base}/bridge/devices", orjson.dumps([coordinator, *entries]), retain=True),
+        Message(f"{base}/bridge/state", ONLINE, retain=True),
+    ]
 
 
 def gateway_settings(base: str) -> dict[str, Any]:

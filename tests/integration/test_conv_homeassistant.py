@@ -97,13 +97,26 @@ async def test_discovered_device_life_state_command_echo_offline(
     meta = await client.event(lambda e: len((e["device"]["meta"] or {}).get("metrics", {})) == 2)
     assert meta["device"]["id"] == DEVICE_ID
     assert meta["device"]["name"] == "Living room node"
-    assert meta["device"]["meta"]["metrics"] == {"temperature": {"unit": "°C"}, "relay": {}}
+    # Named as Home Assistant names the entities; their discovery ids kept for traceability.
+    assert meta["device"]["meta"]["metrics"] == {
+        "Temperature": {
+            "unit": "°C",
+            "component": "sensor",
+            "object_id": "temperature",
+            "unique_id": "esp-livingroom-01-temperature",
+        },
+        "Relay": {
+            "component": "switch",
+            "object_id": "relay",
+            "unique_id": "esp-livingroom-01-relay",
+        },
+    }
     assert meta["device"]["meta"]["commands"] == {
         "set_relay": {"params": {"state": {"type": "string", "enum": ["ON", "OFF"]}}}
     }
     # The state and status topics were subscribed at run time; their retained values arrive.
     rows = await client.readings(2, where=lambda r: r[0] == DEVICE_ID)
-    assert {r[1]: r[3] for r in rows} == {"temperature": 21.4, "relay": "OFF"}
+    assert {r[1]: r[3] for r in rows} == {"Temperature": 21.4, "Relay": False}
     await client.event(device_status(DEVICE_ID, "online"))
 
     reply = await client.request(
@@ -118,7 +131,7 @@ async def test_discovered_device_life_state_command_echo_offline(
     )
     assert await esp.commands.get() == b"ON"
     assert reply["status"] == "ok"
-    assert reply["result"] == {"relay": "ON"}
+    assert reply["result"] == {"Relay": True}
 
     await esp.publish(f"{esp.node}/status", b"offline")
     await client.event(device_status(DEVICE_ID, "offline"))

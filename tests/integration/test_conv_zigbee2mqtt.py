@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.conftest import StartGateway
 from tests.support.devices import mqtt_client
-from tests.support.gateway import Frame, WsClient
+from tests.support.gateway import Frame, WsClient, device_status
 from tests.support.mosquitto import Mosquitto
 
 NAME = "living room/ceiling lamp"
@@ -104,6 +104,7 @@ async def bridge(broker: Mosquitto, prefix: str) -> AsyncIterator[Bridge]:
             await task
         # Retained messages outlive the test: clear them.
         await stand_in.publish("bridge/devices", b"", retain=True)
+        await stand_in.publish("bridge/state", b"", retain=True)
         await stand_in.publish(f"{NAME}/availability", b"", retain=True)
 
 
@@ -185,3 +186,36 @@ async def test_command_without_echo_times_out(start_gateway: StartGateway, bridg
     )
     assert await bridge.received.get() == {"state": "ON"}
     assert reply["status"] == "timeout"
+
+
+async def test_an_offline_bridge_makes_its_devices_unreachable_and_refuses_commands(
+    start_gateway: StartGateway, bridge: Bridge
+) -> None:
+    """bridge/state offline: the bridge and the bulb show offline, and a command is refused at
+    once as unavailable with nothing published; online again, the command goes out."""
+    gateway = await start_gateway(
+        {"conventions.zigbee2mqtt.enabled": True, "conventions.zigbee2mqtt.base_topic": bridge.base}
+    )
+    client = await gateway.connected_client()
+    await client.request({"type": "subscribe", "devices": ["z2m.*"]}, "subscribed")
+    await bridge.publish("bridge/devices", DEVICES, retain=True)
+    device = (await client.event(lambda e: e["device"]["meta"]))["device"]["id"]
+    await bridge.publish("bridge/state", {"state": "offline"}, retain=True)
+    await client.event(device_status("z2m.bridge", "offline"))
+    await client.event(device_status(device, "offline"))
+    command = {
+        "type": "command",
+        "device": device,
+        "command": "set_state",
+        "params": {"state": "ON"},
+        "timeout_ms": 5000,
+    }
+    refused = await client.request(command)
+    assert (refused["type"], refused["code"]) == ("error", "unavailable")
+    assert "bridge is offline" in refused["message"]
+    assert bridge.received.empty()
+    await bridge.publish("bridge/state", b"online", retain=True)
+    await client.event(device_status("z2m.bridge", "online"))
+    reply = await client.request(command, "command_result")
+    assert await bridge.received.get() == {"state": "ON"}
+    assert reply["status"] == "ok"

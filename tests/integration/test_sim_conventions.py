@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +45,20 @@ CASES = {
     # Tasmota offers only relays (and lights) as commands: the plug, switched on (it starts off
     # with seed 7, which the test checks).
     "tasmota": Case("switch-1", "tasmota.switch-1", "POWER", {"state": "ON"}, "POWER", "ON"),
-    "homeassistant": Case("thermo-1", "ha.thermo-1", "set_target", {"value": 25}, "target", 25),
+    "homeassistant": Case("thermo-1", "ha.thermo-1", "set_target", {"value": 25}, "Target", 25),
+    # A real request/response: the plug's Switch.Set answer is the result, whatever it was before.
+    "shelly": Case(
+        "switch-1",
+        "shelly.shellyplus1pm-" + hashlib.sha1(b"switch-1").hexdigest()[:12],
+        "switch_0.set",
+        {"on": True},
+        "switch:0.output",
+        True,
+    ),
+    # Sparkplug ids name the group, which is the fleet's base topic ({group} below).
+    "sparkplug": Case(
+        "thermo-1", "spb.{group}:thermo-1", "set_target", {"value": 25}, "target", 25.0
+    ),
     "homie": Case(
         "thermo-1",
         "homie.thermo-1",
@@ -102,6 +117,8 @@ async def test_fleet_speaks_the_convention_end_to_end(
     its last will and comes back."""
     config = fleet.config
     case = CASES[config.convention]
+    group = config.base.replace("/", "-")
+    case = dataclasses.replace(case, gateway_id=case.gateway_id.format(group=group))
     encoder = ENCODERS[config.convention]
     gw = await start_gateway(
         {"registry.stale_after_s": 60.0, **encoder.gateway_settings(config.base)}
@@ -147,4 +164,33 @@ async def test_demo_runs_a_zigbee2mqtt_fleet() -> None:
         seen = await devices_ready(client, 5, CASES["zigbee2mqtt"])
         assert all(device.startswith("z2m.") for device in seen)
         assert seen[thermostat]["meta"]["name"] == "Living room/Thermostat"
+        await client.close()
+
+
+async def test_demo_runs_a_mixed_fleet_of_all_seven_conventions() -> None:
+    """`iotgw demo --convention all`: the devices take the seven conventions in turn, and every
+    convention's devices come online with their meta on one dashboard."""
+    args = ("--devices", "14", "--convention", "all")
+    async with running_demo(*args) as demo, aiohttp.ClientSession() as http:
+        assert "mixed (native, zigbee2mqtt, tasmota" in demo.first_line, demo.first_line
+        client = WsClient(await http.ws_connect(f"ws://127.0.0.1:{demo.port}/ws"))
+        await client.request({"type": "subscribe", "devices": ["*"]}, "subscribed")
+        tags = {"": 0, "z2m": 0, "tasmota": 0, "ha": 0, "homie": 0, "shelly": 0, "spb": 0}
+        seen: dict[str, dict[str, Any]] = {}
+        while not all(tags.values()):
+            frame = await client.expect(lambda f: f["type"] == "snapshot" or "events" in f)
+            if frame["type"] == "snapshot":
+                entries = frame["devices"]
+            else:
+                entries = [e["device"] for e in frame["events"]]
+            seen.update((d["id"], d) for d in entries)
+            for tag in tags:
+                tags[tag] = sum(
+                    1
+                    for i, d in seen.items()
+                    if (i.partition(".")[0] if "." in i else "") == tag
+                    and d["meta"]
+                    and d["status"] == "online"
+                )
+        assert sum(tags.values()) >= 7
         await client.close()

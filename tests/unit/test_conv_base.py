@@ -26,6 +26,8 @@ def test_each_convention_has_its_own_id_tag() -> None:
         "z2m": "zigbee2mqtt",
         "tasmota": "tasmota",
         "homie": "homie",
+        "shelly": "shelly",
+        "spb": "sparkplug",
         "ha": "homeassistant",
     }
 

@@ -103,10 +103,10 @@ def test_home_assistant_switch_confirms_only_a_change_after_the_puback() -> None
     ha, meta = ha_switch()
     ha.encode_command("ha.sw", meta, "set_sw", "c-1", {"state": "ON"})
     assert answers(ha.decode("homeassistant/switch/sw/state", b"ON", NOW)) == []
-    assert ha.arm("ha.sw", "c-1", values(sw="OFF"))
+    assert ha.arm("ha.sw", "c-1", values(sw=False))
     assert answers(ha.decode("homeassistant/switch/sw/state", b"ON", NOW)) == [("c-1", "ok")]
     ha.encode_command("ha.sw", meta, "set_sw", "c-2", {"state": "ON"})
-    assert not ha.arm("ha.sw", "c-2", values(sw="ON"))
+    assert not ha.arm("ha.sw", "c-2", values(sw=True))
     assert answers(ha.decode("homeassistant/switch/sw/state", b"ON", NOW)) == []
 
 

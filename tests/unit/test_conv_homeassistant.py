@@ -132,7 +132,7 @@ def test_motion_sensor_example_discovery_state_and_removal(ha: HomeAssistantConv
     assert list(meta.raw["metrics"]) == ["garden"]
     assert ha.owns("homeassistant/binary_sensor/garden/state")
     state = send(ha, "homeassistant/binary_sensor/garden/state", b"ON")
-    assert state == [Telemetry("ha.garden", [("garden", NOW, "ON")])]
+    assert state == [Telemetry("ha.garden", [("garden", NOW, True)])]
     assert send(ha, "homeassistant/binary_sensor/garden/config", b"") == [
         Unsubscribe(("homeassistant/binary_sensor/garden/state",)),
         Removed("ha.garden"),
@@ -142,18 +142,26 @@ def test_motion_sensor_example_discovery_state_and_removal(ha: HomeAssistantConv
 
 
 def test_entities_with_one_device_block_form_one_device(ha: HomeAssistantConvention) -> None:
-    """Two sensors sharing a device block and a state topic: one device, two metrics."""
+    """Two sensors sharing a device block and a state topic: one device, two metrics named
+    as Home Assistant names the entities, the object and unique ids kept in the meta."""
     send(ha, "homeassistant/sensor/sensorBedroomT/config", BEDROOM_T)
     events = send(ha, "homeassistant/sensor/sensorBedroomH/config", BEDROOM_H)
     meta = meta_of(events, "ha.bedroom01ae")
     assert meta.name == "Bedroom"
-    assert meta.units == {"sensorBedroomT": "°C", "sensorBedroomH": "%"}
+    assert meta.units == {"Temperature": "°C", "Humidity": "%"}
+    assert meta.raw["metrics"]["Temperature"] == {
+        "unit": "°C",
+        "component": "sensor",
+        "object_id": "sensorBedroomT",
+        "unique_id": "temp01ae",
+        "device_class": "temperature",
+    }
     state = send(
         ha, "homeassistant/sensor/sensorBedroom/state", {"temperature": 23.2, "humidity": 43.7}
     )
     assert readings(state) == {
-        ("ha.bedroom01ae", "sensorBedroomT"): 23.2,
-        ("ha.bedroom01ae", "sensorBedroomH"): 43.7,
+        ("ha.bedroom01ae", "Temperature"): 23.2,
+        ("ha.bedroom01ae", "Humidity"): 43.7,
     }
 
 
@@ -163,11 +171,11 @@ def test_device_based_discovery_example(ha: HomeAssistantConvention) -> None:
     assert Subscribe(("sensorBedroom/state",)) in events
     meta = meta_of(events, "ha.ea334450945afc")
     assert (meta.name, meta.type) == ("Kitchen", "xya")
-    assert meta.units == {"some_unique_component_id1": "°C", "some_unique_id2": "%"}
+    assert meta.units == {"temperature": "°C", "humidity": "%"}  # no name: the device class
     state = send(ha, "sensorBedroom/state", {"temperature": 21.5, "humidity": 40})
     assert readings(state) == {
-        ("ha.ea334450945afc", "some_unique_component_id1"): 21.5,
-        ("ha.ea334450945afc", "some_unique_id2"): 40,
+        ("ha.ea334450945afc", "temperature"): 21.5,
+        ("ha.ea334450945afc", "humidity"): 40,
     }
 
 
@@ -233,10 +241,11 @@ def test_switch_with_abbreviations_and_base_topic(ha: HomeAssistantConvention) -
         "ha.irrigation", meta, "set_irrigation", "c-1", {"state": "ON"}
     )
     assert (topic, payload) == ("homeassistant/switch/irrigation/set", b"ON")
-    assert ha.arm("ha.irrigation", "c-1", {"irrigation": (NOW, "OFF")})
+    assert ha.arm("ha.irrigation", "c-1", {"garden": (NOW, False)})
     assert send(ha, "homeassistant/switch/irrigation/state", b"OFF")[1:] == []
     answered = send(ha, "homeassistant/switch/irrigation/state", b"ON")
-    assert answered[1:] == [CommandResult("ha.irrigation", "c-1", "ok", {"irrigation": "ON"})]
+    assert answered[0] == Telemetry("ha.irrigation", [("garden", NOW, True)])
+    assert answered[1:] == [CommandResult("ha.irrigation", "c-1", "ok", {"garden": True})]
 
 
 def test_json_schema_light_on_off(ha: HomeAssistantConvention) -> None:
@@ -251,8 +260,8 @@ def test_json_schema_light_on_off(ha: HomeAssistantConvention) -> None:
     assert orjson.loads(payload) == {"state": "ON"}
     assert ha.arm("ha.kitchen_light", "c-2", {})
     events = send(ha, "homeassistant/light/kitchen/state", {"state": "ON", "brightness": 255})
-    assert readings(events) == {("ha.kitchen_light", "kitchen"): "ON"}
-    assert CommandResult("ha.kitchen_light", "c-2", "ok", {"kitchen": "ON"}) in events
+    assert readings(events) == {("ha.kitchen_light", "Kitchen"): True}
+    assert CommandResult("ha.kitchen_light", "c-2", "ok", {"Kitchen": True}) in events
 
 
 @pytest.mark.parametrize(
@@ -415,3 +424,123 @@ def test_entities_per_device_are_bounded(ha: HomeAssistantConvention) -> None:
         send(ha, f"homeassistant/sensor/s{i}/config", {"stat_t": "t1/s", "dev": {"ids": "big"}})
     events = send(ha, "homeassistant/sensor/more/config", {"stat_t": "t1/s", "dev": {"ids": "big"}})
     assert events == [Rejected("too_many_entities", "homeassistant/sensor/more/config")]
+
+
+@pytest.mark.parametrize(
+    ("configs", "metrics"),
+    [
+        ([{"name": "Garden", "device_class": "motion"}], ["Garden"]),
+        ([{"name": None, "device_class": "motion"}], ["motion"]),
+        ([{"device_class": "temperature"}], ["temperature"]),
+        ([{"name": None}], ["o0"]),
+        ([{"name": ""}, {"name": "  "}], ["o0", "o1"]),
+        (
+            [{"device_class": "temperature"}, {"device_class": "temperature"}],
+            ["temperature", "temperature (o1)"],
+        ),
+        ([{"name": "Power"}, {"name": "Energy"}], ["Power", "Energy"]),
+    ],
+)
+def test_metrics_are_named_as_home_assistant_names_entities(
+    ha: HomeAssistantConvention, configs: list[dict[str, Any]], metrics: list[str]
+) -> None:
+    """The entity's name; when null or absent its device class; the object id only when it has
+    neither, and disambiguated within the device only when two entities would collide."""
+    events: list[DeviceEvent] = []
+    for i, config in enumerate(configs):
+        full = {"stat_t": f"dev/s{i}", "dev": {"ids": "d1"}, **config}
+        events = send(ha, f"homeassistant/sensor/o{i}/config", full)
+    assert list(meta_of(events, "ha.d1").raw["metrics"]) == metrics
+
+
+@pytest.mark.parametrize(
+    ("component", "config", "payload", "value"),
+    [
+        ("binary_sensor", {}, b"ON", True),
+        ("binary_sensor", {}, b"OFF", False),
+        ("binary_sensor", {"pl_on": "open", "pl_off": "closed"}, b"open", True),
+        ("binary_sensor", {"pl_on": "open", "pl_off": "closed"}, b"closed", False),
+        ("binary_sensor", {"val_tpl": "{{ value_json.occupancy }}"}, b'{"occupancy":true}', True),
+        ("switch", {}, b"ON", True),
+        ("switch", {"stat_on": "on", "stat_off": "off"}, b"off", False),
+        ("switch", {"pl_on": "1", "pl_off": "0"}, b"1", True),
+        ("light", {}, b"OFF", False),
+        ("light", {"schema": "json"}, b'{"state":"ON","brightness":3}', True),
+        ("sensor", {"unit_of_meas": "W"}, b"12.5", 12.5),
+        ("sensor", {"dev_cla": "temperature"}, b"21", 21),
+        ("sensor", {"unit_of_meas": "°C", "val_tpl": "{{ value_json.t }}"}, b'{"t":"20.5"}', 20.5),
+        ("sensor", {"state_class": "measurement"}, b"7", 7),
+        ("sensor", {}, b"heat", "heat"),
+        ("sensor", {"dev_cla": "enum"}, b"42", 42),
+        ("sensor", {"dev_cla": "timestamp"}, b"2025-01-01T00:00:00Z", "2025-01-01T00:00:00Z"),
+    ],
+)
+def test_state_payloads_become_what_home_assistant_shows(
+    ha: HomeAssistantConvention,
+    component: str,
+    config: dict[str, Any],
+    payload: bytes,
+    value: object,
+) -> None:
+    """On/off components give booleans (their payloads or state words), sensors with a unit or a
+    numeric device class give numbers, text sensors text."""
+    send(ha, f"homeassistant/{component}/dev/e/config", {"stat_t": "dev/e", **config})
+    events = send(ha, "dev/e", payload)
+    assert list(readings(events).values()) == [value]
+    assert type(next(iter(readings(events).values()))) is type(value)
+    assert not [e for e in events if isinstance(e, Rejected)]
+
+
+@pytest.mark.parametrize(
+    ("component", "config", "payload"),
+    [
+        ("binary_sensor", {}, b"maybe"),
+        ("switch", {"stat_on": "on", "stat_off": "off"}, b"ON"),
+        ("sensor", {"unit_of_meas": "W"}, b"unavailable"),
+        ("sensor", {"dev_cla": "humidity"}, b""),
+        ("sensor", {"unit_of_meas": "W", "val_tpl": "{{ value_json.p }}"}, b'{"p":"n/a"}'),
+    ],
+)
+def test_states_outside_the_entitys_vocabulary_are_counted_not_shown(
+    ha: HomeAssistantConvention, component: str, config: dict[str, Any], payload: bytes
+) -> None:
+    """An on/off payload that is neither state, or text where a number belongs, is no reading
+    (bad_value), never a string in a boolean or numeric series."""
+    send(ha, f"homeassistant/{component}/dev/e/config", {"stat_t": "dev/e", **config})
+    events = send(ha, "dev/e", payload)
+    assert readings(events) == {}
+    assert [e.reason for e in events if isinstance(e, Rejected)] == ["bad_value"]
+
+
+AVAILABILITY = [{"t": "dev/a1"}, {"t": "dev/a2"}]
+
+
+@pytest.mark.parametrize(
+    ("mode", "messages", "statuses"),
+    [
+        ("latest", [("dev/a1", b"online"), ("dev/a2", b"offline")], [True, False]),
+        ("all", [("dev/a1", b"online"), ("dev/a2", b"online")], [True]),
+        ("all", [("dev/a1", b"online"), ("dev/a2", b"offline")], [False]),
+        ("all", [("dev/a1", b"offline")], [False]),
+        ("any", [("dev/a1", b"offline"), ("dev/a2", b"online")], [True]),
+        ("any", [("dev/a1", b"offline"), ("dev/a2", b"offline")], [False]),
+        ("any", [("dev/a1", b"online"), ("dev/a2", b"offline")], [True, True]),
+    ],
+)
+def test_availability_mode_all_any_latest_drives_the_status(
+    ha: HomeAssistantConvention,
+    mode: str,
+    messages: list[tuple[str, bytes]],
+    statuses: list[bool],
+) -> None:
+    """`availability_mode` as Home Assistant reads it: all topics available, any, or the latest;
+    nothing is said while the topics heard from cannot tell."""
+    config = {"stat_t": "dev/s", "avty": AVAILABILITY, "avty_mode": mode, "dev": {"ids": "d2"}}
+    send(ha, "homeassistant/sensor/d2/config", config)
+    said = [
+        e.online
+        for topic, payload in messages
+        for e in send(ha, topic, payload)
+        if isinstance(e, StatusChange)
+    ]
+    assert said == statuses

@@ -265,6 +265,30 @@ def test_v5_description_document(homie: HomieConvention) -> None:
     assert value == Telemetry("homie.super-car", [("engine.temperature", NOW, 21.5)])
 
 
+@pytest.mark.parametrize(
+    ("prop", "payload", "value"),
+    [("target", b"100", 100), ("temperature", b"90.5", 90.5)],
+)
+def test_v5_target_is_the_value_a_property_is_moving_to(
+    homie: HomieConvention, prop: str, payload: bytes, value: object
+) -> None:
+    """A property's `$target` (a dimmer fading to 100 %) is the metric `<node>.<prop>.target`,
+    typed like the property, announced in the meta once seen; a cleared target says nothing."""
+    homie.decode("homie/5/super-car/$description", orjson.dumps(DESCRIPTION_V5), NOW)
+    events = homie.decode(f"homie/5/super-car/engine/{prop}/$target", payload, NOW)
+    assert events[0] == Telemetry("homie.super-car", [(f"engine.{prop}.target", NOW, value)])
+    assert f"engine.{prop}.target" in last_meta(events).raw["metrics"]
+    again = homie.decode(f"homie/5/super-car/engine/{prop}/$target", payload, NOW)
+    assert not [e for e in again if isinstance(e, MetaChange)]  # announced once
+    assert homie.decode(f"homie/5/super-car/engine/{prop}/$target", b"", NOW) == []
+
+
+def test_v5_target_of_the_wrong_type_is_refused(homie: HomieConvention) -> None:
+    """A target that breaks its property's datatype is refused like a value (bad_value)."""
+    homie.decode("homie/5/super-car/$description", orjson.dumps(DESCRIPTION_V5), NOW)
+    assert refusal(homie, "homie/5/super-car/engine/target/$target", b"4.5", NOW) == "bad_value"
+
+
 def test_v5_description_draft_lists_are_read(homie: HomieConvention) -> None:
     """Draft v5 documents list nodes and properties as arrays with ids; they work too."""
     draft: dict[str, Any] = {
@@ -287,13 +311,12 @@ def test_v5_description_draft_lists_are_read(homie: HomieConvention) -> None:
         "homie/super-car/engine/$type",
         "homie/super-car/engine/temperature/$retained",
         "homie/5/$broadcast/alert",
-        "homie/5/super-car/engine/temperature/$target",
     ],
 )
 def test_attributes_without_meaning_for_the_gateway_are_ignored(
     homie: HomieConvention, topic: str
 ) -> None:
-    """Statistics, firmware, broadcasts and targets are understood and skipped."""
+    """Statistics, firmware and broadcasts are understood and skipped."""
     assert homie.decode(topic, b"x", NOW) == []
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from gateway.config import load_config
 from gateway.conventions import Convention, build_conventions
-from gateway.conventions.common import Namespace
+from gateway.conventions.common import Filters, Namespace
 from gateway.conventions.homeassistant import HomeAssistantConvention
 from gateway.conventions.homie import HomieConvention
 from gateway.conventions.native import NativeConvention
@@ -31,7 +31,7 @@ from tests.support.params import fitting_params
 
 ENABLE_ALL = {
     f"conventions.{name}.enabled": True
-    for name in ("zigbee2mqtt", "tasmota", "homie", "homeassistant")
+    for name in ("zigbee2mqtt", "tasmota", "homie", "shelly", "sparkplug", "homeassistant")
 }
 #: Outside the discovery prefix, allowed by the operator; the second also lies in Zigbee2MQTT's.
 ALLOWED = ["ext/#", "zigbee2mqtt/#"]
@@ -99,6 +99,14 @@ def test_each_convention_declares_its_own_filters_and_keeps_off_the_others() -> 
         "zigbee2mqtt": ("zigbee2mqtt/#",),
         "tasmota": ("tele/+/+", "stat/+/+", "cmnd/+/+"),
         "homie": ("homie/#",),
+        "shelly": (
+            "shelly*/online",
+            "shelly*/events/rpc",
+            "shelly*/status/+",
+            "shelly*/rpc",
+            "iotgw-shelly/rpc",
+        ),
+        "sparkplug": ("spBv1.0/#",),
         "homeassistant": ("homeassistant/#",),
     }
     for name, convention in conventions.items():
@@ -115,6 +123,7 @@ HOSTILE_TOPICS = [
     "zigbee2mqtt/bridge/request/permit_join",  # inside the allow-list, but Zigbee2MQTT's
     "tele/plug/SENSOR",  # Tasmota's
     "homie/car/engine/speed/set",  # Homie's
+    "shellyplus1pm-a8032ab636ec/rpc",  # a Shelly's request topic
     "iotgw/sync/iotgw-1",  # the gateway's retained-state marker
     "$SYS/broker/clients/connected",
     "secret/alarm/code",  # outside the namespace
@@ -128,8 +137,9 @@ HOSTILE_TOPICS = [
 def test_home_assistant_refuses_topics_outside_its_namespace(field: str, topic: str) -> None:
     """A state, availability or command topic (also through `~`) outside the discovery prefix
     and the allow-list, or another convention's or the gateway's, is refused and counted: nothing
-    is subscribed, and no command is offered or published."""
-    ha = build()["homeassistant"]
+    is subscribed, and no command is offered or published. (Shown as a device, with
+    `duplicates = "show"`: suppressed, a config naming another convention's topics makes none.)"""
+    ha = build(**{"conventions.homeassistant.duplicates": "show"})["homeassistant"]
     config = {"name": "x", "dev": {"ids": ["box"]}, "stat_t": "homeassistant/switch/x/state"}
     config |= {"~": topic, "cmd_t": "~"} if field == "~" else {field: topic}
     events = send(ha, "homeassistant/switch/x/config", config)
@@ -471,3 +481,23 @@ def test_fuzzed_homie_attributes_stay_in_the_namespace(
             with contextlib.suppress(DecodeError):
                 events += send(homie, f"homie/{path}", payload)
         assert_inside("homie", homie, events, also_foreign=["homie/zb/#"])
+
+
+@pytest.mark.parametrize(
+    ("topic", "matched"),
+    [
+        ("shellyplus1pm-a8032ab636ec/online", True),
+        ("shelly/online", True),
+        ("shellyplus1pm-a8/status/switch:0", True),
+        ("shellyplus1pm-a8/status/switch:0/x", False),
+        ("livingroom/online", False),
+        ("online", False),
+        ("$shelly/online", False),
+        ("iotgw/thermo-1/cmd/x", True),
+    ],
+)
+def test_a_starred_first_level_matches_ids_with_that_prefix(topic: str, matched: bool) -> None:
+    """`shelly*/online` (namespaces only, never sent to a broker) matches first levels starting
+    with `shelly`; plain filters beside it match as MQTT says."""
+    filters = Filters(["shelly*/online", "shelly*/status/+", "iotgw/+/cmd/#"])
+    assert filters.match(topic) is matched

@@ -315,12 +315,77 @@ def test_command_for_a_device_without_exposes_is_refused(z2m: Zigbee2MqttConvent
 
 
 @pytest.mark.parametrize(
+    ("payload", "online"),
+    [
+        (b"online", True),
+        (b"offline", False),
+        (b'{"state":"online"}', True),
+        (b'{"state":"offline"}', False),
+        (b"", None),
+    ],
+)
+def test_bridge_state_shows_the_bridge_as_a_device(
+    z2m: Zigbee2MqttConvention, payload: bytes, online: bool | None
+) -> None:
+    """`bridge/state`, plain or JSON, is the status of the device `z2m.bridge`."""
+    events = z2m.decode("zigbee2mqtt/bridge/state", payload, NOW)
+    assert metas(events)["z2m.bridge"].type == "bridge"  # type: ignore[union-attr]
+    assert StatusChange("z2m.bridge", online) in events
+
+
+def test_an_offline_bridge_makes_every_device_behind_it_unreachable(
+    z2m: Zigbee2MqttConvention,
+) -> None:
+    """Offline: every announced device shows offline and its own availability cannot say
+    otherwise; back online: each shows what it last said itself (unknown if nothing)."""
+    announce(z2m, BULB, SENSOR)
+    z2m.decode("zigbee2mqtt/kitchen/ceiling light/availability", b"online", NOW)
+    down = z2m.decode("zigbee2mqtt/bridge/state", b"offline", NOW)
+    assert {e.device: e.online for e in down if isinstance(e, StatusChange)} == {
+        "z2m.bridge": False,
+        BULB_ID: False,
+        "z2m.0x00158d00018255df": False,
+    }
+    assert z2m.decode("zigbee2mqtt/kitchen/ceiling light/availability", b"online", NOW) == []
+    up = z2m.decode("zigbee2mqtt/bridge/state", b'{"state":"online"}', NOW)
+    assert {e.device: e.online for e in up if isinstance(e, StatusChange)} == {
+        "z2m.bridge": True,
+        BULB_ID: True,
+        "z2m.0x00158d00018255df": None,
+    }
+
+
+def test_devices_announced_while_the_bridge_is_offline_are_unreachable(
+    z2m: Zigbee2MqttConvention,
+) -> None:
+    """Retained messages replay in any order: a device list after an offline bridge/state still
+    shows its devices unreachable."""
+    z2m.decode("zigbee2mqtt/bridge/state", b"offline", NOW)
+    assert StatusChange(BULB_ID, False) in announce(z2m, BULB)
+
+
+def test_commands_to_devices_behind_an_offline_bridge_are_refused_at_once(
+    z2m: Zigbee2MqttConvention,
+) -> None:
+    """Nothing is published while the bridge is offline: the command is refused as
+    `unavailable` (reason bridge_offline) instead of timing out; online again, it goes out."""
+    meta = metas(announce(z2m, BULB))[BULB_ID]
+    assert meta is not None
+    z2m.decode("zigbee2mqtt/bridge/state", b"offline", NOW)
+    with pytest.raises(CommandError) as caught:
+        z2m.encode_command(BULB_ID, meta, "set_state", "c-1", {"state": "ON"})
+    assert (caught.value.code, caught.value.reason) == ("unavailable", "bridge_offline")
+    z2m.decode("zigbee2mqtt/bridge/state", b"online", NOW)
+    topic, _ = z2m.encode_command(BULB_ID, meta, "set_state", "c-2", {"state": "ON"})
+    assert topic == "zigbee2mqtt/kitchen/ceiling light/set"
+
+
+@pytest.mark.parametrize(
     "topic",
     [
         "zigbee2mqtt/kitchen/ceiling light/set",
         "zigbee2mqtt/kitchen/ceiling light/get",
         "zigbee2mqtt/my_bulb/set/state",
-        "zigbee2mqtt/bridge/state",
         "zigbee2mqtt/bridge/logging",
         "zigbee2mqtt/bridge/response/permit_join",
     ],

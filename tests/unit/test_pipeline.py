@@ -13,9 +13,10 @@ from gateway.commands import CommandRouter
 from gateway.config import load_config
 from gateway.conventions import build_conventions, id_tags
 from gateway.conventions.homeassistant import HomeAssistantConvention
+from gateway.conventions.tahu.sparkplug_b_pb2 import Payload
 from gateway.errors import CommandError
 from gateway.hub import Hub
-from gateway.models import CommandResult, Removed, Subscribe, Unsubscribe
+from gateway.models import CommandResult, Publish, Removed, Subscribe, Unsubscribe
 from gateway.pipeline import Pipeline
 from gateway.registry import Registry
 from tests.support.devices import THERMOSTAT_META
@@ -32,12 +33,20 @@ class Broker:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str]]] = []
+        self.sent = []
 
     def subscribe(self, topics: list[str]) -> None:
         self.calls.append(("subscribe", topics))
 
     def unsubscribe(self, topics: list[str]) -> None:
         self.calls.append(("unsubscribe", topics))
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        self.sent.append((topic, payload))
+        return self.up
+
+    sent: list[tuple[str, bytes]]
+    up = True
 
 
 class NoPublisher:
@@ -54,7 +63,14 @@ def pipeline(**settings: Any) -> tuple[Pipeline, Registry, Broker, dict[str, Any
     broker = Broker()
     hub = Hub(config.ws)
     built = Pipeline(
-        conventions, registry, hub, router, 65536, broker.subscribe, broker.unsubscribe
+        conventions,
+        registry,
+        hub,
+        router,
+        65536,
+        broker.subscribe,
+        broker.unsubscribe,
+        publish=broker.publish,
     )
     return built, registry, broker, by_name
 
@@ -152,3 +168,29 @@ def test_silent_devices_are_forgotten_past_the_configured_age() -> None:
     never = Registry(load_config(env={}, overrides={}).registry)
     never.observe("d", "native")
     assert never.silent(1e12) == []
+
+
+async def test_a_conventions_requests_go_out_on_its_own_topics_and_are_counted() -> None:
+    """A Sparkplug seq gap makes the convention ask for a rebirth: the pipeline hands the NCMD to
+    the broker link and counts it sent (or dropped, with the link down)."""
+    built, _, broker, _ = pipeline(**{"conventions.sparkplug.enabled": True})
+    birth = Payload(seq=0)
+    birth.metrics.add(name="bdSeq", datatype=4, long_value=0)
+    built.handle("spBv1.0/G/NBIRTH/E", birth.SerializeToString())
+    built.handle("spBv1.0/G/NDATA/E", Payload(seq=5).SerializeToString())
+    ((topic, body),) = broker.sent
+    assert topic == "spBv1.0/G/NCMD/E"
+    assert Payload.FromString(body).metrics[0].name == "Node Control/Rebirth"
+    assert built.stats.requests[("sparkplug", "sent")] == 1
+    assert built.stats.decode_errors[("sparkplug", "seq_gap")] == 1
+    broker.up = False
+    built.handle("spBv1.0/G2/NDATA/E", Payload(seq=1).SerializeToString())
+    assert built.stats.requests[("sparkplug", "dropped")] == 1
+
+
+def test_a_request_outside_the_conventions_namespace_is_refused() -> None:
+    """A convention can only send on its own topics: anything else is refused as bad_topic."""
+    built, _, broker, _ = pipeline(**{"conventions.sparkplug.enabled": True})
+    built._apply("sparkplug", "", Publish("iotgw/thermo-1/cmd/set_target", b"{}"))
+    assert broker.sent == []
+    assert built.stats.decode_errors[("sparkplug", "bad_topic")] == 1

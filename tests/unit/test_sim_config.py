@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from gateway.errors import ConfigError
 from gateway.names import is_device_id
 from simulators.cli import config_from_args, configure_parser, run
 from simulators.config import Broker, DeviceGroup, FleetConfig, mixed_groups
+from simulators.encoders import ENCODERS
 from simulators.faults import FaultConfig, Share
+from simulators.fleet import Fleet
 from simulators.profile import load_profile, parse_profile
 from simulators.roster import build_roster, plan_links
 
@@ -220,3 +223,24 @@ def test_bad_flag_values_are_argparse_errors(capsys: pytest.CaptureFixture[str])
         parse("--types", "switch,toaster")
     assert info.value.code == 2
     assert "unknown type 'toaster'" in capsys.readouterr().err
+
+
+def test_a_mixed_fleet_speaks_every_convention_each_under_its_own_base() -> None:
+    """`convention = "all"`: every encoder in turn; with a prefix each convention gets
+    `<prefix>-<name>` (the native prefix would otherwise own everyone's topics), without one
+    each its own default."""
+    config = FleetConfig(convention="all", prefix="site")
+    assert config.conventions == tuple(ENCODERS)
+    assert config.base_for("native") == "site-native"
+    assert config.base_for("zigbee2mqtt") == "site-zigbee2mqtt"
+    default = FleetConfig(convention="all")
+    assert default.base_for("native") == "iotgw"
+    assert default.base_for("tasmota") == ""
+    assert FleetConfig(convention="homie", prefix="h").base_for("homie") == "h"
+
+
+def test_a_mixed_fleet_assigns_conventions_in_turn() -> None:
+    """Fourteen devices of a mixed fleet: two per convention."""
+    fleet = Fleet(FleetConfig(convention="all", groups=mixed_groups(14), seed=3))
+    spoken = Counter(type(a.speaker).__module__.rsplit(".", 1)[1] for a in fleet._agents)
+    assert spoken == dict.fromkeys(ENCODERS, 2)

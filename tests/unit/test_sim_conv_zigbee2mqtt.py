@@ -9,11 +9,17 @@ from tests.unit.test_sim_conv_common import Loop, results
 
 
 def test_bridge_devices_lists_the_fleet_with_settable_exposes() -> None:
-    """bridge/devices is one retained message; settable exposes carry access bit 2."""
+    """bridge/devices is one retained message, bridge/state another (online); settable exposes
+    carry access bit 2."""
     loop = Loop("zigbee2mqtt")
-    (bridge,) = loop.bridge
+    bridge, state = loop.bridge
     assert bridge.topic == "zigbee2mqtt/bridge/devices"
     assert bridge.retain
+    assert (state.topic, state.payload, state.retain) == (
+        "zigbee2mqtt/bridge/state",
+        b'{"state":"online"}',
+        True,
+    )
     entries = orjson.loads(bridge.payload)
     assert entries[0]["type"] == "Coordinator"
     names = {e["friendly_name"] for e in entries[1:]}
