@@ -5,6 +5,7 @@ keep, by both front doors (WebSocket and REST)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -305,7 +306,10 @@ async def test_a_report_that_was_already_being_sent_confirms_nothing(
                 reply = await client.request(request, "command_result")
                 assert reply["status"] == "timeout", params
     finally:
+        # Awaited, so that no publish of the reporter is mid-flight when the fixtures tear down.
         reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
 
 
 async def test_republished_discovery_neither_grows_subscriptions_nor_rebuilds_meta(
