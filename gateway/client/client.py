@@ -227,6 +227,8 @@ class Client:
         self.max_buffered = max_buffered
         self.stats = ClientStats()
         self.phase = "idle"
+        #: While reconnecting: when (time.monotonic()) the next attempt is due.
+        self.retry_at: float | None = None
         self.broker: str | None = None  # the gateway's broker link, from hello and gateway frames
         self._on_state = on_state
         self._http = session
@@ -343,6 +345,7 @@ class Client:
                     return
                 delay = max(self.backoff.delay(attempt), retry.retry_after_s or 0.0)
                 attempt += 1
+                self.retry_at = time.monotonic() + delay
                 self._set_phase("reconnecting", f"{retry.error}; retrying in {delay:.1f} s")
                 continue
             connected_once = True
@@ -359,6 +362,7 @@ class Client:
             attempt = max(attempt, self.backoff.first_attempt(kind))
             delay = self.backoff.delay(attempt)
             attempt += 1
+            self.retry_at = time.monotonic() + delay
             why = {
                 CloseKind.RESTART: "the gateway restarted",
                 CloseKind.BACK_OFF: f"the gateway asked to back off ({code})",
