@@ -46,6 +46,7 @@ class Harness:
     prefix: str
     devices: list[str]
     rate: float  # readings per second, over the whole fleet
+    gateway_overrides: dict[str, Any] = field(default_factory=dict)
     gateway: Gateway | None = None
     probe: DeviceStandIn | None = None
     last: dict[str, int] = field(default_factory=dict)  # the last n published (PUBACKed)
@@ -73,6 +74,7 @@ class Harness:
                 "broker.reconnect_min_s": 0.05,
                 "broker.reconnect_max_s": 0.3,
                 "history.backend": "memory",
+                **self.gateway_overrides,
             },
         )
         self.gateway = await Gateway(config).start()
@@ -216,12 +218,14 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def chaos_harness(devices: int = 6, rate: float = 60.0) -> AsyncIterator[Harness]:
+async def chaos_harness(
+    devices: int = 6, rate: float = 60.0, gateway_overrides: dict[str, Any] | None = None
+) -> AsyncIterator[Harness]:
     """A harness with its own broker, started and stopped around the block."""
     broker = Mosquitto().start()
-    harness = Harness(
-        broker, f"chaos{secrets.token_hex(4)}", [f"count-{i}" for i in range(devices)], rate
-    )
+    names = [f"count-{i}" for i in range(devices)]
+    prefix = f"chaos{secrets.token_hex(4)}"
+    harness = Harness(broker, prefix, names, rate, dict(gateway_overrides or {}))
     try:
         yield await harness.start()
     finally:
