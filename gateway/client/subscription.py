@@ -195,17 +195,18 @@ class Subscription:
                 head.append(items[i])
                 start = i + 1
                 break
-        dropped = 0
+        fresh = 0  # readings dropped by this pass; `earlier`: by passes before it, still told
+        earlier = 0
         devices: dict[str, DeviceEvent] = {}
         readings: dict[tuple[str, str], Reading] = {}
         for item in items[:start]:
             if isinstance(item, Reading):
-                dropped += 1
+                fresh += 1
         for item in items[start:]:
             if isinstance(item, Reading):
                 key = (item.device, item.metric)
                 if key in readings:
-                    dropped += 1
+                    fresh += 1
                     del readings[key]  # re-inserted below: the order of the latest values
                 readings[key] = item
             elif isinstance(item, DeviceEvent):
@@ -215,11 +216,11 @@ class Subscription:
                     gone = [key for key in readings if key[0] == item.device.id]
                     for key in gone:
                         del readings[key]
-                    dropped += len(gone)
+                    fresh += len(gone)
             elif isinstance(item, Lagging):
-                dropped += item.dropped
-        self.dropped += dropped
-        head.append(Lagging(dropped, "client"))
+                earlier += item.dropped
+        self.dropped += fresh
+        head.append(Lagging(fresh + earlier, "client"))
         self._buffer = deque([*head, *devices.values(), *readings.values()])
         # However large the fleet, coalescing again waits until the buffer has doubled.
         self._coalesce_at = max(self.max_buffered, 2 * len(self._buffer))
