@@ -75,8 +75,8 @@ def add_parsers(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]
 
     send = commands.add_parser("send", help="send a command to a device and print its result")
     _client_flags(send)
-    send.add_argument("device")
-    send.add_argument("name", metavar="COMMAND")
+    send.add_argument("device", help="the device's id")
+    send.add_argument("name", metavar="COMMAND", help="a command its meta declares")
     send.add_argument("params", nargs="*", metavar="KEY=VALUE",
                       help="params; a value is read as JSON when it parses (21.5, true, "
                       '"text"), else taken as text')  # fmt: skip
@@ -85,12 +85,13 @@ def add_parsers(commands: Any) -> dict[str, Callable[[argparse.Namespace], int]]
 
     devices = commands.add_parser("devices", help="list the devices and their latest values")
     _client_flags(devices)
-    devices.add_argument("--format", choices=("table", "json"), default="table")
+    devices.add_argument("--format", choices=("table", "json"), default="table",
+                         help="aligned text (default) or a JSON array")  # fmt: skip
 
     history = commands.add_parser("history", help="print a metric's history")
     _client_flags(history)
-    history.add_argument("device")
-    history.add_argument("metric")
+    history.add_argument("device", help="the device's id")
+    history.add_argument("metric", help="one of its metrics")
     history.add_argument("--from", dest="from_", default="-1h", metavar="TIME",
                          help="Unix seconds, ISO 8601, 'now' or relative: -90s, -15m, -2h, -7d "
                          "(default -1h)")  # fmt: skip
