@@ -148,10 +148,11 @@ async def test_history_and_devices(gw: GatewayUnderTest, add_device: AddDevice) 
     """history() returns typed points (recent and ranged forms); devices() lists the fleet;
     an unknown device's history raises NotFound."""
     device = await add_device("thermo-1")
-    for i in range(3):
-        await device.telemetry({"temperature": 20 + i}, ts=1000.0 + i)
     async with Client(gw.ws_url) as client:
         sub = client.subscribe(["thermo-1"])
+        await next_of(sub, Snapshot)  # readings sent from now on come as readings
+        for i in range(3):
+            await device.telemetry({"temperature": 20 + i}, ts=1000.0 + i)
         await next_of(sub, Reading, lambda r: r.value == 22)
         recent = await client.history("thermo-1", "temperature")
         assert recent.points == ((1000.0, 20), (1001.0, 21), (1002.0, 22))
