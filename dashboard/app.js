@@ -1,35 +1,53 @@
-// Wiring: one connection, one store, two views and a hash router (#/ and #/device/<id>).
+// Wiring: one client (client.js, through connection.js), one subscription to every device, one
+// store, two views and a hash router (#/ and #/device/<id>).
 
-import { Connection } from "./connection.js";
+import { pageClient, signIn } from "./connection.js";
 import { DeviceView } from "./device.js";
 import { formatClock, setText } from "./dom.js";
 import { FleetView } from "./fleet.js";
 import { applyHello } from "./gateway.js";
 import { Store } from "./store.js";
-import { Stream } from "./stream.js";
 
 const $ = (selector) => document.querySelector(selector);
 
-const conn = new Connection();
+const conn = pageClient();
 const store = new Store();
-// Registered before the stream's own "ready" listener: the clock offset and limits are in place
-// before the subscribe goes out.
-conn.addEventListener("ready", () => applyHello(conn.hello));
-const stream = new Stream(conn, store.stats);
+// The clock offset and limits are in place before the subscription's snapshot arrives.
+conn.addEventListener("hello", ({ detail }) => applyHello(detail));
+const subscription = conn.subscribe({ devices: ["*"] });
 const fleet = new FleetView($("#fleet"), store);
 const device = new DeviceView($("#device"), store, conn);
 
 // Exposed for tests and for curious operators in the console; nothing depends on it.
 // `stats`: snapshots taken, streams recovered/refreshed after a reconnect, seq gaps, readings.
-window.iotgw = { conn, store, stream, fleet, device, stats: store.stats };
+const stats = {
+  get snapshots() {
+    return store.stats.snapshots;
+  },
+  get readings() {
+    return store.stats.readings;
+  },
+  get flushes() {
+    return store.stats.flushes;
+  },
+  get recovered() {
+    return conn.stats.recovered;
+  },
+  get refreshed() {
+    return conn.stats.refreshed;
+  },
+  get gaps() {
+    return conn.stats.gaps;
+  },
+  get duplicates() {
+    return conn.stats.duplicates;
+  },
+};
+window.iotgw = { conn, subscription, store, fleet, device, stats };
 
-stream.addEventListener("refused", ({ detail: frame }) =>
-  showConnectionError(`Subscribe refused: ${frame.message || frame.code}`),
-);
-stream.addEventListener("gap", ({ detail }) =>
-  notice(`Missed ${detail.missed} update frame(s); values catch up with the next readings.`),
-);
-stream.addEventListener("refreshed", ({ detail }) =>
+subscription.addEventListener("snapshot", ({ detail }) => store.loadSnapshot(detail.devices));
+subscription.addEventListener("resync", ({ detail }) => {
+  store.loadSnapshot(detail.devices);
   notice(
     `Reconnected — refreshed. ${
       detail.restarted
@@ -37,31 +55,26 @@ stream.addEventListener("refreshed", ({ detail }) =>
         : "The updates missed while away were no longer held, so the latest values were loaded again."
     }`,
     "refreshed",
-  ),
-);
-
-conn.addEventListener("frame", ({ detail: frame }) => {
-  switch (frame.type) {
-    case "snapshot":
-      if (!stream.accept(frame)) break;
-      stream.snapshot();
-      store.loadSnapshot(Array.isArray(frame.devices) ? frame.devices : []);
-      break;
-    case "readings":
-      if (!stream.accept(frame)) break;
-      store.pushFrame(frame);
-      if (frame.coalesced) {
-        notice(
-          `Falling behind: ${Number(frame.dropped || 0).toLocaleString()} intermediate readings skipped; latest values kept.`,
-          "lagging",
-        );
-      }
-      break;
-    case "error":
-      if (frame.code !== "unauthorized") showConnectionError(`Gateway error: ${frame.message || frame.code}`);
-      break;
+  );
+});
+subscription.addEventListener("batch", ({ detail }) => {
+  store.pushFrame(detail);
+  if (detail.coalesced) {
+    notice(
+      `Falling behind: ${Number(detail.dropped || 0).toLocaleString()} intermediate readings skipped; latest values kept.`,
+      "lagging",
+    );
   }
 });
+subscription.addEventListener("refused", ({ detail }) =>
+  showConnectionError(`Subscribe refused: ${detail.error.message}`),
+);
+conn.addEventListener("gap", ({ detail }) =>
+  notice(`Missed ${detail.missed} update frame(s); reloading the latest values.`),
+);
+conn.addEventListener("error", ({ detail: frame }) =>
+  showConnectionError(`Gateway error: ${frame.message || frame.code}`),
+);
 
 // --- connection indicator ------------------------------------------------------------------------
 
@@ -151,7 +164,7 @@ function askToken(message) {
 dialog.addEventListener("cancel", (ev) => ev.preventDefault()); // nothing works without a token
 dialog.querySelector("form").addEventListener("submit", () => {
   const token = tokenInput.value.trim();
-  if (token) conn.setToken(token);
+  if (token) signIn(conn, token);
 });
 
 // --- notices: lagging, seq gaps, a reconnect that could not resume -------------------------------

@@ -8,14 +8,10 @@
 import { h, setText } from "./dom.js";
 
 const TIMEOUT_MS = 5000; // asked for; the gateway may cap it
-// If the gateway never sends the promised command_result, stop waiting after this much extra.
-const GRACE_MS = 5_000;
-// Before command_accepted the gateway is waiting on the broker's PUBACK: give that as long.
-const ACCEPT_WAIT_MS = TIMEOUT_MS + 10_000;
 let uid = 0;
 
 /** A panel of command forms for `device`; empty when its meta declares no commands. */
-export function commandPanel(device, conn) {
+export function commandPanel(device, client) {
   const commands = device.meta?.commands;
   const panel = h("div", { class: "commands", dataset: { testid: "commands" } });
   if (!commands || typeof commands !== "object" || Object.keys(commands).length === 0) {
@@ -23,12 +19,12 @@ export function commandPanel(device, conn) {
     return panel;
   }
   for (const [name, spec] of Object.entries(commands)) {
-    panel.append(commandForm(device.id, name, spec, conn));
+    panel.append(commandForm(device.id, name, spec, client));
   }
   return panel;
 }
 
-function commandForm(deviceId, name, spec, conn) {
+function commandForm(deviceId, name, spec, client) {
   const params = spec && typeof spec.params === "object" && spec.params ? spec.params : {};
   const fields = Object.entries(params).map(([param, p]) => paramField(param, p || {}));
   const button = h(
@@ -61,7 +57,7 @@ function commandForm(deviceId, name, spec, conn) {
       const value = f.read();
       if (value !== undefined) values[f.name] = value;
     }
-    send(conn, { deviceId, name, params: values }, button, result);
+    send(client, { deviceId, name, params: values }, button, result);
   });
   return form;
 }
@@ -122,11 +118,7 @@ function rangeHint(min, max) {
   return "";
 }
 
-function send(conn, { deviceId, name, params }, button, result) {
-  const started = performance.now();
-  let accepted = false;
-  let done = false;
-  let guard = 0;
+function send(client, { deviceId, name, params }, button, result) {
   let ticker = 0;
   const show = (status, text, detail = "", extra = null) => {
     result.dataset.status = status;
@@ -135,20 +127,8 @@ function send(conn, { deviceId, name, params }, button, result) {
     if (detail) parts.push(h("span", { class: "cmd-detail", dataset: { testid: "command-detail" }, text: detail }));
     result.replaceChildren(...parts);
   };
-  const giveUpIn = (ms) => {
-    clearTimeout(guard);
-    guard = setTimeout(() => {
-      if (!done) {
-        const waited = ((performance.now() - started) / 1000).toFixed(0);
-        finish("unknown", "No result from the gateway", `after ${waited} s`);
-      }
-    }, ms);
-  };
   const finish = (status, text, detail) => {
-    done = true;
-    clearTimeout(guard);
     clearInterval(ticker);
-    stop();
     button.disabled = false;
     show(status, text, detail);
   };
@@ -172,33 +152,29 @@ function send(conn, { deviceId, name, params }, button, result) {
   };
   button.disabled = true;
   show("pending", "Sending…");
-  const stop = conn.request(
-    { type: "command", device: deviceId, command: name, params, timeout_ms: TIMEOUT_MS },
-    (frame) => {
-      if (done) return;
-      switch (frame.type) {
-        case "command_accepted": {
-          accepted = true;
-          const timeoutMs = Number.isFinite(frame.timeout_ms) && frame.timeout_ms > 0 ? frame.timeout_ms : TIMEOUT_MS;
-          show("accepted", "Waiting for the device…", "", countdown(timeoutMs));
-          result.title = `command id ${frame.command_id ?? "?"}`;
-          // The gateway answers `timeout` itself when this runs out; past that, plus a margin,
-          // its promised command_result is not coming.
-          giveUpIn(timeoutMs + GRACE_MS);
-          return;
-        }
-        case "command_result":
-          return finish(...outcome(frame));
-        case "error":
-          return finish("refused", `Refused: ${frame.message || frame.code || "error"}`, frame.code ? `(${frame.code})` : "");
-        case "disconnected":
-          return accepted
-            ? finish("unknown", "Connection lost before the result", "the device may still act on it")
-            : finish("disconnected", "Not sent: no connection to the gateway");
-      }
-    },
+  // The client resolves every command exactly once (client.js): ok, or the error of its outcome,
+  // including "unknown" when the link drops after sending or the promised result never comes.
+  const onAccepted = (frame) => {
+    const timeoutMs = Number.isFinite(frame.timeout_ms) && frame.timeout_ms > 0 ? frame.timeout_ms : TIMEOUT_MS;
+    show("accepted", "Waiting for the device…", "", countdown(timeoutMs));
+    result.title = `command id ${frame.command_id ?? "?"}`;
+  };
+  client.command(deviceId, name, params, { timeoutMs: TIMEOUT_MS, onAccepted }).then(
+    (frame) => finish(...outcome(frame)),
+    (error) => finish(...failure(error)),
   );
-  if (!done) giveUpIn(ACCEPT_WAIT_MS);
+}
+
+/** [status, text, detail] for a command that did not end ok (a CommandError of client.js). */
+function failure(error) {
+  switch (error.status) {
+    case "refused":
+      return ["refused", `Refused: ${error.message.replace(/^[a-z_]+: /, "") || error.code}`, error.code ? `(${error.code})` : ""];
+    case "not_sent":
+      return ["disconnected", "Not sent: no connection to the gateway", ""];
+    default:
+      return error.frame ? outcome(error.frame) : ["unknown", "Outcome unknown", String(error.message || error)];
+  }
 }
 
 /** [status, text, detail] for a command_result frame. */

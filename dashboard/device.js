@@ -7,6 +7,7 @@
 
 import { LineChart } from "./chart.js";
 import { commandPanel } from "./commands.js";
+import { savedToken } from "./connection.js";
 import { formatAge, formatClock, formatDuration, formatValue, h, setSeen, setStatus, setText, statusBadge } from "./dom.js";
 import { gatewayNow, limits } from "./gateway.js";
 
@@ -38,7 +39,7 @@ export class DeviceView {
     if (!WINDOWS.some(([s]) => s === this.windowS)) this.windowS = 300;
     this.series = new Map(); // metric -> {points, chart, latest, range, card}
     this.states = new Map(); // metric -> {value, seen, tile}
-    this.cancels = [];
+    this.historyAbort = null; // aborts the history requests of the window shown
     store.addEventListener("flush", (ev) => this.onFlush(ev.detail));
     // A fresh snapshot (a reconnect that could not resume) means readings were missed: fetch the
     // history again. A resumed stream replays what was missed, so the charts need nothing.
@@ -53,8 +54,8 @@ export class DeviceView {
   }
 
   close() {
-    for (const cancel of this.cancels) cancel();
-    this.cancels = [];
+    this.historyAbort?.abort();
+    this.historyAbort = null;
     this.id = null;
     this.series.clear();
     this.states.clear();
@@ -217,6 +218,10 @@ export class DeviceView {
   fetchHistory() {
     const device = this.device;
     if (!device) return;
+    // Answers for a window no longer shown are not wanted: those still queued are never sent
+    // (the client paces history requests below the gateway's limits, see client.js).
+    this.historyAbort?.abort();
+    const abort = (this.historyAbort = new AbortController());
     const now = gatewayNow();
     const since = now - this.windowS;
     const limit = limits.historyLength;
@@ -224,24 +229,26 @@ export class DeviceView {
     for (const [metric, series] of this.series) {
       series.card.dataset.loading = "true";
       const request = ranged
-        ? { type: "history", device: device.id, metric, from: since, to: now, max_points: MAX_POINTS }
-        : { type: "history", device: device.id, metric, since, limit };
-      const cancel = this.conn.request(request, (frame) => {
-        cancel();
-        delete series.card.dataset.loading;
-        if (frame.type !== "history") return;
-        if (Array.isArray(frame.buckets)) {
-          this.mergeBuckets(series, frame.buckets, frame.bucket_s);
-          return;
-        }
-        if (!Array.isArray(frame.points)) return;
-        const cut = !ranged && frame.points.length >= limit && frame.points[0]?.[0] > since;
-        series.keptFrom = cut ? frame.points[0][0] : null;
-        series.band = null;
-        delete series.card.dataset.bucketed;
-        this.mergeHistory(series, frame.points);
-      });
-      this.cancels.push(cancel);
+        ? { device: device.id, metric, from: since, to: now, max_points: MAX_POINTS }
+        : { device: device.id, metric, since, limit };
+      this.conn.history(request, { signal: abort.signal }).then(
+        (frame) => {
+          delete series.card.dataset.loading;
+          if (Array.isArray(frame.buckets)) {
+            this.mergeBuckets(series, frame.buckets, frame.bucket_s);
+            return;
+          }
+          if (!Array.isArray(frame.points)) return;
+          const cut = !ranged && frame.points.length >= limit && frame.points[0]?.[0] > since;
+          series.keptFrom = cut ? frame.points[0][0] : null;
+          series.band = null;
+          delete series.card.dataset.bucketed;
+          this.mergeHistory(series, frame.points);
+        },
+        () => {
+          if (!abort.signal.aborted) delete series.card.dataset.loading; // refused: keep what we have
+        },
+      );
     }
   }
 
@@ -261,7 +268,8 @@ export class DeviceView {
     if (!device) return;
     const now = gatewayNow();
     const params = new URLSearchParams({ metric, format: "csv", from: String(now - this.windowS), to: String(now) });
-    const headers = this.conn.token ? { Authorization: `Bearer ${this.conn.token}` } : {};
+    const token = savedToken();
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
     const response = await fetch(`api/devices/${encodeURIComponent(device.id)}/history?${params}`, { headers });
     if (!response.ok) return;
     const url = URL.createObjectURL(await response.blob());

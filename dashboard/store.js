@@ -54,7 +54,8 @@ export class Store extends EventTarget {
     this.dispatchEvent(new CustomEvent("snapshot"));
   }
 
-  /** A `readings` frame: its events and data, buffered now, applied on the next animation frame. */
+  /** A `readings` frame's events and data (a subscription's "batch"), buffered now, applied on
+   * the next animation frame. */
   pushFrame(frame) {
     const events = Array.isArray(frame.events) ? frame.events : [];
     const data = Array.isArray(frame.data) ? frame.data : [];

@@ -1,4 +1,5 @@
-"""`iotgw`: run | check-config | simulate | demo. The only place that exits the process."""
+"""`iotgw`: run | check-config | simulate | demo, and the client commands tail | send | devices |
+history (gateway/client/cli.py). The only place that exits the process."""
 
 from __future__ import annotations
 
@@ -15,12 +16,17 @@ from typing import Any
 
 from gateway import __version__
 from gateway.app import serve
+from gateway.client import cli as client_cli
 from gateway.config import Config, load_config
 from gateway.demo import DemoOptions, run_demo
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import configure_logging, redact_url
 
 log = logging.getLogger("iotgw")
+
+
+#: The client subcommands' handlers, filled in by build_parser.
+_CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", help="path to a config.toml")
+    _CLIENT_COMMANDS.update(client_cli.add_parsers(commands))
 
     simulators_cli: types.ModuleType | None
     try:
@@ -194,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run,
         "check-config": _check_config,
         "demo": _demo,
+        **_CLIENT_COMMANDS,
     }
     if args.command == "simulate":
         from simulators import cli as simulators_cli

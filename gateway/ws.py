@@ -240,6 +240,13 @@ class Connection:
                 "max_subscriptions": config.ws.max_subscriptions,
                 "history_length": config.registry.history_length,
                 "stale_after_s": config.registry.stale_after_s,
+                # The request limits that close a connection (4001) or refuse a request, so
+                # that a client can pace itself below them (docs/clients.md).
+                "history_rate": config.ws.history_rate,
+                "history_burst": config.ws.history_burst,
+                "history_in_flight": MAX_QUERIES_PER_CONNECTION,
+                "subscribe_rate": config.ws.subscribe_rate,
+                "subscribe_burst": config.ws.subscribe_burst,
             },
         }
 

@@ -154,7 +154,10 @@ async def test_page_recovers_after_gateway_restart(
     await expect(connection).to_have_attribute("data-state", "reconnecting")
     await expect(page.get_by_test_id("connection-text")).to_contain_text("Reconnecting")
     await gateway.start()
-    await expect(connection).to_have_attribute("data-state", "connected")
+    # After a 1001 the client's first retry is drawn from [0, 8 s] (so that a restarted
+    # gateway's clients spread out, docs/clients.md), the next, if that one came too early,
+    # from [0, 16 s].
+    await expect(connection).to_have_attribute("data-state", "connected", timeout=30_000)
     notice = page.get_by_test_id("notice")
     await expect(notice).to_contain_text("Reconnected — refreshed")
     await expect(notice).to_contain_text("gateway restarted")

@@ -27,6 +27,11 @@ async def test_hello_frame_describes_server_and_limits(gw):
         "max_subscriptions": 32,
         "history_length": 1000,
         "stale_after_s": 120.0,
+        "history_rate": 20.0,
+        "history_burst": 200,
+        "history_in_flight": 4,
+        "subscribe_rate": 5.0,
+        "subscribe_burst": 64,
     }
     assert abs(hello["time"] - time.time()) < 60
 

@@ -168,3 +168,17 @@ def test_no_imports_by_name_at_run_time():
         )
     ]
     assert dynamic == []
+
+
+def test_the_client_imports_nothing_of_the_server():
+    """gateway.client depends on aiohttp, orjson and the protocol's frame shapes only: every
+    gateway module it imports is one of its own, so it can never reach into the server."""
+    reaching = [
+        f"{i.module}:{i.line} imports {i.target}"
+        for i in all_imports()
+        if i.module.startswith("gateway.client")
+        and i.target.startswith("gateway")
+        and not (i.target == "gateway.client" or i.target.startswith("gateway.client."))
+    ]
+    assert reaching == []
+    assert any(i.module.startswith("gateway.client") for i in all_imports()), "no client found"
