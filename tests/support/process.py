@@ -22,7 +22,8 @@ from tests.support.gateway import WAIT_S
 
 
 class CliProcess:
-    """One child process; `lines` holds its stderr so far, `stdout` its output after `stop`."""
+    """One child process; `lines` holds its stderr so far, `stdout` its output so far (all of it
+    after `stop`)."""
 
     def __init__(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> None:
         self.argv = list(argv)
@@ -33,6 +34,7 @@ class CliProcess:
         self._more = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._out_reader: asyncio.Task[None] | None = None
 
     async def start(self) -> CliProcess:
         self._process = await asyncio.create_subprocess_exec(
@@ -44,7 +46,16 @@ class CliProcess:
             env=self.env,
         )
         self._reader = asyncio.create_task(self._read(), name="test.cli-process.stderr")
+        self._out_reader = asyncio.create_task(self._read_out(), name="test.cli-process.stdout")
         return self
+
+    async def _read_out(self) -> None:
+        assert self._process is not None
+        assert self._process.stdout is not None
+        while chunk := await self._process.stdout.read(65536):
+            self.stdout += chunk
+            self._more.set()
+        self._more.set()
 
     async def _read(self) -> None:
         assert self._process is not None
@@ -69,14 +80,27 @@ class CliProcess:
                 self._more.clear()
                 await self._more.wait()
 
+    async def output(self, predicate: Callable[[str], bool], within: float = WAIT_S) -> str:
+        """The first stdout line matching `predicate`, waiting for it to be written."""
+        async with asyncio.timeout(within):
+            while True:
+                for line in self.stdout.decode(errors="replace").splitlines():
+                    if predicate(line):
+                        return line
+                assert self._out_reader is not None
+                if self._out_reader.done():
+                    raise AssertionError(f"process ended without that output: {self.stdout!r}")
+                self._more.clear()
+                await self._more.wait()
+
     async def stop(self, sig: int = signal.SIGTERM) -> int:
         """Send `sig` (SIGTERM), read the output to its end, and return the exit code."""
         assert self._process is not None
-        assert self._process.stdout is not None
         assert self._reader is not None
+        assert self._out_reader is not None
         self._process.send_signal(sig)
         async with asyncio.timeout(30):
-            self.stdout = await self._process.stdout.read()
+            await self._out_reader
             await self._reader
             return await self._process.wait()
 
@@ -86,6 +110,8 @@ class CliProcess:
             await self._process.wait()
         if self._reader is not None:
             await self._reader
+        if self._out_reader is not None:
+            await self._out_reader
 
 
 @contextlib.asynccontextmanager
