@@ -181,7 +181,12 @@ def target(
     else:
         raise ValueError(f"unknown target {kind!r}")
     child = Child(kind, argv, env, (tree or REPO) if kind == "gateway" else REPO)
-    if kind == "gateway" and not {"history.data_dir", "history.path"} & settings.keys():
+    has_history = ((tree or REPO) / "gateway" / "store").is_dir()  # an older tree has none
+    if (
+        kind == "gateway"
+        and has_history
+        and not {"history.data_dir", "history.path"} & settings.keys()
+    ):
         # History as shipped (SQLite unless --set history.backend=…), in this run's own
         # directory: never in the checkout, never shared between runs.
         env["IOTGW_HISTORY__DATA_DIR"] = str(child.dir / "history")
