@@ -9,8 +9,11 @@
 
 import { formatClock, formatValue } from "./dom.js";
 import { gatewayNow } from "./gateway.js";
+import { axisTicks } from "./ticks.js";
 
-const PAD = { left: 48, right: 10, top: 10, bottom: 22 };
+// The left padding grows to the widest tick label; the top makes room for the unit, written once
+// above the value axis.
+const PAD = { left: 30, right: 10, top: 18, bottom: 22 };
 
 let palette = null;
 matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
@@ -93,21 +96,12 @@ export class LineChart {
     if (!width) return;
     const c = colors(this.canvas);
     ctx.clearRect(0, 0, width, height);
-    const x0 = PAD.left;
-    const x1 = width - PAD.right;
     const y0 = PAD.top;
     const y1 = height - PAD.bottom;
+    const x1 = width - PAD.right;
     const t1 = now;
     const t0 = now - this.windowS;
     const start = Math.max(0, this.lowerBound(t0) - 1);
-    if (this.keptFrom !== null && this.keptFrom > t0) {
-      // History from before this is not kept by the gateway: say so rather than draw "no data".
-      const xk = Math.min(x1, x0 + ((this.keptFrom - t0) / (t1 - t0)) * (x1 - x0));
-      ctx.fillStyle = c.grid;
-      ctx.globalAlpha = 0.35;
-      ctx.fillRect(x0, y0, xk - x0, y1 - y0);
-      ctx.globalAlpha = 1;
-    }
     let lo = Infinity;
     let hi = -Infinity;
     for (let i = start; i < points.length; i++) {
@@ -125,33 +119,44 @@ export class LineChart {
     if (!Number.isFinite(lo)) {
       ctx.fillStyle = c.text;
       ctx.textAlign = "center";
-      ctx.fillText("No data in this window", (x0 + x1) / 2, (y0 + y1) / 2);
+      ctx.fillText("No data in this window", (PAD.left + x1) / 2, (y0 + y1) / 2);
+      this.axis = null;
       return;
     }
-    if (lo === hi) {
-      const pad = Math.abs(lo) * 0.05 || 1;
-      lo -= pad;
-      hi += pad;
-    }
-    const ticks = niceTicks(lo, hi, Math.max(2, Math.floor((y1 - y0) / 36)));
-    lo = Math.min(lo, ticks[0]);
-    hi = Math.max(hi, ticks[ticks.length - 1]);
+    const axis = axisTicks(lo, hi, Math.max(2, Math.floor((y1 - y0) / 36)));
+    this.axis = axis; // read by tests: the labels as drawn
+    ({ lo, hi } = axis);
+    const labelWidth = Math.max(...axis.labels.map((label) => ctx.measureText(label).width));
+    const x0 = Math.min(Math.max(PAD.left, Math.ceil(labelWidth) + 10), width / 2);
     const xOf = (t) => x0 + ((t - t0) / (t1 - t0)) * (x1 - x0);
     const yOf = (v) => y1 - ((v - lo) / (hi - lo)) * (y1 - y0);
 
-    // Grid and axis labels.
+    if (this.keptFrom !== null && this.keptFrom > t0) {
+      // History from before this is not kept by the gateway: say so rather than draw "no data".
+      const xk = Math.min(x1, xOf(this.keptFrom));
+      ctx.fillStyle = c.grid;
+      ctx.globalAlpha = 0.35;
+      ctx.fillRect(x0, y0, xk - x0, y1 - y0);
+      ctx.globalAlpha = 1;
+    }
+
+    // Grid and axis labels; the unit once, above them.
     ctx.strokeStyle = c.grid;
     ctx.lineWidth = 1;
     ctx.fillStyle = c.text;
     ctx.textAlign = "right";
     ctx.beginPath();
-    for (const v of ticks) {
+    axis.ticks.forEach((v, i) => {
       const y = Math.round(yOf(v)) + 0.5;
       ctx.moveTo(x0, y);
       ctx.lineTo(x1, y);
-      ctx.fillText(formatValue(v), x0 - 6, y);
-    }
+      ctx.fillText(axis.labels[i], x0 - 6, y);
+    });
     ctx.stroke();
+    if (this.unit) {
+      ctx.textAlign = "left";
+      ctx.fillText(this.unit, 2, 6);
+    }
     ctx.textAlign = "center";
     ctx.textBaseline = "alphabetic";
     const timeStep = niceTimeStep(this.windowS, Math.max(2, Math.floor((x1 - x0) / 90)));
@@ -257,19 +262,6 @@ export class LineChart {
 /** "3 Mar" for a tick on a multi-day axis. */
 function formatDay(t) {
   return new Date(t * 1000).toLocaleDateString(undefined, { day: "numeric", month: "short" });
-}
-
-/** About `count` round tick values covering [lo, hi]. */
-export function niceTicks(lo, hi, count) {
-  const raw = (hi - lo) / count;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
-  const ticks = [];
-  for (let v = Math.floor(lo / step) * step; v <= hi + step * 0.999; v += step) {
-    ticks.push(Math.round(v / step) * step);
-    if (v >= hi) break;
-  }
-  return ticks;
 }
 
 function niceTimeStep(windowS, count) {
