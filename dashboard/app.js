@@ -7,6 +7,7 @@ import { formatClock, setText } from "./dom.js";
 import { FleetView } from "./fleet.js";
 import { applyHello } from "./gateway.js";
 import { Store } from "./store.js";
+import { wireThemeToggle } from "./theme-toggle.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -210,6 +211,13 @@ function route() {
 }
 
 addEventListener("hashchange", route);
+
+// --- theme: the toggle, and canvases redrawn in the new colours at once ---------------------------
+
+wireThemeToggle($('[data-testid="theme-toggle"]'));
+addEventListener("iotgw:theme", () => {
+  if (!deviceRoot.hidden) device.tick();
+});
 
 // Once a second: ages, the reconnect countdown, the last-seen sort and sliding chart windows.
 setInterval(() => {

@@ -16,8 +16,8 @@ import { axisTicks } from "./ticks.js";
 const PAD = { left: 30, right: 10, top: 18, bottom: 22 };
 
 let palette = null;
-matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
-  palette = null;
+addEventListener("iotgw:theme", () => {
+  palette = null; // theme.js changed the colours: read them again
 });
 
 function colors(el) {
@@ -126,7 +126,7 @@ export class LineChart {
     const axis = axisTicks(lo, hi, Math.max(2, Math.floor((y1 - y0) / 36)));
     this.axis = axis; // read by tests: the labels as drawn
     ({ lo, hi } = axis);
-    const labelWidth = Math.max(...axis.labels.map((label) => ctx.measureText(label).width));
+    const labelWidth = Math.max(...[...axis.labels, this.unit].map((label) => ctx.measureText(label).width));
     const x0 = Math.min(Math.max(PAD.left, Math.ceil(labelWidth) + 10), width / 2);
     const xOf = (t) => x0 + ((t - t0) / (t1 - t0)) * (x1 - x0);
     const yOf = (v) => y1 - ((v - lo) / (hi - lo)) * (y1 - y0);
@@ -153,10 +153,7 @@ export class LineChart {
       ctx.fillText(axis.labels[i], x0 - 6, y);
     });
     ctx.stroke();
-    if (this.unit) {
-      ctx.textAlign = "left";
-      ctx.fillText(this.unit, 2, 6);
-    }
+    if (this.unit) ctx.fillText(this.unit, x0 - 6, 6);
     ctx.textAlign = "center";
     ctx.textBaseline = "alphabetic";
     const timeStep = niceTimeStep(this.windowS, Math.max(2, Math.floor((x1 - x0) / 90)));
