@@ -212,6 +212,13 @@ function route() {
 
 addEventListener("hashchange", route);
 
+// --- the page's settings: map tiles for the track view, when the operator configured them ------
+
+fetch("dashboard.json")
+  .then((response) => (response.ok ? response.json() : null))
+  .then((settings) => device.setMap(settings?.map ?? null))
+  .catch(() => device.setMap(null)); // no map: the plain coordinate plot
+
 // --- theme: the toggle, and canvases redrawn in the new colours at once ---------------------------
 
 wireThemeToggle($('[data-testid="theme-toggle"]'));

@@ -156,7 +156,7 @@ export class LineChart {
     if (this.unit) ctx.fillText(this.unit, x0 - 6, 6);
     ctx.textAlign = "center";
     ctx.textBaseline = "alphabetic";
-    const timeStep = niceTimeStep(this.windowS, Math.max(2, Math.floor((x1 - x0) / 90)));
+    const timeStep = niceTimeStep(this.windowS, Math.max(3, Math.floor((x1 - x0) / 80)));
     for (let t = Math.ceil(t0 / timeStep) * timeStep; t <= t1; t += timeStep) {
       ctx.fillText(timeStep >= 43200 ? formatDay(t) : formatClock(t, timeStep < 60), xOf(t), height - 6);
     }
