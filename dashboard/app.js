@@ -202,11 +202,14 @@ function route() {
     document.title = `${store.devices.get(id)?.name || id} · iotgw`;
     deviceRoot.querySelector("h2")?.focus?.();
   } else {
+    const from = device.id;
     device.close();
     deviceRoot.hidden = true;
     fleetRoot.hidden = false;
     fleet.show();
     document.title = "Fleet · iotgw";
+    // Back from a device: keyboard users carry on from its row, not from the top of the page.
+    if (from !== null) fleet.focusDevice(from);
   }
 }
 

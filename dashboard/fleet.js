@@ -256,7 +256,6 @@ export class FleetView {
   render() {
     const { rowHeight, order } = this;
     this.spacer.style.height = `${order.length * rowHeight}px`;
-    this.spacer.setAttribute("aria-rowcount", String(order.length));
     const height = this.viewHeight || innerHeight;
     const first = Math.max(0, Math.floor(this.scroller.scrollTop / rowHeight) - OVERSCAN);
     const last = Math.min(order.length, Math.ceil((this.scroller.scrollTop + height) / rowHeight) + OVERSCAN);
@@ -384,6 +383,12 @@ export class FleetView {
     else return;
     ev.preventDefault();
     this.focusIndex(Math.max(0, Math.min(this.order.length - 1, target)));
+  }
+
+  /** Focus the row of device `id` when the list shows it (scrolled into view). */
+  focusDevice(id) {
+    const index = this.order.indexOf(id);
+    if (index >= 0) this.focusIndex(index);
   }
 
   focusIndex(index) {
