@@ -20,7 +20,7 @@ import {
 } from "./geo.js";
 import { axisTicks } from "./ticks.js";
 
-const PAD = 28;
+const PAD = 36; // room for the heading arrow at the edge
 const GAP_S = 300; // a longer silence breaks the path...
 const JUMP_M_PER_S = 400; // ...and so does a jump faster than an airliner (a device moved, a GPS glitch)
 
