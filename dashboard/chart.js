@@ -7,6 +7,7 @@
 // drawn as a min-max band behind the line of the buckets' averages.
 // Time is the gateway's clock (gatewayNow), which the points' timestamps are on.
 
+import { keepSized, themeColors } from "./canvas.js";
 import { formatClock, formatValue } from "./dom.js";
 import { gatewayNow } from "./gateway.js";
 import { axisTicks } from "./ticks.js";
@@ -14,27 +15,6 @@ import { axisTicks } from "./ticks.js";
 // The left padding grows to the widest tick label; the top makes room for the unit, written once
 // above the value axis.
 const PAD = { left: 30, right: 10, top: 18, bottom: 22 };
-
-let palette = null;
-addEventListener("iotgw:theme", () => {
-  palette = null; // theme.js changed the colours: read them again
-});
-
-function colors(el) {
-  if (!palette) {
-    const css = getComputedStyle(el);
-    const v = (name) => css.getPropertyValue(name).trim();
-    palette = {
-      line: v("--accent"),
-      fill: v("--accent-soft"),
-      grid: v("--grid"),
-      text: v("--text-muted"),
-      cross: v("--text"),
-      font: `11px ${css.fontFamily}`,
-    };
-  }
-  return palette;
-}
 
 export class LineChart {
   constructor(canvas, { unit = "", label = "" } = {}) {
@@ -49,7 +29,11 @@ export class LineChart {
     this.hoverX = null;
     this.width = 0;
     this.height = 0;
-    new ResizeObserver(() => this.resize()).observe(canvas);
+    keepSized(canvas, this.ctx, ({ width, height }) => {
+      this.width = width;
+      this.height = height;
+      this.draw();
+    });
     canvas.addEventListener("pointermove", (ev) => {
       this.hoverX = ev.offsetX;
       this.draw();
@@ -58,18 +42,6 @@ export class LineChart {
       this.hoverX = null;
       this.draw();
     });
-  }
-
-  resize() {
-    const dpr = devicePixelRatio || 1;
-    const rect = this.canvas.getBoundingClientRect();
-    if (!rect.width) return;
-    this.width = rect.width;
-    this.height = rect.height;
-    this.canvas.width = Math.round(rect.width * dpr);
-    this.canvas.height = Math.round(rect.height * dpr);
-    this.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    this.draw();
   }
 
   setData(points, windowS, keptFrom = null, band = null) {
@@ -94,7 +66,7 @@ export class LineChart {
   draw(now = gatewayNow()) {
     const { ctx, width, height, points } = this;
     if (!width) return;
-    const c = colors(this.canvas);
+    const c = themeColors(this.canvas);
     ctx.clearRect(0, 0, width, height);
     const y0 = PAD.top;
     const y1 = height - PAD.bottom;
@@ -117,7 +89,7 @@ export class LineChart {
     ctx.font = c.font;
     ctx.textBaseline = "middle";
     if (!Number.isFinite(lo)) {
-      ctx.fillStyle = c.text;
+      ctx.fillStyle = c.muted;
       ctx.textAlign = "center";
       ctx.fillText("No data in this window", (PAD.left + x1) / 2, (y0 + y1) / 2);
       this.axis = null;
@@ -143,7 +115,7 @@ export class LineChart {
     // Grid and axis labels; the unit once, above them.
     ctx.strokeStyle = c.grid;
     ctx.lineWidth = 1;
-    ctx.fillStyle = c.text;
+    ctx.fillStyle = c.muted;
     ctx.textAlign = "right";
     ctx.beginPath();
     axis.ticks.forEach((v, i) => {
@@ -169,7 +141,7 @@ export class LineChart {
     ctx.clip();
     if (band.length) {
       // The min-max band of the buckets: their spread, so a spike never disappears.
-      ctx.fillStyle = c.line;
+      ctx.fillStyle = c.accent;
       ctx.globalAlpha = 0.18;
       ctx.beginPath();
       band.forEach(([t, , bmax], k) => (k ? ctx.lineTo(xOf(t), yOf(bmax)) : ctx.moveTo(xOf(t), yOf(bmax))));
@@ -203,8 +175,8 @@ export class LineChart {
     }
     ctx.lineWidth = 1.75;
     ctx.lineJoin = "round";
-    ctx.strokeStyle = c.line;
-    ctx.fillStyle = c.fill;
+    ctx.strokeStyle = c.accent;
+    ctx.fillStyle = c.accentSoft;
     for (const s of segments) {
       ctx.beginPath();
       for (const [k, p] of s.entries()) {
@@ -225,7 +197,7 @@ export class LineChart {
       }
     }
     const lastPoint = points[points.length - 1];
-    ctx.fillStyle = c.line;
+    ctx.fillStyle = c.accent;
     ctx.beginPath();
     ctx.arc(xOf(lastPoint[0]), yOf(lastPoint[1]), 3, 0, Math.PI * 2);
     ctx.fill();
@@ -237,7 +209,7 @@ export class LineChart {
       const near = [points[i - 1], points[i]].filter(Boolean).sort((a, b) => Math.abs(a[0] - t) - Math.abs(b[0] - t))[0];
       if (near && near[0] >= t0) {
         const x = xOf(near[0]);
-        ctx.strokeStyle = c.cross;
+        ctx.strokeStyle = c.text;
         ctx.globalAlpha = 0.4;
         ctx.beginPath();
         ctx.moveTo(Math.round(x) + 0.5, y0);
@@ -248,7 +220,7 @@ export class LineChart {
         ctx.font = `600 ${c.font}`;
         const w = ctx.measureText(text).width;
         const tx = Math.min(Math.max(x, x0 + w / 2 + 2), x1 - w / 2 - 2);
-        ctx.fillStyle = c.cross;
+        ctx.fillStyle = c.text;
         ctx.textAlign = "center";
         ctx.fillText(text, tx, y0 + 10);
       }

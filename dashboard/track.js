@@ -4,6 +4,7 @@
 // as maps are), with the current position and heading. Nothing is loaded from elsewhere unless
 // the operator configured map tiles (dashboard.map_tiles): then they are laid under the plot.
 
+import { keepSized, themeColors } from "./canvas.js";
 import { formatAge, h, setText } from "./dom.js";
 import {
   compass,
@@ -23,29 +24,6 @@ import { axisTicks } from "./ticks.js";
 const PAD = 36; // room for the heading arrow at the edge
 const GAP_S = 300; // a longer silence breaks the path...
 const JUMP_M_PER_S = 400; // ...and so does a jump faster than an airliner (a device moved, a GPS glitch)
-
-let palette = null;
-addEventListener("iotgw:theme", () => {
-  palette = null;
-});
-
-function colors(el) {
-  if (!palette) {
-    const css = getComputedStyle(el);
-    const v = (name) => css.getPropertyValue(name).trim();
-    palette = {
-      path: v("--accent"),
-      marker: v("--accent"),
-      ring: v("--surface"),
-      grid: v("--grid"),
-      text: v("--text-muted"),
-      halo: v("--surface"),
-      plot: v("--surface-2"),
-      font: `11px ${css.fontFamily}`,
-    };
-  }
-  return palette;
-}
 
 export class TrackView {
   /** `metrics`: {lat, lon, heading, speed} metric names (geo.positionMetrics). */
@@ -71,7 +49,11 @@ export class TrackView {
       this.attribution,
     );
     this.ctx = this.canvas.getContext("2d");
-    new ResizeObserver(() => this.resize()).observe(this.canvas);
+    keepSized(this.canvas, this.ctx, ({ width, height }) => {
+      this.width = width;
+      this.height = height;
+      this.draw();
+    });
   }
 
   /** Map tiles to lay under the plot ({tiles, attribution}), or null for none. */
@@ -82,18 +64,6 @@ export class TrackView {
     setText(this.attribution, this.map?.attribution || "");
     this.el.dataset.tiles = String(Boolean(this.map));
     if (!this.map) this.dropTiles(new Set());
-    this.draw();
-  }
-
-  resize() {
-    const dpr = devicePixelRatio || 1;
-    const rect = this.canvas.getBoundingClientRect();
-    if (!rect.width) return;
-    this.width = rect.width;
-    this.height = rect.height;
-    this.canvas.width = Math.round(rect.width * dpr);
-    this.canvas.height = Math.round(rect.height * dpr);
-    this.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     this.draw();
   }
 
@@ -139,10 +109,10 @@ export class TrackView {
   draw() {
     const { ctx, width, height } = this;
     if (!width) return;
-    const c = colors(this.canvas);
+    const c = themeColors(this.canvas);
     ctx.clearRect(0, 0, width, height);
     if (!this.map) {
-      ctx.fillStyle = c.plot;
+      ctx.fillStyle = c.surface2;
       ctx.fillRect(0, 0, width, height);
     }
     const shown = this.positions.length ? this.positions : this.latest ? [this.latest] : [];
@@ -150,7 +120,7 @@ export class TrackView {
     if (!shown.length) {
       this.state = { points: 0, marker: null, heading: null };
       this.el.dataset.points = "0";
-      ctx.fillStyle = c.text;
+      ctx.fillStyle = c.muted;
       ctx.textAlign = "center";
       ctx.textBaseline = "middle";
       ctx.fillText("No position yet", width / 2, height / 2);
@@ -214,9 +184,9 @@ export class TrackView {
   label(text, x, y, c) {
     const { ctx } = this;
     ctx.lineWidth = 3;
-    ctx.strokeStyle = c.halo;
+    ctx.strokeStyle = c.surface;
     ctx.strokeText(text, x, y);
-    ctx.fillStyle = c.text;
+    ctx.fillStyle = c.muted;
     ctx.fillText(text, x, y);
   }
 
@@ -227,7 +197,7 @@ export class TrackView {
     ctx.lineJoin = "round";
     ctx.lineCap = "round";
     ctx.lineWidth = 2.5;
-    ctx.strokeStyle = c.path;
+    ctx.strokeStyle = c.accent;
     const chunk = Math.max(1, Math.ceil(n / 8));
     for (let start = 0; start < n - 1; start += chunk) {
       ctx.globalAlpha = 0.3 + 0.7 * ((start + chunk) / n);
@@ -245,7 +215,7 @@ export class TrackView {
       const [x, y] = toPx(shown[0][1], shown[0][2]);
       ctx.beginPath();
       ctx.arc(x, y, 3.5, 0, Math.PI * 2);
-      ctx.fillStyle = c.ring;
+      ctx.fillStyle = c.surface;
       ctx.fill();
       ctx.lineWidth = 2;
       ctx.globalAlpha = 0.6;
@@ -267,8 +237,8 @@ export class TrackView {
       ctx.lineTo(7, -6);
       ctx.lineTo(-7, -6);
       ctx.closePath();
-      ctx.fillStyle = c.marker;
-      ctx.strokeStyle = c.ring;
+      ctx.fillStyle = c.accent;
+      ctx.strokeStyle = c.surface;
       ctx.lineWidth = 2;
       ctx.stroke();
       ctx.fill();
@@ -276,10 +246,10 @@ export class TrackView {
     }
     ctx.beginPath();
     ctx.arc(x, y, 7, 0, Math.PI * 2);
-    ctx.fillStyle = c.marker;
+    ctx.fillStyle = c.accent;
     ctx.fill();
     ctx.lineWidth = 2.5;
-    ctx.strokeStyle = c.ring;
+    ctx.strokeStyle = c.surface;
     ctx.stroke();
   }
 
@@ -293,7 +263,7 @@ export class TrackView {
     const px = metres / perPx;
     const x1 = width - 12;
     const y = height - 22;
-    ctx.strokeStyle = c.text;
+    ctx.strokeStyle = c.muted;
     ctx.lineWidth = 2;
     ctx.beginPath();
     ctx.moveTo(x1 - px, y - 4);

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.e2e.stack import set_status
+from tests.support.devices import AddDevice
+
 #: A Zigbee2MQTT-style radiator valve: long metric names, six values.
 VALVE: dict[str, Any] = {
     "type": "radiator valve",
@@ -59,3 +62,19 @@ TRACKER: dict[str, Any] = {
     },
     "commands": {},
 }
+
+
+async def add_mixed_fleet(add_device: AddDevice) -> None:
+    """Four devices, by name: Living room (thermo-1, a thermostat), Main feed (meter-1, a meter
+    gone offline), Upstairs landing radiator valve (trv-1, six values) and Van 3 (van-3, a
+    tracker that has moved once)."""
+    valve = await add_device("trv-1", VALVE)
+    await valve.telemetry(VALVE_VALUES)
+    meter = await add_device("meter-1", METER)
+    await meter.telemetry(METER_VALUES)
+    await set_status(meter, "offline")
+    tracker = await add_device("van-3", TRACKER)
+    await tracker.telemetry({"latitude": 51.5074, "longitude": -0.1278, "speed": 31.0})
+    await tracker.telemetry({"latitude": 51.5076, "longitude": -0.1270, "speed": 33.0})
+    thermostat = await add_device("thermo-1")
+    await thermostat.telemetry({"temperature": 20.5, "heating": True, "mode": "heat"})

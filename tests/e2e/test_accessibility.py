@@ -10,9 +10,9 @@ from playwright.async_api import Page, expect
 
 from tests.e2e.axe import AxeUnavailable, add_axe, audit, axe_script
 from tests.e2e.conftest import AddDevice, MakePage
-from tests.e2e.fleet_devices import METER, METER_VALUES, TRACKER, VALVE, VALVE_VALUES
+from tests.e2e.fleet_devices import add_mixed_fleet
 from tests.e2e.pages import open_live, row
-from tests.e2e.stack import Gateway, set_status
+from tests.e2e.stack import Gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -26,20 +26,6 @@ def axe() -> Path:
         pytest.fail(str(exc), pytrace=False)
 
 
-async def fleet_of_every_kind(add_device: AddDevice) -> None:
-    """Online, offline and stale-looking devices; wide values; a tracker; a thermostat."""
-    valve = await add_device("trv-1", VALVE)
-    await valve.telemetry(VALVE_VALUES)
-    meter = await add_device("meter-1", METER)
-    await meter.telemetry(METER_VALUES)
-    await set_status(meter, "offline")
-    tracker = await add_device("van-3", TRACKER)
-    await tracker.telemetry({"latitude": 51.5074, "longitude": -0.1278, "speed": 31.0})
-    await tracker.telemetry({"latitude": 51.5076, "longitude": -0.1270, "speed": 33.0})
-    thermostat = await add_device("thermo-1")
-    await thermostat.telemetry({"temperature": 20.5, "heating": True, "mode": "heat"})
-
-
 async def assert_accessible(page: Page, what: str) -> None:
     violations = await audit(page)
     assert violations == [], f"{what}: {violations}"
@@ -51,7 +37,7 @@ async def test_fleet_and_device_pages_pass_the_audit(
 ) -> None:
     """The fleet (with its values tooltip open), a thermostat's page with a command result and a
     tracker's page have no serious or critical accessibility violations."""
-    await fleet_of_every_kind(add_device)
+    await add_mixed_fleet(add_device)
     page = await make_page(scheme=scheme)
     await add_axe(page.context, axe)
     await open_live(page, gateway)

@@ -11,7 +11,7 @@ from playwright.async_api import Page, expect
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.e2e.conftest import DESKTOP, PHONE, AddDevice, MakePage
-from tests.e2e.fleet_devices import METER, METER_VALUES, VALVE, VALVE_VALUES
+from tests.e2e.fleet_devices import VALVE, VALVE_VALUES, add_mixed_fleet
 from tests.e2e.pages import open_live, row
 from tests.e2e.stack import Gateway
 
@@ -48,15 +48,6 @@ async def assert_nothing_clipped(page: Page) -> None:
     assert await page.evaluate(CLIPPED_VALUES) == []
 
 
-async def fill_fleet(add_device: AddDevice) -> None:
-    valve = await add_device("trv-1", VALVE)
-    await valve.telemetry(VALVE_VALUES)
-    meter = await add_device("meter-1", METER)
-    await meter.telemetry(METER_VALUES)
-    thermostat = await add_device("thermo-1")
-    await thermostat.telemetry({"temperature": 19.75, "heating": True, "mode": "heat"})
-
-
 async def shown_values(page: Page, device_id: str) -> dict[str, str]:
     chips = row(page, device_id).locator('[data-testid="value"]:visible')
     result: dict[str, Any] = await chips.evaluate_all(
@@ -67,7 +58,9 @@ async def shown_values(page: Page, device_id: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("size", "other_width"), [(DESKTOP, 960), (PHONE, 890)], ids=["1280x820", "390x844"]
+    ("size", "other_width", "scheme"),
+    [(DESKTOP, 960, "light"), (PHONE, 890, "dark")],
+    ids=["1280x820", "390x844-dark"],
 )
 async def test_no_value_is_ever_clipped(
     make_page: MakePage,
@@ -75,11 +68,12 @@ async def test_no_value_is_ever_clipped(
     add_device: AddDevice,
     size: tuple[int, int],
     other_width: int,
+    scheme: str,
 ) -> None:
     """Wide and many values: every value shown is whole, the first ones in meta order, and the
     count of the others is shown; at another width another number of them, still whole."""
-    await fill_fleet(add_device)
-    page = await make_page(size)
+    await add_mixed_fleet(add_device)
+    page = await make_page(size, scheme)
     await open_live(page, gateway)
     valve = row(page, "trv-1")
     await expect(valve.locator('[data-metric="local_temperature"] .vnum')).to_have_text("21.45")
@@ -105,7 +99,7 @@ async def test_full_set_on_hover_and_on_keyboard_focus(
 ) -> None:
     """Hovering a row that hides values shows all of them beside it; so does focusing its link
     from the keyboard, which also makes them the link's description; Escape hides it."""
-    await fill_fleet(add_device)
+    await add_mixed_fleet(add_device)
     await open_live(page, gateway)
     valve = row(page, "trv-1")
     await expect(valve.get_by_test_id("more-values")).to_be_visible()

@@ -8,9 +8,9 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.e2e.conftest import AddDevice
-from tests.e2e.fleet_devices import METER, METER_VALUES, VALVE, VALVE_VALUES
+from tests.e2e.fleet_devices import add_mixed_fleet
 from tests.e2e.pages import open_live, row
-from tests.e2e.stack import Gateway, set_status
+from tests.e2e.stack import Gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -40,46 +40,35 @@ async def focused_device(page: Page) -> str | None:
     return device
 
 
-async def three_devices(add_device: AddDevice) -> None:
-    """Main feed (meter-1, offline), Living room (thermo-1), the radiator valve (trv-1)."""
-    valve = await add_device("trv-1", VALVE)
-    await valve.telemetry(VALVE_VALUES)
-    meter = await add_device("meter-1", METER)
-    await meter.telemetry(METER_VALUES)
-    await set_status(meter, "offline")
-    thermostat = await add_device("thermo-1")
-    await thermostat.telemetry({"temperature": 20.5, "heating": True, "mode": "heat"})
-
-
 async def test_filter_status_and_sort_by_keyboard(
     page: Page, gateway: Gateway, add_device: AddDevice
 ) -> None:
     """Typing in the filter, a status chip pressed with Enter and Space, the sort changed with
     the arrow keys; each shows a visible focus ring."""
-    await three_devices(add_device)
+    await add_mixed_fleet(add_device)
     await open_live(page, gateway)
     summary = page.get_by_test_id("fleet-summary")
-    await expect(summary).to_have_text("Showing 3 of 3 devices")
+    await expect(summary).to_have_text("Showing 4 of 4 devices")
     await expect(row(page, "meter-1").get_by_test_id("status-badge")).to_have_text("Offline")
 
     await tab_to(page, '[data-testid="fleet-filter"]')
     await page.keyboard.type("valve")
-    await expect(summary).to_have_text("Showing 1 of 3 devices")
+    await expect(summary).to_have_text("Showing 1 of 4 devices")
     await expect(row(page, "trv-1")).to_be_visible()
     await page.keyboard.press("Control+A")
     await page.keyboard.press("Backspace")
-    await expect(summary).to_have_text("Showing 3 of 3 devices")
+    await expect(summary).to_have_text("Showing 4 of 4 devices")
 
     await tab_to(page, '[data-testid="status-filter-offline"]')
     chip = page.get_by_test_id("status-filter-offline")
     assert await chip.evaluate("el => getComputedStyle(el).outlineStyle") == "solid"
     await page.keyboard.press("Enter")
     await expect(chip).to_have_attribute("aria-pressed", "true")
-    await expect(summary).to_have_text("Showing 1 of 3 devices")
+    await expect(summary).to_have_text("Showing 1 of 4 devices")
     await expect(row(page, "meter-1")).to_be_visible()
     await tab_to(page, '[data-testid="status-filter-all"]', backwards=True)
     await page.keyboard.press("Space")
-    await expect(summary).to_have_text("Showing 3 of 3 devices")
+    await expect(summary).to_have_text("Showing 4 of 4 devices")
 
     await tab_to(page, '[data-testid="fleet-sort"]')
     sort = page.get_by_test_id("fleet-sort")
@@ -96,15 +85,15 @@ async def test_move_through_devices_open_one_and_come_back(
 ) -> None:
     """Tab reaches the first device; arrows, End and Home move between rows; Enter opens one
     (focus on its name); its back link, reached with Shift+Tab, returns focus to its row."""
-    await three_devices(add_device)
+    await add_mixed_fleet(add_device)
     await open_live(page, gateway)
-    await expect(page.get_by_test_id("fleet-summary")).to_have_text("Showing 3 of 3 devices")
+    await expect(page.get_by_test_id("fleet-summary")).to_have_text("Showing 4 of 4 devices")
     await tab_to(page, ".row-link")
     assert await focused_device(page) == "thermo-1"  # Living room, first by name
     await page.keyboard.press("ArrowDown")
     assert await focused_device(page) == "meter-1"  # Main feed
     await page.keyboard.press("End")
-    assert await focused_device(page) == "trv-1"  # Upstairs landing radiator valve
+    assert await focused_device(page) == "van-3"  # Van 3
     await page.keyboard.press("Home")
     assert await focused_device(page) == "thermo-1"
     await page.keyboard.press("ArrowDown")
