@@ -210,13 +210,21 @@ async def test_latitude_axis_labels_tell_the_ticks_apart(
 async def test_plain_plot_loads_nothing_from_elsewhere(
     page: Page, gateway: Gateway, add_device: AddDevice, tile_server: TileServer
 ) -> None:
-    """Without map tiles every request the page makes goes to the gateway, no tile is asked for,
-    and an image from another origin is blocked by the page's policy."""
+    """Without map tiles every request the page makes, on the fleet and on a tracker's page, goes
+    to the gateway, no tile is asked for, the page itself breaks none of its policy's rules, and
+    an image from another origin is blocked by it."""
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
+    await page.add_init_script(
+        "window.__violations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " (ev) => window.__violations.push(`${ev.violatedDirective} ${ev.blockedURI}`));"
+    )
     device = await add_device("van-3", TRACKER)
     await drive(device, ROUTE)
-    await open_live(page, gateway, "#/device/van-3")
+    await open_live(page, gateway)
+    await expect(page.locator('[data-testid="device-row"][data-device-id="van-3"]')).to_be_visible()
+    await page.goto(gateway.url + "#/device/van-3")
     track = page.get_by_test_id("track")
     await expect(track).to_have_attribute("data-points", str(len(ROUTE)))
     await expect(track).to_have_attribute("data-tiles", "false")
@@ -225,6 +233,7 @@ async def test_plain_plot_loads_nothing_from_elsewhere(
     ws_origin = origin.replace("http://", "ws://")
     assert requests
     assert [u for u in requests if not u.startswith((origin, ws_origin))] == []
+    assert await page.evaluate("window.__violations") == []
     outcome = await page.evaluate(TRY_IMAGE, f"{tile_server.origin}/tiles/1/0/0.png")
     assert outcome.startswith("blocked")
     assert tile_server.requested == []
