@@ -332,6 +332,8 @@ export class FleetView {
     setText(row._name, device.name || device.id);
     setText(row._id, device.name ? device.id : "");
     setText(row._type, device.type || "—");
+    // A long type ends in an ellipsis: the whole of it on hover.
+    if (row._type.title !== (device.type || "")) row._type.title = device.type || "";
     setStatus(row._badge, device.status);
     row.dataset.status = row._badge.dataset.status;
     setSeen(row._seen, device, gatewayNow());
