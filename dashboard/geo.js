@@ -1,6 +1,6 @@
 // Positions for the track view: which of a device's metrics are its latitude and longitude, their
 // points paired by time, the Web Mercator projection map tiles use, bearings and readable
-// coordinates. No DOM here: tests/js/geo.test.mjs runs it under Node.
+// coordinates. No DOM here: tests/unit/js/geo.test.mjs runs it under Node.
 
 const LATITUDE = new Set(["lat", "latitude"]);
 const LONGITUDE = new Set(["lon", "lng", "long", "longitude"]);

@@ -1,6 +1,6 @@
 // Value-axis ticks: round steps (1, 2 or 5 × 10^k) covering a range, and labels with just the
 // precision that tells them apart. No DOM here, so Node's test runner can import it
-// (tests/js/ticks.test.mjs).
+// (tests/unit/js/ticks.test.mjs).
 //
 // Precision follows the step, not the values: 51.5070–51.5090 is labelled 51.5070, 51.5075, …
 // (the step's last significant digit sets the decimals, the same for every tick), and

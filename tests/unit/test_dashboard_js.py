@@ -1,5 +1,7 @@
-"""The dashboard's pure JavaScript modules, tested by Node's own test runner (tests/js/*.test.mjs):
-`node --test` runs here so that scripts/test, and so CI, runs them with the rest."""
+"""The dashboard's pure JavaScript modules, tested by Node's own test runner
+(tests/unit/js/*.test.mjs: no gateway needed; the JavaScript client's tests against a real one
+are tests/js/, run by tests/clients/test_js_client.py). `node --test` runs here so that
+scripts/test, and so CI, runs them with the rest."""
 
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-JS_TESTS = ROOT / "tests" / "js"
+JS_TESTS = ROOT / "tests" / "unit" / "js"
 
 
 def test_dashboard_js_unit_tests_pass() -> None:
-    """Every test in tests/js passes under `node --test` (the axis ticks among them)."""
+    """Every test in tests/unit/js passes under `node --test` (axis ticks, track geometry)."""
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is missing: apt-get install nodejs (scripts/test installs it)")

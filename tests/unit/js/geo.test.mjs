@@ -16,7 +16,7 @@ import {
   tileUrl,
   travelBearing,
   unproject,
-} from "../../dashboard/geo.js";
+} from "../../../dashboard/geo.js";
 
 const close = (a, b, eps, what = "") => assert.ok(Math.abs(a - b) <= eps, `${what} ${a} ≈ ${b} (±${eps})`);
 

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { axisTicks } from "../../dashboard/ticks.js";
+import { axisTicks } from "../../../dashboard/ticks.js";
 
 const EN = "en-US";
 
