@@ -7,6 +7,7 @@ import { formatClock, setText } from "./dom.js";
 import { FleetView } from "./fleet.js";
 import { applyHello } from "./gateway.js";
 import { Store } from "./store.js";
+import { wireThemeToggle } from "./theme-toggle.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -201,15 +202,32 @@ function route() {
     document.title = `${store.devices.get(id)?.name || id} · iotgw`;
     deviceRoot.querySelector("h2")?.focus?.();
   } else {
+    const from = device.id;
     device.close();
     deviceRoot.hidden = true;
     fleetRoot.hidden = false;
     fleet.show();
     document.title = "Fleet · iotgw";
+    // Back from a device: keyboard users carry on from its row, not from the top of the page.
+    if (from !== null) fleet.focusDevice(from);
   }
 }
 
 addEventListener("hashchange", route);
+
+// --- the page's settings: map tiles for the track view, when the operator configured them ------
+
+fetch("dashboard.json")
+  .then((response) => (response.ok ? response.json() : null))
+  .then((settings) => device.setMap(settings?.map ?? null))
+  .catch(() => device.setMap(null)); // no map: the plain coordinate plot
+
+// --- theme: the toggle, and canvases redrawn in the new colours at once ---------------------------
+
+wireThemeToggle($('[data-testid="theme-toggle"]'));
+addEventListener("iotgw:theme", () => {
+  if (!deviceRoot.hidden) device.tick();
+});
 
 // Once a second: ages, the reconnect countdown, the last-seen sort and sliding chart windows.
 setInterval(() => {

@@ -7,31 +7,14 @@
 // drawn as a min-max band behind the line of the buckets' averages.
 // Time is the gateway's clock (gatewayNow), which the points' timestamps are on.
 
+import { keepSized, themeColors } from "./canvas.js";
 import { formatClock, formatValue } from "./dom.js";
 import { gatewayNow } from "./gateway.js";
+import { axisTicks } from "./ticks.js";
 
-const PAD = { left: 48, right: 10, top: 10, bottom: 22 };
-
-let palette = null;
-matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
-  palette = null;
-});
-
-function colors(el) {
-  if (!palette) {
-    const css = getComputedStyle(el);
-    const v = (name) => css.getPropertyValue(name).trim();
-    palette = {
-      line: v("--accent"),
-      fill: v("--accent-soft"),
-      grid: v("--grid"),
-      text: v("--text-muted"),
-      cross: v("--text"),
-      font: `11px ${css.fontFamily}`,
-    };
-  }
-  return palette;
-}
+// The left padding grows to the widest tick label; the top makes room for the unit, written once
+// above the value axis.
+const PAD = { left: 30, right: 10, top: 18, bottom: 22 };
 
 export class LineChart {
   constructor(canvas, { unit = "", label = "" } = {}) {
@@ -46,7 +29,11 @@ export class LineChart {
     this.hoverX = null;
     this.width = 0;
     this.height = 0;
-    new ResizeObserver(() => this.resize()).observe(canvas);
+    keepSized(canvas, this.ctx, ({ width, height }) => {
+      this.width = width;
+      this.height = height;
+      this.draw();
+    });
     canvas.addEventListener("pointermove", (ev) => {
       this.hoverX = ev.offsetX;
       this.draw();
@@ -55,18 +42,6 @@ export class LineChart {
       this.hoverX = null;
       this.draw();
     });
-  }
-
-  resize() {
-    const dpr = devicePixelRatio || 1;
-    const rect = this.canvas.getBoundingClientRect();
-    if (!rect.width) return;
-    this.width = rect.width;
-    this.height = rect.height;
-    this.canvas.width = Math.round(rect.width * dpr);
-    this.canvas.height = Math.round(rect.height * dpr);
-    this.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    this.draw();
   }
 
   setData(points, windowS, keptFrom = null, band = null) {
@@ -91,23 +66,14 @@ export class LineChart {
   draw(now = gatewayNow()) {
     const { ctx, width, height, points } = this;
     if (!width) return;
-    const c = colors(this.canvas);
+    const c = themeColors(this.canvas);
     ctx.clearRect(0, 0, width, height);
-    const x0 = PAD.left;
-    const x1 = width - PAD.right;
     const y0 = PAD.top;
     const y1 = height - PAD.bottom;
+    const x1 = width - PAD.right;
     const t1 = now;
     const t0 = now - this.windowS;
     const start = Math.max(0, this.lowerBound(t0) - 1);
-    if (this.keptFrom !== null && this.keptFrom > t0) {
-      // History from before this is not kept by the gateway: say so rather than draw "no data".
-      const xk = Math.min(x1, x0 + ((this.keptFrom - t0) / (t1 - t0)) * (x1 - x0));
-      ctx.fillStyle = c.grid;
-      ctx.globalAlpha = 0.35;
-      ctx.fillRect(x0, y0, xk - x0, y1 - y0);
-      ctx.globalAlpha = 1;
-    }
     let lo = Infinity;
     let hi = -Infinity;
     for (let i = start; i < points.length; i++) {
@@ -123,38 +89,46 @@ export class LineChart {
     ctx.font = c.font;
     ctx.textBaseline = "middle";
     if (!Number.isFinite(lo)) {
-      ctx.fillStyle = c.text;
+      ctx.fillStyle = c.muted;
       ctx.textAlign = "center";
-      ctx.fillText("No data in this window", (x0 + x1) / 2, (y0 + y1) / 2);
+      ctx.fillText("No data in this window", (PAD.left + x1) / 2, (y0 + y1) / 2);
+      this.axis = null;
       return;
     }
-    if (lo === hi) {
-      const pad = Math.abs(lo) * 0.05 || 1;
-      lo -= pad;
-      hi += pad;
-    }
-    const ticks = niceTicks(lo, hi, Math.max(2, Math.floor((y1 - y0) / 36)));
-    lo = Math.min(lo, ticks[0]);
-    hi = Math.max(hi, ticks[ticks.length - 1]);
+    const axis = axisTicks(lo, hi, Math.max(2, Math.floor((y1 - y0) / 36)));
+    this.axis = axis; // read by tests: the labels as drawn
+    ({ lo, hi } = axis);
+    const labelWidth = Math.max(...[...axis.labels, this.unit].map((label) => ctx.measureText(label).width));
+    const x0 = Math.min(Math.max(PAD.left, Math.ceil(labelWidth) + 10), width / 2);
     const xOf = (t) => x0 + ((t - t0) / (t1 - t0)) * (x1 - x0);
     const yOf = (v) => y1 - ((v - lo) / (hi - lo)) * (y1 - y0);
 
-    // Grid and axis labels.
+    if (this.keptFrom !== null && this.keptFrom > t0) {
+      // History from before this is not kept by the gateway: say so rather than draw "no data".
+      const xk = Math.min(x1, xOf(this.keptFrom));
+      ctx.fillStyle = c.grid;
+      ctx.globalAlpha = 0.35;
+      ctx.fillRect(x0, y0, xk - x0, y1 - y0);
+      ctx.globalAlpha = 1;
+    }
+
+    // Grid and axis labels; the unit once, above them.
     ctx.strokeStyle = c.grid;
     ctx.lineWidth = 1;
-    ctx.fillStyle = c.text;
+    ctx.fillStyle = c.muted;
     ctx.textAlign = "right";
     ctx.beginPath();
-    for (const v of ticks) {
+    axis.ticks.forEach((v, i) => {
       const y = Math.round(yOf(v)) + 0.5;
       ctx.moveTo(x0, y);
       ctx.lineTo(x1, y);
-      ctx.fillText(formatValue(v), x0 - 6, y);
-    }
+      ctx.fillText(axis.labels[i], x0 - 6, y);
+    });
     ctx.stroke();
+    if (this.unit) ctx.fillText(this.unit, x0 - 6, 6);
     ctx.textAlign = "center";
     ctx.textBaseline = "alphabetic";
-    const timeStep = niceTimeStep(this.windowS, Math.max(2, Math.floor((x1 - x0) / 90)));
+    const timeStep = niceTimeStep(this.windowS, Math.max(3, Math.floor((x1 - x0) / 80)));
     for (let t = Math.ceil(t0 / timeStep) * timeStep; t <= t1; t += timeStep) {
       ctx.fillText(timeStep >= 43200 ? formatDay(t) : formatClock(t, timeStep < 60), xOf(t), height - 6);
     }
@@ -167,7 +141,7 @@ export class LineChart {
     ctx.clip();
     if (band.length) {
       // The min-max band of the buckets: their spread, so a spike never disappears.
-      ctx.fillStyle = c.line;
+      ctx.fillStyle = c.accent;
       ctx.globalAlpha = 0.18;
       ctx.beginPath();
       band.forEach(([t, , bmax], k) => (k ? ctx.lineTo(xOf(t), yOf(bmax)) : ctx.moveTo(xOf(t), yOf(bmax))));
@@ -201,8 +175,8 @@ export class LineChart {
     }
     ctx.lineWidth = 1.75;
     ctx.lineJoin = "round";
-    ctx.strokeStyle = c.line;
-    ctx.fillStyle = c.fill;
+    ctx.strokeStyle = c.accent;
+    ctx.fillStyle = c.accentSoft;
     for (const s of segments) {
       ctx.beginPath();
       for (const [k, p] of s.entries()) {
@@ -223,7 +197,7 @@ export class LineChart {
       }
     }
     const lastPoint = points[points.length - 1];
-    ctx.fillStyle = c.line;
+    ctx.fillStyle = c.accent;
     ctx.beginPath();
     ctx.arc(xOf(lastPoint[0]), yOf(lastPoint[1]), 3, 0, Math.PI * 2);
     ctx.fill();
@@ -235,7 +209,7 @@ export class LineChart {
       const near = [points[i - 1], points[i]].filter(Boolean).sort((a, b) => Math.abs(a[0] - t) - Math.abs(b[0] - t))[0];
       if (near && near[0] >= t0) {
         const x = xOf(near[0]);
-        ctx.strokeStyle = c.cross;
+        ctx.strokeStyle = c.text;
         ctx.globalAlpha = 0.4;
         ctx.beginPath();
         ctx.moveTo(Math.round(x) + 0.5, y0);
@@ -246,7 +220,7 @@ export class LineChart {
         ctx.font = `600 ${c.font}`;
         const w = ctx.measureText(text).width;
         const tx = Math.min(Math.max(x, x0 + w / 2 + 2), x1 - w / 2 - 2);
-        ctx.fillStyle = c.cross;
+        ctx.fillStyle = c.text;
         ctx.textAlign = "center";
         ctx.fillText(text, tx, y0 + 10);
       }
@@ -257,19 +231,6 @@ export class LineChart {
 /** "3 Mar" for a tick on a multi-day axis. */
 function formatDay(t) {
   return new Date(t * 1000).toLocaleDateString(undefined, { day: "numeric", month: "short" });
-}
-
-/** About `count` round tick values covering [lo, hi]. */
-export function niceTicks(lo, hi, count) {
-  const raw = (hi - lo) / count;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
-  const ticks = [];
-  for (let v = Math.floor(lo / step) * step; v <= hi + step * 0.999; v += step) {
-    ticks.push(Math.round(v / step) * step);
-    if (v >= hi) break;
-  }
-  return ticks;
 }
 
 function niceTimeStep(windowS, count) {

@@ -1,5 +1,6 @@
 // One device: header, live charts of its numeric metrics (history first, then live points),
-// its boolean and string metrics as state tiles, and its command forms.
+// its track when it reports a position (track.js), its boolean and string metrics as state
+// tiles, and its command forms.
 //
 // The gateway keeps at most `history_length` points per metric (hello.limits): when a history
 // reply is cut short by that cap, the part of the window before the oldest kept point is marked
@@ -10,6 +11,8 @@ import { commandPanel } from "./commands.js";
 import { savedToken } from "./connection.js";
 import { formatAge, formatClock, formatDuration, formatValue, h, setSeen, setStatus, setText, statusBadge } from "./dom.js";
 import { gatewayNow, limits } from "./gateway.js";
+import { positionMetrics } from "./geo.js";
+import { TrackView } from "./track.js";
 
 const WINDOWS = [
   [60, "1m"],
@@ -40,6 +43,8 @@ export class DeviceView {
     this.series = new Map(); // metric -> {points, chart, latest, range, card}
     this.states = new Map(); // metric -> {value, seen, tile}
     this.historyAbort = null; // aborts the history requests of the window shown
+    this.track = null; // TrackView, for a device that reports its position
+    this.map = null; // map tiles for the track, from /dashboard.json
     store.addEventListener("flush", (ev) => this.onFlush(ev.detail));
     // A fresh snapshot (a reconnect that could not resume) means readings were missed: fetch the
     // history again. A resumed stream replays what was missed, so the charts need nothing.
@@ -53,12 +58,19 @@ export class DeviceView {
     this.fetchHistory();
   }
 
+  /** The operator's map tiles ({tiles, attribution}) or null: laid under tracks. */
+  setMap(map) {
+    this.map = map;
+    this.track?.setMap(map);
+  }
+
   close() {
     this.historyAbort?.abort();
     this.historyAbort = null;
     this.id = null;
     this.series.clear();
     this.states.clear();
+    this.track = null;
     this.metaRef = undefined;
     this.nameEl = null;
     this.root.replaceChildren();
@@ -72,6 +84,7 @@ export class DeviceView {
     const device = this.device;
     this.series.clear();
     this.states.clear();
+    this.track = null;
     const back = h("a", { href: "#/", class: "back", dataset: { testid: "back" } }, "← All devices");
     if (!device) {
       this.metaRef = undefined;
@@ -157,7 +170,18 @@ export class DeviceView {
       }
     }
     this.noMetrics.hidden = device.values.size > 0;
+    if (added) this.syncTrack(device);
     return added;
+  }
+
+  /** A track above the charts once the device's numeric metrics include a position. */
+  syncTrack(device) {
+    if (this.track) return;
+    const metrics = positionMetrics([...this.series.keys()]);
+    if (!metrics) return;
+    this.track = new TrackView(metrics, device.name || device.id);
+    this.track.setMap(this.map);
+    this.chartsEl.before(this.track.el);
   }
 
   addChart(metric, unit) {
@@ -348,6 +372,7 @@ export class DeviceView {
 
   drawCharts(all = false) {
     const now = gatewayNow();
+    const moved = this.track && [this.track.metrics.lat, this.track.metrics.lon].some((m) => this.series.get(m)?.dirty);
     for (const [metric, series] of this.series) {
       if (!all && !series.dirty) continue;
       series.dirty = false;
@@ -372,7 +397,22 @@ export class DeviceView {
         setText(series.range, "");
       }
     }
+    if (this.track && (all || moved)) this.drawTrack(now);
     this.showCoverage(now);
+  }
+
+  drawTrack(now) {
+    const { lat, lon, heading, speed } = this.track.metrics;
+    const device = this.device;
+    this.track.update({
+      lat: this.series.get(lat)?.points ?? [],
+      lon: this.series.get(lon)?.points ?? [],
+      windowS: this.windowS,
+      now,
+      heading: heading ? device?.values.get(heading) : undefined,
+      speed: speed ? device?.values.get(speed) : undefined,
+      speedUnit: speed ? device?.units.get(speed) || "" : "",
+    });
   }
 
   /** Where this series' points start when the gateway's cap cut its history short, else null. */

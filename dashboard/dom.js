@@ -27,20 +27,19 @@ export function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
 }
 
-const numberFormats = new Map();
+// Six significant digits, and every digit of the integer part: 21.45, 51.5074, 3,576.43,
+// 1,234,568 (roundingPriority picks whichever of the two keeps more; a browser without it keeps
+// the six significant digits).
+const numberFormat = new Intl.NumberFormat(undefined, {
+  maximumSignificantDigits: 6,
+  maximumFractionDigits: 0,
+  roundingPriority: "morePrecision",
+});
 
 /** Format a metric value for display: numbers to a sensible precision, booleans as on/off. */
 export function formatValue(value) {
   if (typeof value === "number") {
-    if (!Number.isFinite(value)) return String(value);
-    const abs = Math.abs(value);
-    const digits = abs >= 1000 ? 0 : abs >= 100 ? 1 : abs >= 1 ? 2 : 3;
-    let fmt = numberFormats.get(digits);
-    if (!fmt) {
-      fmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: digits });
-      numberFormats.set(digits, fmt);
-    }
-    return fmt.format(value);
+    return Number.isFinite(value) ? numberFormat.format(value) : String(value);
   }
   if (typeof value === "boolean") return value ? "on" : "off";
   if (value === null || value === undefined) return "–";

@@ -1,12 +1,13 @@
 // The fleet list: filter, sort, and a virtualized list that only keeps rows for what is on
 // screen (plus a little overscan). Rows are bound to device ids and recycled on scroll, so a flush
-// of 10,000 readings touches only the dozen or so visible rows.
+// of 10,000 readings touches only the dozen or so visible rows. Each row shows the latest values
+// that fit whole (fleet-values.js); hovering or focusing it shows them all.
 
-import { formatDuration, formatValue, h, setSeen, setStatus, setText, statusBadge } from "./dom.js";
+import { formatDuration, h, setSeen, setStatus, setText, statusBadge } from "./dom.js";
+import { RowValues, ValuesTip, fitRows } from "./fleet-values.js";
 import { gatewayNow, limits } from "./gateway.js";
 
 const OVERSCAN = 6;
-const MAX_ROW_VALUES = 4;
 const STATUS_RANK = { offline: 0, stale: 1, unknown: 2, online: 3 };
 const FILTERS = ["all", "online", "stale", "offline", "unknown"];
 const SORTS = {
@@ -31,6 +32,8 @@ export class FleetView {
     this.free = [];
     this.rowHeight = 56;
     this.renderQueued = false;
+    this.toFit = new Set(); // RowValues to fit to their cells at the next frame
+    this.tip = new ValuesTip();
     this.build();
     store.addEventListener("flush", (ev) => this.onFlush(ev.detail));
     new ResizeObserver(() => this.measure()).observe(this.scroller);
@@ -122,6 +125,18 @@ export class FleetView {
     );
     this.scroller.addEventListener("scroll", () => this.queueRender(), { passive: true });
     this.spacer.addEventListener("keydown", (ev) => this.onKey(ev));
+    // The full set of values: for the row under the pointer, else the focused one.
+    this.hoverRow = null;
+    this.focusRow = null;
+    this.spacer.addEventListener("pointerover", (ev) => this.tipFor("hoverRow", ev.target.closest(".row")));
+    this.spacer.addEventListener("pointerleave", () => this.tipFor("hoverRow", null));
+    this.spacer.addEventListener("focusin", (ev) => this.tipFor("focusRow", ev.target.closest(".row")));
+    this.spacer.addEventListener("focusout", (ev) => {
+      if (!this.spacer.contains(ev.relatedTarget)) this.tipFor("focusRow", null);
+    });
+    document.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape" && !this.tip.el.hidden) this.tip.dismiss();
+    });
     this.empty = h("div", { class: "empty", dataset: { testid: "fleet-empty" }, hidden: true });
     this.summary = h("p", { class: "summary", "aria-live": "polite", dataset: { testid: "fleet-summary" } });
     this.root.append(toolbar, this.summary, h("div", { class: "list" }, head, this.scroller, this.empty));
@@ -145,6 +160,7 @@ export class FleetView {
       const row = this.rows.get(id);
       if (row) this.updateRow(row, this.store.devices.get(id));
     }
+    if (this.tip.row && dirty.has(this.tip.row.dataset.deviceId)) this.refreshTip();
   }
 
   /** Once a second: ages tick, and a last-seen sort may reorder. */
@@ -218,6 +234,7 @@ export class FleetView {
 
   measure() {
     this.viewHeight = this.scroller.clientHeight;
+    for (const row of this.rows.values()) this.queueFit(row);
     const value = parseFloat(getComputedStyle(this.scroller).getPropertyValue("--row-h"));
     if (value && value !== this.rowHeight) {
       this.rowHeight = value;
@@ -239,7 +256,6 @@ export class FleetView {
   render() {
     const { rowHeight, order } = this;
     this.spacer.style.height = `${order.length * rowHeight}px`;
-    this.spacer.setAttribute("aria-rowcount", String(order.length));
     const height = this.viewHeight || innerHeight;
     const first = Math.max(0, Math.floor(this.scroller.scrollTop / rowHeight) - OVERSCAN);
     const last = Math.min(order.length, Math.ceil((this.scroller.scrollTop + height) / rowHeight) + OVERSCAN);
@@ -247,6 +263,8 @@ export class FleetView {
     for (let i = first; i < last; i++) wanted.set(order[i], i);
     for (const [id, row] of this.rows) {
       if (!wanted.has(id)) {
+        if (this.hoverRow === row) this.hoverRow = null;
+        if (this.focusRow === row) this.focusRow = null;
         this.rows.delete(id);
         row.hidden = true;
         delete row.dataset.deviceId; // a recycled row must not match a device selector
@@ -272,6 +290,7 @@ export class FleetView {
       row.setAttribute("aria-posinset", String(index + 1));
       row.setAttribute("aria-setsize", String(order.length));
     }
+    this.refreshTip(); // its row may have moved or gone
   }
 
   createRow() {
@@ -294,6 +313,7 @@ export class FleetView {
     row._type = row.querySelector(".ctype");
     row._badge = row.querySelector(".badge");
     row._values = row.querySelector(".cvalues");
+    row._valueChips = new RowValues(row._values);
     row._seen = row.querySelector(".cseen");
     row._top = -1;
     this.spacer.append(row);
@@ -303,7 +323,7 @@ export class FleetView {
   bindRow(row, device) {
     row.dataset.deviceId = device.id;
     row._link.href = `#/device/${encodeURIComponent(device.id)}`;
-    row._metricsKey = null;
+    row._valueChips.key = null; // another device's units, even for the same metrics
     this.updateRow(row, device);
   }
 
@@ -312,31 +332,45 @@ export class FleetView {
     setText(row._name, device.name || device.id);
     setText(row._id, device.name ? device.id : "");
     setText(row._type, device.type || "—");
+    // A long type ends in an ellipsis: the whole of it on hover.
+    if (row._type.title !== (device.type || "")) row._type.title = device.type || "";
     setStatus(row._badge, device.status);
     row.dataset.status = row._badge.dataset.status;
     setSeen(row._seen, device, gatewayNow());
-    const metrics = rowMetrics(device);
-    const key = metrics.join("\n");
-    if (row._metricsKey !== key) {
-      row._metricsKey = key;
-      row._cells = metrics.map((metric) => {
-        const num = h("span", { class: "vnum" });
-        const unit = h("span", { class: "vunit", text: device.units.get(metric) || "" });
-        const cell = h(
-          "span",
-          { class: "value", dataset: { testid: "value", metric } },
-          h("span", { class: "vlabel", text: metric }),
-          num,
-          unit,
-        );
-        return { cell, num, metric };
-      });
-      row._values.replaceChildren(...row._cells.map((c) => c.cell));
+    if (row._valueChips.update(device)) this.queueFit(row);
+  }
+
+  /** Fit the row's values to its cell at the next frame, with every other row that changed. */
+  queueFit(row) {
+    this.toFit.add(row._valueChips);
+    if (this.toFit.size > 1) return;
+    requestAnimationFrame(() => {
+      const rows = [...this.toFit].filter((values) => values.cell.isConnected);
+      this.toFit.clear();
+      fitRows(rows);
+      this.refreshTip();
+    });
+  }
+
+  tipFor(kind, row) {
+    this[kind] = row && !row.hidden && row.dataset.deviceId ? row : null;
+    this.refreshTip();
+  }
+
+  /**
+   * The full set of the hovered (else the focused) row's values, beside it when some are hidden
+   * or cut short; for the focused row it is also the link's description for screen readers.
+   */
+  refreshTip() {
+    const row = this.hoverRow || this.focusRow;
+    const device = row && this.store.devices.get(row.dataset.deviceId);
+    if (!device) {
+      this.tip.hide();
+      return;
     }
-    for (const { num, metric } of row._cells) {
-      const pair = device.values.get(metric);
-      setText(num, pair ? formatValue(pair[1]) : "–");
-    }
+    const label = row.querySelector(".value:not([hidden]) .vlabel");
+    const cut = row._valueChips.hidden > 0 || (label !== null && label.scrollWidth > label.clientWidth);
+    this.tip.show(row, device, cut, row === this.focusRow ? row._link : null);
   }
 
   onKey(ev) {
@@ -353,6 +387,12 @@ export class FleetView {
     this.focusIndex(Math.max(0, Math.min(this.order.length - 1, target)));
   }
 
+  /** Focus the row of device `id` when the list shows it (scrolled into view). */
+  focusDevice(id) {
+    const index = this.order.indexOf(id);
+    if (index >= 0) this.focusIndex(index);
+  }
+
   focusIndex(index) {
     const top = index * this.rowHeight;
     if (top < this.scroller.scrollTop) this.scroller.scrollTop = top;
@@ -362,21 +402,6 @@ export class FleetView {
     this.render();
     this.rows.get(this.order[index])?._link.focus({ preventScroll: true });
   }
-}
-
-/** The metrics a row shows: declared ones first (meta order), then whatever else arrived. */
-function rowMetrics(device) {
-  const declared = device.meta?.metrics && typeof device.meta.metrics === "object" ? Object.keys(device.meta.metrics) : [];
-  const out = [];
-  for (const metric of declared) {
-    if (device.values.has(metric)) out.push(metric);
-    if (out.length === MAX_ROW_VALUES) return out;
-  }
-  for (const metric of device.values.keys()) {
-    if (!out.includes(metric)) out.push(metric);
-    if (out.length === MAX_ROW_VALUES) break;
-  }
-  return out;
 }
 
 function cap(s) {

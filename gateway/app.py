@@ -16,6 +16,7 @@ from gateway.access_log import AccessLogger, redact_access_log
 from gateway.browsers import is_loopback
 from gateway.config import Config
 from gateway.http_api import add_routes
+from gateway.http_dashboard import add_dashboard_routes
 from gateway.http_guard import browser_guard
 from gateway.http_history import add_history_routes
 from gateway.metrics import add_metrics
@@ -37,6 +38,7 @@ def create_app(config: Config) -> web.Application:
     add_routes(app)
     add_history_routes(app)
     add_metrics(app)
+    add_dashboard_routes(app)  # last: its static files answer every path not taken before
     app.cleanup_ctx.append(_run_runtime)
     app.on_shutdown.append(_close_sessions)
     return app

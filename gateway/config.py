@@ -278,6 +278,24 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DashboardConfig:
+    # Map tiles under the track of devices that report a position. Empty (the default): the page
+    # draws the track on a plain coordinate plot and loads nothing from anywhere but the gateway.
+    # Set: an http(s) URL template with {z}, {x} and {y}, e.g.
+    # "https://tile.openstreetmap.org/{z}/{x}/{y}.png"; the page's Content-Security-Policy then
+    # allows images from that origin, and from no other (docs/security.md).
+    map_tiles: str = ""
+    map_attribution: str = ""  # plain text under the map, as the tile server's terms require
+
+    def map_tiles_origin(self) -> str:
+        """scheme://host[:port] of map_tiles ("" when unset); validate() has checked it."""
+        if not self.map_tiles:
+            return ""
+        parts = urlsplit(self.map_tiles)
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "text"  # text | json
@@ -293,6 +311,7 @@ class Config:
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -508,12 +527,35 @@ def validate(config: Config) -> None:
     _validate_history(config.history)
     if config.conventions.homeassistant.duplicates not in ("suppress", "show"):
         raise ConfigError("conventions.homeassistant.duplicates", "expected suppress or show")
+    _validate_dashboard(config.dashboard)
     prefix = config.conventions.native.prefix
     if not prefix or any(c in prefix for c in "+#\x00") or prefix.startswith("/"):
         raise ConfigError("conventions.native.prefix", "must be a topic without wildcards")
 
 
 HISTORY_BACKENDS = ("sqlite", "postgres", "memory")
+#: The host[:port] of a map tile URL: it goes into a Content-Security-Policy header verbatim.
+_TILE_NETLOC = re.compile(
+    r"([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"  # a name or [IPv6]
+)
+
+
+def _validate_dashboard(dashboard: DashboardConfig) -> None:
+    if dashboard.map_tiles:
+        parts = urlsplit(dashboard.map_tiles)
+        if parts.scheme not in ("http", "https") or not _TILE_NETLOC.fullmatch(parts.netloc):
+            raise ConfigError(
+                "dashboard.map_tiles", "expected http(s)://host[:port]/…{z}/{x}/{y}… (no user)"
+            )
+        placeholders = re.findall(r"\{[^}]*\}", dashboard.map_tiles)
+        if sorted(placeholders) != ["{x}", "{y}", "{z}"]:
+            raise ConfigError(
+                "dashboard.map_tiles", "needs {z}, {x} and {y} once each, and no other {…}"
+            )
+    if len(dashboard.map_attribution) > 300:
+        raise ConfigError("dashboard.map_attribution", "at most 300 characters")
+    if not dashboard.map_tiles and dashboard.map_attribution:
+        raise ConfigError("dashboard.map_attribution", "set with dashboard.map_tiles only")
 
 
 def _validate_history(history: HistoryConfig) -> None:

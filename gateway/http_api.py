@@ -1,9 +1,8 @@
-"""HTTP routes: health, readiness, the device REST API, and the dashboard's static files."""
+"""HTTP routes: health, readiness and the device REST API (the dashboard: http_dashboard.py)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,16 +13,6 @@ from gateway.auth import Principal
 from gateway.control import CommandRequest
 from gateway.errors import CommandError, ProtocolError
 from gateway.protocol import parse_command_body
-
-
-def _dashboard_dir() -> Path:
-    """Installed, the page is the gateway.dashboard package; in a checkout, ../dashboard."""
-    here = Path(__file__).resolve().parent
-    installed = here / "dashboard"
-    return installed if (installed / "index.html").is_file() else here.parent / "dashboard"
-
-
-DASHBOARD_DIR = _dashboard_dir()
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -136,10 +125,6 @@ async def delete_device(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(DASHBOARD_DIR / "index.html")
-
-
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -147,7 +132,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/devices/{device}", get_device)
     app.router.add_delete("/api/devices/{device}", delete_device)
     app.router.add_post("/api/devices/{device}/commands/{command}", post_command)
-    if (DASHBOARD_DIR / "index.html").is_file():
-        app.router.add_get("/", index)
-        # follow_symlinks stays off: only files inside the dashboard directory are served.
-        app.router.add_static("/", DASHBOARD_DIR, show_index=False)

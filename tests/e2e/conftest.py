@@ -56,6 +56,35 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
+#: The sizes the dashboard is designed for: a laptop and a phone (CSS pixels).
+DESKTOP = (1280, 820)
+PHONE = (390, 844)
+
+MakePage = Callable[..., Awaitable[Page]]
+
+
+@pytest.fixture
+async def make_page(browser: Browser) -> AsyncIterator[MakePage]:
+    """Pages of a given size and colour scheme (`await make_page(PHONE, "dark")`), each in its
+    own browser context (its own storage); the test fails if any page throws an uncaught error."""
+    contexts = []
+    errors: list[str] = []
+
+    async def make(size: tuple[int, int] = DESKTOP, scheme: str = "light", **options: Any) -> Page:
+        context = await browser.new_context(
+            viewport={"width": size[0], "height": size[1]}, color_scheme=scheme, **options
+        )
+        contexts.append(context)
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        return page
+
+    yield make
+    for context in contexts:
+        await context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
 @pytest.fixture
 async def start_gateway(broker: Mosquitto, prefix: str) -> AsyncIterator[Callable[..., Any]]:
     """Start gateways on the session broker (or another one); all are stopped at test end."""

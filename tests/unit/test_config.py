@@ -104,6 +104,20 @@ def test_environment_overrides(env, check):
         ({"log.format": "xml"}, "log.format", "text or json"),
         ({"conventions.native.prefix": "a/+"}, "conventions.native.prefix", "wildcards"),
         ({"broker.tls_ca_file": "/no/such/ca.pem"}, "broker.tls_ca_file", "no such file"),
+        ({"dashboard.map_tiles": "ftp://t.example/{z}/{x}/{y}"}, "dashboard.map_tiles", "http"),
+        ({"dashboard.map_tiles": "https://t.example/{z}/{x}.png"}, "dashboard.map_tiles", "{y}"),
+        ({"dashboard.map_tiles": "https://{s}.t.example/{z}/{x}/{y}"}, "dashboard.map_tiles", "{"),
+        (
+            {"dashboard.map_tiles": "https://u:p@t.example/{z}/{x}/{y}"},
+            "dashboard.map_tiles",
+            "user",
+        ),
+        (  # it goes into a header: nothing that could end the directive
+            {"dashboard.map_tiles": "https://t.example;script-src *;/{z}/{x}/{y}"},
+            "dashboard.map_tiles",
+            "host",
+        ),
+        ({"dashboard.map_attribution": "© OSM"}, "dashboard.map_attribution", "map_tiles only"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_key(overrides, path, reason):
@@ -234,3 +248,12 @@ def test_shipped_config_documents_every_history_key():
     """config.toml lists every [history] key with its default value."""
     shipped = load_config("config.toml", env={})
     assert shipped.history == load_config(env={}).history
+
+
+def test_map_tiles_origin_and_the_shipped_default():
+    """The tile URL's origin is scheme://host[:port], lower-cased; config.toml ships none."""
+    tiles = "HTTPS://Tiles.Example:8443/{z}/{x}/{y}.png?key=1"
+    dashboard = load_config(env={}, overrides={"dashboard.map_tiles": tiles}).dashboard
+    assert dashboard.map_tiles_origin() == "https://tiles.example:8443"
+    assert load_config(env={}).dashboard.map_tiles_origin() == ""
+    assert load_config("config.toml", env={}).dashboard == load_config(env={}).dashboard
