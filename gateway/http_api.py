@@ -38,7 +38,7 @@ def request_principal(request: web.Request) -> Principal:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return _json({"status": "ok", "instance": request.app[keys.STATUS].instance})
 
 
 async def readyz(request: web.Request) -> web.Response:

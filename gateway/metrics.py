@@ -52,6 +52,16 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats, hub = self._stats, self._hub
+        # Which process this is, as an info metric rather than a label on every series: the
+        # default id changes on every start, and a label that changes would start new series
+        # each time. Join it on Prometheus's own `instance` target label where it is needed.
+        info = GaugeMetricFamily(
+            "iotgw_instance_info",
+            "This gateway process: cluster.instance_id and the version (always 1)",
+            labels=["instance_id", "version"],
+        )
+        info.add_metric([self._status.instance, self._status.version], 1)
+        yield info
         yield _counter(
             "iotgw_mqtt_messages", "MQTT messages received", ["convention", "outcome"],
             stats.ingest.messages,
@@ -173,6 +183,12 @@ class GatewayCollector(Collector):
             stats.connections.closed,
         )
         yield _counter("iotgw_commands", "Command outcomes", ["status"], stats.commands.outcomes)
+        yield CounterMetricFamily(
+            "iotgw_command_results_peer",
+            "Device answers to another instance's commands (seen by every instance of a cluster, "
+            "acted on by the one that sent the command)",
+            value=stats.ingest.peer_results,
+        )
         yield _counter(
             "iotgw_commands_refused",
             "Commands refused, nothing published",

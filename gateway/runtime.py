@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import Iterable
 
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.browsers import policy_for
+from gateway.cluster import with_instance_id
 from gateway.commands import CommandRouter
 from gateway.config import Config
 from gateway.control import CommandService
@@ -47,7 +47,9 @@ class Runtime:
     long-lived tasks."""
 
     def __init__(self, config: Config) -> None:
+        config = with_instance_id(config)
         self.config = config
+        self.instance_id = config.cluster.instance_id
         self.registry = Registry(config.registry, id_tags())
         self.hub = Hub(config.ws)
         self.auth = Authenticator(config.auth)
@@ -63,14 +65,13 @@ class Runtime:
         )
         self.sync = RetainedSync(self.link.client_id)
         self.link.add_subscriptions([self.sync.topic])
-        self.status = GatewayStatus(self.sync)
+        self.status = GatewayStatus(self.sync, self.instance_id)
         self.held_snapshots = HeldSnapshots()
         self._sync_task: asyncio.Task[None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
         by_name = {c.name: c for c in conventions}
-        # Instance id of audit rows (issue 14 replaces it with [cluster] instance_id).
-        self.store = build_store(config, self._ring, socket.gethostname())
-        self.router = CommandRouter(by_name, self.link, config.commands)
+        self.store = build_store(config, self._ring, self.instance_id)
+        self.router = CommandRouter(by_name, self.link, config.commands, self.instance_id)
         self.commands = CommandService(
             self.registry, self.router, by_name, config.commands, audit=self.store
         )

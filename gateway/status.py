@@ -14,8 +14,9 @@ from gateway.sync import RetainedSync
 
 
 class GatewayStatus:
-    def __init__(self, sync: RetainedSync) -> None:
+    def __init__(self, sync: RetainedSync, instance: str) -> None:
         self.version = __version__
+        self.instance = instance  # cluster.instance_id: which process of the service this is
         self.epoch = secrets.token_urlsafe(6)  # tells reconnecting clients the gateway restarted
         self.broker_connected = False
         self.broker_changed_at = time.time()
