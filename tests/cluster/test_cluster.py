@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from tests.cluster.watchers import Watcher
 from tests.reliability.helpers import eventually
 from tests.support.cluster import Cluster, Instance
 from tests.support.devices import THERMOSTAT_META, device_stand_ins, mqtt_client
@@ -150,3 +151,181 @@ async def test_history_is_written_once_with_both_instances_up(
     ]
     assert sum(shares) == total
     assert all(share > 0 for share in shares), shares
+
+
+class Counter:
+    """Publishes `{"n": 0}`, `{"n": 1}`, ... on one device's telemetry at a steady rate, QoS 1
+    (each after the previous PUBACK), without device timestamps; `reached(n)` waits for a
+    count, `finish()` ends it after the publish in progress (`sent` is then exact)."""
+
+    def __init__(self, broker: Mosquitto, topic: str, rate: float) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.interval = 1 / rate
+        self.sent = 0
+        self._progress = asyncio.Event()
+        self._finish = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, total: int = 1_000_000) -> Counter:
+        self._task = asyncio.create_task(self._run(total), name="test.counter")
+        return self
+
+    async def _run(self, total: int) -> None:
+        loop = asyncio.get_running_loop()
+        async with mqtt_client(self.broker.host, self.broker.port) as mqtt:
+            started = loop.time()
+            for n in range(total):
+                if self._finish:
+                    return
+                await mqtt.publish(self.topic, b'{"n": %d}' % n, qos=1)
+                self.sent = n + 1
+                self._progress.set()
+                # Paced: a load generator, not a wait for something to happen.
+                await asyncio.sleep(max(0.0, started + (n + 1) * self.interval - loop.time()))
+
+    async def reached(self, count: int, within: float = 30.0) -> None:
+        async with asyncio.timeout(within):
+            while self.sent < count:
+                self._progress.clear()
+                await self._progress.wait()
+
+    async def finish(self) -> int:
+        """Stop after the publish in progress (or wait for the total); how many were sent."""
+        self._finish = True
+        if self._task is not None:
+            await self._task
+        return self.sent
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def test_kill9_of_an_instance_loses_at_most_the_bound_the_survivor_reports(
+    cluster: Cluster, broker: Mosquitto, prefix: str
+) -> None:
+    """Readings without device time published steadily while one instance is killed with -9:
+    none is stored twice; the survivor reports the lost member once, with a bound; the readings
+    missing are no more than that bound; and storing goes on (every reading published after the
+    kill is stored)."""
+    a, _ = await both(cluster)
+    counter = Counter(broker, f"{prefix}/k-1/telemetry", rate=300)
+    total = 1500
+    counter.start(total)
+    await counter.reached(600)
+    await cluster.kill("gw-b")
+    after_kill = counter.sent
+    await counter.reached(total)
+    line = await a.process.line(lambda text: "stopped without leaving" in text)
+    assert "gw-b" in line
+
+    async def last_stored() -> bool:
+        return float(total - 1) in await cluster.stored("k-1", "n")
+
+    await eventually(last_stored, 20, "the last reading stored by the survivor")
+    values = await cluster.stored("k-1", "n")
+    assert len(values) == len(set(values)), "a reading stored twice"
+    lost = total - len(values)
+    bound = await cluster.metric("gw-a", "iotgw_cluster_lost_points_bound_total")
+    assert await cluster.metric("gw-a", "iotgw_cluster_members_lost_total") == 1
+    assert 0 <= lost <= bound, (lost, bound, line)
+    assert set(range(after_kill, total)) <= set(values), "a reading published after the kill"
+
+
+async def watching(
+    http: aiohttp.ClientSession, url: str, device: str, count: int
+) -> tuple[list[Watcher], asyncio.Event, list[asyncio.Task[None]]]:
+    stop = asyncio.Event()
+    watchers = [Watcher(http, url, device) for _ in range(count)]
+    tasks = [asyncio.create_task(w.run(stop), name=f"test.watcher[{i}]") for i, w in
+             enumerate(watchers)]  # fmt: skip
+    return watchers, stop, tasks
+
+
+async def stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    stop.set()
+    await asyncio.gather(*tasks)
+
+
+def has_readings(watcher: Watcher) -> bool:
+    return bool(watcher.connections) and watcher.current.readings >= 3
+
+
+async def test_kill9_under_load_clients_behind_nginx_reconnect_to_the_survivor_without_gaps(
+    cluster: Cluster, broker: Mosquitto, prefix: str, nginx: Any
+) -> None:
+    """50 clients through the shipped nginx config, a steady stream, one instance killed with
+    -9: every client it served is back, subscribed on the survivor, within 3 s of the kill, told
+    `recovered: false` with a fresh snapshot; no client's stream has a silent gap."""
+    a, b = await both(cluster)
+    proxy = nginx([a.port, b.port])
+    counter = Counter(broker, f"{prefix}/w-1/telemetry", rate=100)
+    async with aiohttp.ClientSession() as http:
+        watchers, stop, tasks = await watching(http, proxy.ws_url, "w-1", 50)
+        counter.start()
+        try:
+            for watcher in watchers:
+                await watcher.wait_for(has_readings, within=20)
+            on_b = [w for w in watchers if w.current.instance == "gw-b"]
+            assert 0 < len(on_b) < 50, "round robin spreads the clients over both instances"
+            killed_at = time.monotonic()
+            await cluster.kill("gw-b")
+            for watcher in on_b:
+                await watcher.wait_for(
+                    lambda w: w.current.instance == "gw-a" and w.current.snapshot
+                    and w.current.readings >= 3, within=20,
+                )  # fmt: skip
+        finally:
+            counter.cancel()
+            await stopped(stop, tasks)
+    took = [w.connections[-1].subscribed_at - killed_at for w in on_b]  # type: ignore[operator]
+    # The issue's bound; measured from events, ~0.1 s on an idle machine.
+    assert max(took) <= 3.0, sorted(took)[-5:]
+    for watcher in on_b:
+        assert [c.instance for c in watcher.connections] == ["gw-b", "gw-a"]
+        assert watcher.connections[-1].recovered is False  # another epoch: said so
+    for watcher in watchers:
+        assert watcher.silent_gaps == []
+    assert all(len(w.connections) == 1 for w in watchers if w not in on_b)
+
+
+async def test_rolling_restart_loses_no_stored_reading_and_leaves_no_silent_gap(
+    cluster: Cluster, broker: Mosquitto, prefix: str, nginx: Any
+) -> None:
+    """Under a steady stream with 20 clients behind nginx, A is restarted (SIGTERM, exit 0,
+    started again and ready), then B: every reading published is stored exactly once, the
+    clients of each stopping instance are closed with 1012 and carry on through the other, and
+    no client's stream has a silent gap."""
+    a, b = await both(cluster)
+    proxy = nginx([a.port, b.port])
+    counter = Counter(broker, f"{prefix}/r-1/telemetry", rate=150).start()
+    async with aiohttp.ClientSession() as http:
+        watchers, stop, tasks = await watching(http, proxy.ws_url, "r-1", 20)
+        try:
+            for watcher in watchers:
+                await watcher.wait_for(has_readings, within=20)
+            for name in ("gw-a", "gw-b"):
+                assert await cluster.terminate(name) == 0
+                await cluster.start(name)
+            for watcher in watchers:  # everyone is back on the stream
+                await watcher.wait_for(has_readings, within=20)
+            total = await counter.finish()
+            for watcher in watchers:  # ...and saw it to its end
+                await watcher.wait_for(lambda w: w.last_n == total - 1, within=20)
+        finally:
+            counter.cancel()
+            await stopped(stop, tasks)
+
+    async def all_stored() -> bool:
+        return len(await cluster.stored("r-1", "n")) >= total
+
+    await eventually(all_stored, 20, f"{total} rows stored")
+    assert sorted(await cluster.stored("r-1", "n")) == [float(n) for n in range(total)]
+    for watcher in watchers:
+        assert watcher.silent_gaps == []
+        for ended, following in zip(watcher.connections, watcher.connections[1:], strict=False):
+            assert ended.close_code == 1012, ended
+            assert following.recovered is False or following.snapshot
+    moved = [w for w in watchers if len(w.connections) > 1]
+    assert moved, "some clients were on a restarted instance"

@@ -40,6 +40,11 @@ class Instance:
         return f"ws://127.0.0.1:{self.port}/ws"
 
 
+def report(instance: Instance) -> None:
+    """The end of an instance's log, on the test's captured output (shown when it fails)."""
+    print(f"===== {instance.name}, last lines:", *instance.process.lines[-40:], sep="\n")
+
+
 @dataclass
 class Cluster:
     broker: Mosquitto
@@ -93,7 +98,10 @@ class Cluster:
 
     async def terminate(self, name: str) -> int:
         """SIGTERM, as a rolling restart does; the exit code."""
-        return await self.instances.pop(name).process.stop(signal.SIGTERM)
+        instance = self.instances.pop(name)
+        code = await instance.process.stop(signal.SIGTERM)
+        report(instance)
+        return code
 
     async def kill(self, name: str) -> None:
         """kill -9: no close frames, no flush, no leave."""
@@ -101,6 +109,7 @@ class Cluster:
 
     async def close(self) -> None:
         for instance in list(self.instances.values()):
+            report(instance)
             await instance.process.kill()
         self.instances.clear()
 

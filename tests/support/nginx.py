@@ -15,7 +15,7 @@ from gateway.brokers import free_port
 from tests.support.mosquitto import wait_for_port
 
 CLUSTER_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx-cluster.conf"
-_UPSTREAM = re.compile(r"(\n\s*server )127\.0\.0\.1:808[12]( max_fails)")
+_UPSTREAM = re.compile(r"(\n\s*server )127\.0\.0\.1:808[12]( max_fails=0;)")
 
 
 def find_nginx() -> str | None:
