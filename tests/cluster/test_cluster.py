@@ -299,7 +299,7 @@ async def test_rolling_restart_loses_no_stored_reading_and_leaves_no_silent_gap(
     no client's stream has a silent gap."""
     a, b = await both(cluster)
     proxy = nginx([a.port, b.port])
-    counter = Counter(broker, f"{prefix}/r-1/telemetry", rate=150).start()
+    counter = Counter(broker, f"{prefix}/r-1/telemetry", rate=300).start()
     async with aiohttp.ClientSession() as http:
         watchers, stop, tasks = await watching(http, proxy.ws_url, "r-1", 20)
         try:
