@@ -32,10 +32,7 @@ async def subscribed(
     if announced is not None and not any(
         d["id"] == announced and is_announced(d) for d in snapshot["devices"]
     ):
-        await client.expect(
-            lambda f: f["type"] == "device" and f["device"]["id"] == announced
-            and is_announced(f["device"])
-        )  # fmt: skip
+        await client.event(lambda e: e["device"]["id"] == announced and is_announced(e["device"]))
     return client
 
 
@@ -56,11 +53,9 @@ async def test_readings_reach_clients_on_both_instances_and_registries_agree(
         assert (on_a.hello["instance"], on_b.hello["instance"]) == ("gw-a", "gw-b")
 
         async def seen(client: WsClient, event: str) -> float:
-            await client.expect(
-                lambda f: f["type"] == "device" and f["event"] == event
-                and f["device"]["id"] == "reg-1" and f["device"]["meta"] is not None
-                if event == "meta" else f["type"] == "device" and f["event"] == event
-                and f["device"]["id"] == "reg-1"
+            await client.event(
+                lambda e: e["device"]["id"] == "reg-1" and e["event"] == event
+                and (event != "meta" or e["device"]["meta"] is not None)
             )  # fmt: skip
             return time.monotonic()
 

@@ -4,10 +4,10 @@ own stream for silent gaps.
 A `Watcher` subscribes, follows one counter series (`n` of one device, published 0, 1, 2, ...),
 and reconnects at once when its connection ends (a close code, or the transport cut), resuming
 with the epoch, session and seq it had. Each connection's stream is checked as it arrives: `seq`
-without gaps, and every counter value the previous one plus one, except right after the gateway
-said it could not continue the stream (`recovered: false` and a fresh snapshot, or a `lagging`
-notice). A gap anywhere else is silent, and recorded. Every frame is validated against the
-published schemas.
+of the sequenced frames (readings, snapshots) without gaps, and every counter value the previous
+one plus one, except right after the gateway said it could not continue the stream
+(`recovered: false` and a fresh snapshot, or a coalesced frame). A gap anywhere else is silent,
+and recorded. Every frame is validated against the published schemas (protocol v2).
 """
 
 from __future__ import annotations
@@ -135,16 +135,15 @@ class Watcher:
                     connection.recovered = frame.get("recovered")
                     if connection.recovered is False:
                         self.last_n = None  # announced: the next value may jump
-                elif kind == "snapshot":
-                    connection.snapshot = True
-                    self.last_n = None
-                elif kind == "lagging":
-                    self.last_n = None
-                elif kind == "readings":
+                elif kind in ("snapshot", "readings"):
                     if frame["seq"] != seq + 1:
                         self.silent_gaps.append(f"seq {seq} -> {frame['seq']}")
                     seq = frame["seq"]
-                    self._readings(connection, frame["data"])
+                    if kind == "snapshot" or frame.get("coalesced"):
+                        connection.snapshot = connection.snapshot or kind == "snapshot"
+                        self.last_n = None  # announced: the next value may jump
+                    if kind == "readings":
+                        self._readings(connection, frame["data"])
                 handle = {"epoch": hello["epoch"], "session": hello["session"], "seq": seq}
                 self._note()
         finally:
