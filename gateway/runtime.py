@@ -307,6 +307,8 @@ class Runtime:
 
     def stop(self) -> None:
         """Ask the long-lived tasks to end (the runtime task is then cancelled as well)."""
+        if self.writers is not None:
+            self.writers.stop()
         self.link.stop()
 
     def close_sessions(self) -> None:

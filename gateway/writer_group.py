@@ -163,6 +163,16 @@ class WriterGroup:
         else:
             self.joined.clear()
 
+    def stop(self) -> None:
+        """Stop the writer link for good (shutdown). Cancellation alone may not end it: Python
+        3.11 can swallow a cancellation inside aiomqtt (see BrokerLink.stop), and a writer link
+        left running keeps taking a share of the messages that nothing here will store."""
+        self._leaving = True
+        self._main_up.clear()
+        self._main_down.set()
+        if self._link is not None:
+            self._link.stop()
+
     async def leave(self, within: float) -> None:
         """Hand this member's share to the others without losing a message (see the module
         docstring), then stop the writer link. Bounded by `within` seconds."""

@@ -51,6 +51,21 @@ CONNECT_TIMEOUT_S = 5.0
 PURGE_SERIES_PER_STEP = 256
 #: Tries of one commit that PostgreSQL rolled back as a deadlock (instances sharing a database).
 DEADLOCK_ATTEMPTS = 3
+#: How long closing waits for connections in use before cutting them.
+CLOSE_TIMEOUT_S = 5.0
+SESSION_SETTINGS = {
+    "application_name": "iotgw",
+    # JIT compiles a bucket query for longer than it runs (~50 ms on a few rows).
+    "jit": "off",
+    # Several instances update the same rollup rows (issue 14): one that hangs inside a commit
+    # (frozen, cut off from the database, stuck in shutdown) would hold its row locks and stall
+    # every other instance's writer. A commit waits for a lock this long at most, then fails and
+    # is retried (the store says degraded meanwhile)...
+    "lock_timeout": "5s",
+    # ...and a session left inside a transaction this long is ended by the server, which frees
+    # its locks (the gateway runs only statements inside its transactions, never waits).
+    "idle_in_transaction_session_timeout": "10s",
+}
 #: Value kinds in the `k` column.
 FLOAT, INT, BOOL, STR = 0, 1, 2, 3
 
@@ -190,6 +205,8 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable("postgres timed out")
     if isinstance(exc, asyncpg.exceptions.DiskFullError):
         return StoreUnavailable("disk full")
+    if isinstance(exc, asyncpg.exceptions.LockNotAvailableError):
+        return StoreUnavailable("postgres lock timeout (rows held by another session)")
     return StoreUnavailable(f"postgres: {type(exc).__name__}: {str(exc)[:120]}")
 
 
@@ -261,8 +278,7 @@ class PostgresBackend:
             pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=4, timeout=CONNECT_TIMEOUT_S,
                 command_timeout=30,
-                # JIT compiles a bucket query for longer than it runs (~50 ms on a few rows).
-                server_settings={"application_name": "iotgw", "jit": "off"},
+                server_settings=SESSION_SETTINGS,
             )  # fmt: skip
         except FAILURES as exc:
             raise _unavailable(exc) from exc
@@ -306,8 +322,11 @@ class PostgresBackend:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
-                await pool.close()
-            except FAILURES:
+                # A connection a cancelled task left inside a transaction is never released:
+                # waiting for it would hold the process (and that transaction's locks).
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await pool.close()
+            except (*FAILURES, TimeoutError):
                 pool.terminate()
 
     def _lost(self, exc: BaseException) -> StoreUnavailable:
