@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -21,19 +22,25 @@ from tests.support.mosquitto import Mosquitto
 
 
 async def subscribed(
-    http: aiohttp.ClientSession, url: str, devices: list[str], announced: str | None = None
+    http: aiohttp.ClientSession,
+    url: str,
+    devices: list[str],
+    until: Callable[[dict[str, Any]], bool] | None = None,
 ) -> WsClient:
-    """A client of `url` subscribed to `devices`, past its snapshot, and (if named) once the
-    `announced` device's meta and online status are in (by the snapshot or a device event)."""
+    """A client of `url` subscribed to `devices`, past its snapshot, and (with `until`) once a
+    device satisfies `until`, by the snapshot or a later device event."""
     client = WsClient(await http.ws_connect(url))
     client.hello = await client.expect(lambda f: f["type"] == "hello")
     await client.request({"type": "subscribe", "devices": devices}, "subscribed")
     snapshot = await client.expect(lambda f: f["type"] == "snapshot")
-    if announced is not None and not any(
-        d["id"] == announced and is_announced(d) for d in snapshot["devices"]
-    ):
-        await client.event(lambda e: e["device"]["id"] == announced and is_announced(e["device"]))
+    if until is not None and not any(until(d) for d in snapshot["devices"]):
+        await client.event(lambda e: until(e["device"]))
     return client
+
+
+def announced(device_id: str) -> Callable[[dict[str, Any]], bool]:
+    """The device's retained meta and `online` status are both in."""
+    return lambda d: d["id"] == device_id and is_announced(d)
 
 
 async def both(cluster: Cluster) -> tuple[Instance, Instance]:
@@ -96,7 +103,9 @@ async def test_a_command_through_each_instance_is_answered_once_to_its_own_clien
         device_stand_ins(broker, prefix) as add_device,
     ):
         await add_device("cmd-1")
-        clients = {i.name: await subscribed(http, i.ws_url, ["cmd-1"], "cmd-1") for i in (a, b)}
+        clients = {
+            i.name: await subscribed(http, i.ws_url, ["cmd-1"], announced("cmd-1")) for i in (a, b)
+        }
         results: dict[str, dict[str, Any]] = {}
         for name, client in clients.items():
             command = {"type": "command", "device": "cmd-1", "command": "set_target"}
@@ -324,3 +333,81 @@ async def test_rolling_restart_loses_no_stored_reading_and_leaves_no_silent_gap(
             assert following.recovered is False or following.snapshot
     moved = [w for w in watchers if len(w.connections) > 1]
     assert moved, "some clients were on a restarted instance"
+
+
+async def test_a_discovered_device_is_served_stored_once_and_commanded_on_both_instances(
+    cluster: Cluster, broker: Mosquitto, prefix: str
+) -> None:
+    """Home Assistant discovery (retained config, state topics outside the discovery prefix,
+    subscribed at run time): both instances' /api/devices agree on the device, its states are
+    stored exactly once (the writer group follows the topics discovery added), and a relay
+    command, confirmed by the device's state report, is answered once, on its own instance."""
+    discovery, node = f"ha-{prefix}", f"esp-{prefix}/node"
+    cluster.settings.update({
+        "conventions.homeassistant.enabled": True,
+        "conventions.homeassistant.discovery_prefix": discovery,
+        "conventions.homeassistant.allowed_topics": [f"esp-{prefix}/#"],
+    })  # fmt: skip
+    a, b = await both(cluster)
+    device = {"ids": ["esp-1"], "name": "Node"}
+    configs = {
+        f"{discovery}/sensor/node/t/config": {
+            "~": node, "name": "T", "stat_t": "~/t/state", "uniq_id": "esp-1-t", "dev": device,
+        },
+        f"{discovery}/switch/node/relay/config": {
+            "~": node, "name": "Relay", "stat_t": "~/relay/state", "cmd_t": "~/relay/set",
+            "uniq_id": "esp-1-relay", "dev": device,
+        },
+    }  # fmt: skip
+    async with aiohttp.ClientSession() as http, mqtt_client(broker.host, broker.port) as esp:
+        await esp.subscribe(f"{node}/relay/set", qos=1)
+        for topic, config in configs.items():
+            await esp.publish(topic, orjson.dumps(config), qos=1, retain=True)
+        await esp.publish(f"{node}/relay/state", b"OFF", qos=1)
+
+        def both_entities(d: dict[str, Any]) -> bool:
+            return len((d["meta"] or {}).get("metrics", {})) == 2
+
+        clients = {
+            i.name: await subscribed(http, i.ws_url, ["ha.*"], both_entities) for i in (a, b)
+        }
+        ids = [[d["id"] for d in (await cluster.get(i, "/api/devices"))[1]["devices"]]
+               for i in (a, b)]  # fmt: skip
+        assert ids[0] == ids[1] == ["ha.esp-1"]
+
+        total = 200
+        for n in range(total):
+            await esp.publish(f"{node}/t/state", b"%d" % n, qos=1)
+
+        async def all_stored() -> bool:
+            return len(await cluster.stored("ha.esp-1", "t")) >= total
+
+        await eventually(all_stored, 20, f"{total} states stored")
+        assert sorted(await cluster.stored("ha.esp-1", "t")) == [float(n) for n in range(total)]
+
+        async def device() -> None:  # answers the relay command with its new state
+            async for message in esp.messages:
+                if message.topic.value == f"{node}/relay/set":
+                    assert isinstance(message.payload, bytes)
+                    await esp.publish(f"{node}/relay/state", message.payload, qos=1)
+                    return
+
+        answering = asyncio.create_task(device(), name="test.esp")
+        command = {"type": "command", "device": "ha.esp-1", "command": "set_relay"}
+        result = await clients["gw-b"].request(
+            {**command, "params": {"state": "ON"}}, "command_result"
+        )
+        await answering
+        assert result["status"] == "ok"
+        assert result["command_id"].startswith("c-gw-b-")
+        for client in clients.values():
+            await client.request({"type": "ping"}, "pong")
+        assert [f["type"] for f in clients["gw-a"].seen].count("command_result") == 0
+        assert [f["type"] for f in clients["gw-b"].seen].count("command_result") == 1
+        for name in ("gw-a", "gw-b"):
+            unmatched = await cluster.metric(
+                name, "iotgw_decode_errors_total", reason="unmatched_result"
+            )
+            assert unmatched == 0
+        for topic in configs:  # retained configs outlive the test
+            await esp.publish(topic, b"", qos=1, retain=True)

@@ -20,8 +20,9 @@ def test_compose_cluster_profile_runs_the_tested_nginx_config_in_front_of_its_in
     services = compose["services"]
     cluster = {name for name, s in services.items() if "cluster" in s.get("profiles", [])}
     assert {"postgres", "nginx", "gw-a", "gw-b"} <= cluster
-    assert "./deploy/nginx-cluster.conf:/etc/nginx/conf.d/default.conf:ro" in (
-        services["nginx"]["volumes"]
+    assert (
+        "./deploy/nginx-cluster.conf:/etc/nginx/conf.d/default.conf:ro"
+        in (services["nginx"]["volumes"])
     )
     conf = (ROOT / "deploy" / "nginx-cluster.conf").read_text()
     upstreams = re.findall(r"\n\s*server 127\.0\.0\.1:(\d+) ", conf)
