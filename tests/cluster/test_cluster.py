@@ -352,10 +352,10 @@ async def test_a_discovered_device_is_served_stored_once_and_commanded_on_both_i
     device = {"ids": ["esp-1"], "name": "Node"}
     configs = {
         f"{discovery}/sensor/node/t/config": {
-            "~": node, "name": "T", "stat_t": "~/t/state", "uniq_id": "esp-1-t", "dev": device,
+            "~": node, "name": "t", "stat_t": "~/t/state", "uniq_id": "esp-1-t", "dev": device,
         },
         f"{discovery}/switch/node/relay/config": {
-            "~": node, "name": "Relay", "stat_t": "~/relay/state", "cmd_t": "~/relay/set",
+            "~": node, "name": "relay", "stat_t": "~/relay/state", "cmd_t": "~/relay/set",
             "uniq_id": "esp-1-relay", "dev": device,
         },
     }  # fmt: skip
