@@ -7,7 +7,8 @@ COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY dashboard ./dashboard
 COPY simulators ./simulators
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[fast]"
+# uvloop, and asyncpg for history.backend = "postgres" (a cluster's shared history).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[fast,postgres]"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin iotgw

@@ -57,6 +57,8 @@ def _provide(app: web.Application, runtime: Runtime) -> None:
     app[keys.STATS] = runtime.stats
     app[keys.PIPELINE] = runtime.pipeline
     app[keys.HISTORY] = runtime.store
+    if runtime.writers is not None:
+        app[keys.WRITERS] = runtime.writers
 
 
 async def _run_runtime(app: web.Application) -> AsyncIterator[None]:
@@ -69,6 +71,7 @@ async def _run_runtime(app: web.Application) -> AsyncIterator[None]:
         ready.cancel()
         task.result()  # raises what stopped the runtime
     yield
+    await runtime.leave()  # a cluster member hands its share of the history writers on
     runtime.stop()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -76,7 +79,8 @@ async def _run_runtime(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sessions(app: web.Application) -> None:
-    """on_shutdown: every client is told 1001 (going away) before the runtime stops."""
+    """on_shutdown: every client is told 1001 (going away; in a cluster 1012, service restart)
+    before the runtime stops."""
     app[RUNTIME].close_sessions()
 
 
@@ -92,6 +96,16 @@ def exposure_warning(config: Config) -> str | None:
     )
 
 
+async def drain(runtime: Runtime, drain_s: float) -> None:
+    """The first step of a shutdown: /readyz answers 503 from now on, and for `drain_s` seconds
+    the gateway keeps serving, so that a load balancer polling /readyz stops sending new clients
+    before the listener closes (cluster.drain_s; nginx does not poll: 0 behind it)."""
+    runtime.status.draining = True
+    if drain_s > 0:
+        log.info("draining: /readyz answers 503; closing in %.1fs", drain_s)
+        await asyncio.sleep(drain_s)
+
+
 async def serve(
     config: Config,
     stop: asyncio.Event,
@@ -99,7 +113,8 @@ async def serve(
     *,
     wait_for_broker: bool = False,
 ) -> None:
-    """Run the gateway until `stop` is set, then shut down gracefully (clients get 1001).
+    """Run the gateway until `stop` is set, then shut down gracefully: not ready, stop accepting,
+    clients told to go (1001, in a cluster 1012), the history writer flushed, the broker left.
 
     `started` is set once HTTP is served and, with `wait_for_broker`, the broker link is up and
     subscribed (so publishers started after it lose nothing that is not retained).
@@ -132,6 +147,7 @@ async def serve(
         if started is not None:
             started.set()
         await stop.wait()
+        await drain(app[RUNTIME], config.cluster.drain_s)
     finally:
         await runner.cleanup()
         listener.close()

@@ -17,6 +17,7 @@ from typing import Any
 from gateway import __version__
 from gateway.app import serve
 from gateway.client import cli as client_cli
+from gateway.cluster import with_instance_id
 from gateway.config import Config, load_config
 from gateway.demo import DemoOptions, run_demo
 from gateway.errors import ConfigError, GatewayError
@@ -145,9 +146,15 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    configure_logging(config.log.level, config.log.format)
-    log.info("iotgw %s, broker %s", __version__, redact_url(config.broker.url))
+    config = with_instance_id(config_from_args(args))
+    instance = config.cluster.instance_id
+    # JSON lines always name the instance; text lines in a cluster, where lines of several
+    # instances end up side by side.
+    tagged = config.log.format == "json" or config.cluster.enabled
+    configure_logging(config.log.level, config.log.format, instance if tagged else None)
+    log.info(
+        "iotgw %s, instance %s, broker %s", __version__, instance, redact_url(config.broker.url)
+    )
     try:
         run_until_signal(lambda stop: serve(config, stop))
     except OSError as exc:

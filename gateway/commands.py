@@ -11,13 +11,13 @@ may confirm the command, and a command nothing can confirm ends at once as `unco
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from gateway.cluster import command_owner, new_command_id
 from gateway.config import CommandsConfig
 from gateway.conventions import Convention
 from gateway.errors import CommandError, PublishUnconfirmed
@@ -72,10 +72,12 @@ class CommandRouter:
         conventions: Mapping[str, Convention],
         publisher: Publisher,
         config: CommandsConfig,
+        instance: str,
     ) -> None:
         self._conventions = conventions
         self._publisher = publisher
         self._config = config
+        self._instance = instance  # command ids name it: peers tell their results from strays
         self._pending: dict[str, tuple[str, asyncio.Future[CommandResult]]] = {}
 
     @property
@@ -95,7 +97,7 @@ class CommandRouter:
         if spec is None:
             raise CommandError("not_found", f"device {device_id} has no command {command!r:.80}")
         checked = validate_params(command, spec, params)
-        command_id = f"c-{secrets.token_hex(8)}"
+        command_id = new_command_id(self._instance)
         topic, payload = self._conventions[device.convention].encode_command(
             device_id, meta, command, command_id, checked
         )
@@ -160,3 +162,9 @@ class CommandRouter:
             return False
         entry[1].set_result(result)
         return True
+
+    def is_peers(self, command_id: str) -> bool:
+        """True when the id names another gateway instance: every instance of a cluster sees
+        every answer, and only the one that sent the command acts on it."""
+        owner = command_owner(command_id)
+        return owner is not None and owner != self._instance

@@ -296,6 +296,30 @@ class DashboardConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Several instances behind a load balancer, sharing one broker and one PostgreSQL history
+    (docs/scaling.md, docs/operations.md#cluster)."""
+
+    enabled: bool = False
+    # Names this process in logs, hello, /healthz, /metrics, audit rows and command ids; empty:
+    # the host name plus a random suffix, new on every start. Letters, digits, `_ . -`.
+    instance_id: str = ""
+    # The MQTT shared-subscription group ($share/<group>/...) through which the broker hands
+    # each message to one instance, the one that stores its readings.
+    writer_group: str = "iotgw-history"
+    # How long a message waits for its other copy (main link / writer link) before it is given
+    # up: a claim left alone is counted as lost (iotgw_cluster_claims_unmatched_total).
+    claim_window_s: float = 2.0
+    heartbeat_s: float = 2.0  # membership row in PostgreSQL; 3 missed: the member is lost
+    # On SIGTERM: /readyz answers 503 this long before the listener closes, for load balancers
+    # that poll it (nginx does not: 0 is right behind nginx).
+    drain_s: float = 0.0
+    # The broker's per-client in-flight window (Mosquitto's max_inflight_messages): messages a
+    # member killed with -9 may have lost, part of the bound the survivors log.
+    broker_inflight: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "text"  # text | json
@@ -312,6 +336,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -528,6 +553,7 @@ def validate(config: Config) -> None:
     if config.conventions.homeassistant.duplicates not in ("suppress", "show"):
         raise ConfigError("conventions.homeassistant.duplicates", "expected suppress or show")
     _validate_dashboard(config.dashboard)
+    _validate_cluster(config.cluster, config.history)
     prefix = config.conventions.native.prefix
     if not prefix or any(c in prefix for c in "+#\x00") or prefix.startswith("/"):
         raise ConfigError("conventions.native.prefix", "must be a topic without wildcards")
@@ -556,6 +582,33 @@ def _validate_dashboard(dashboard: DashboardConfig) -> None:
         raise ConfigError("dashboard.map_attribution", "at most 300 characters")
     if not dashboard.map_tiles and dashboard.map_attribution:
         raise ConfigError("dashboard.map_attribution", "set with dashboard.map_tiles only")
+
+
+#: An instance id: it becomes part of command ids (at most 64 characters on the wire), MQTT
+#: client ids and log lines, so it is short and plain.
+INSTANCE_ID_MAX = 40
+INSTANCE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{INSTANCE_ID_MAX - 1}}}")
+_GROUP = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _validate_cluster(cluster: ClusterConfig, history: HistoryConfig) -> None:
+    if cluster.instance_id and not INSTANCE_ID.fullmatch(cluster.instance_id):
+        raise ConfigError(
+            "cluster.instance_id",
+            "1 to 40 of A-Z a-z 0-9 _ . -, starting with a letter or digit (or empty)",
+        )
+    if not _GROUP.fullmatch(cluster.writer_group):
+        raise ConfigError("cluster.writer_group", "1 to 64 of A-Z a-z 0-9 _ . -")
+    for key in ("claim_window_s", "heartbeat_s", "broker_inflight"):
+        if getattr(cluster, key) <= 0:
+            raise ConfigError(f"cluster.{key}", "must be greater than 0")
+    if cluster.drain_s < 0:
+        raise ConfigError("cluster.drain_s", "must be 0 (close at once) or more")
+    if cluster.enabled and history.backend == "sqlite":
+        raise ConfigError(
+            "history.backend",
+            "a cluster shares one history: postgres (or memory: no durable history)",
+        )
 
 
 def _validate_history(history: HistoryConfig) -> None:

@@ -38,11 +38,12 @@ def request_principal(request: web.Request) -> Principal:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return _json({"status": "ok", "instance": request.app[keys.STATUS].instance})
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 once the broker link is up and its retained state has arrived (gateway/sync.py)."""
+    """200 once the broker link is up and its retained state has arrived (gateway/sync.py), in a
+    cluster once the instance stores its share of history; 503 again while it shuts down."""
     status = request.app[keys.STATUS]
     store = request.app[keys.HISTORY]
     body = {
@@ -53,7 +54,11 @@ async def readyz(request: web.Request) -> web.Response:
         # Readiness does not wait for history: a degraded store still relays (operations.md).
         "history": {"backend": store.backend.name, "status": store.state, "reason": store.reason},
     }
-    return _json(body, 200 if status.synced else 503)
+    if status.draining:
+        body["draining"] = True  # shutting down: clients are being sent elsewhere
+    if status.writer_state is not None:
+        body["writer"] = status.writer_state  # a cluster member storing its share of history
+    return _json(body, 200 if status.ready else 503)
 
 
 async def list_devices(request: web.Request) -> web.Response:

@@ -56,8 +56,14 @@ class BrokerLink:
         on_message: Callable[[str, bytes], None],
         on_state: Callable[[bool], None],
         on_oversize: Callable[[str, int], None] | None = None,
+        *,
+        skip_retained: bool = False,
     ) -> None:
+        """`skip_retained`: messages the broker sends because a subscription was just made (the
+        RETAIN flag) are acknowledged and not handed on (the cluster's writer link, whose
+        shared subscriptions older Mosquittos still send retained messages to)."""
         self._config = config
+        self._skip_retained = skip_retained
         # Insertion-ordered, looked up by topic: discovery adds and removes them one by one.
         self._subscriptions = dict.fromkeys(subscriptions)
         self._on_message = on_message
@@ -205,6 +211,12 @@ class BrokerLink:
                 await client.subscribe([(topic, self._config.qos) for topic in topics])
             else:
                 await client.unsubscribe(topics)
+            self._changes.task_done()
+
+    async def settled(self) -> None:
+        """Return once the broker has acknowledged every subscription change asked for so far
+        on this connection (callers bound the wait: the connection may drop meanwhile)."""
+        await self._changes.join()
 
     def _deliver(self, topic: str, payload: bytes) -> None:
         """Hand one message on. A bug that its handling trips (decode, registry, hub) is logged
@@ -252,7 +264,12 @@ class BrokerLink:
             problem = paho_compat.client_problem(client)
             if problem is None:
                 mqtt_reader.install(
-                    client, self._deliver, self._on_oversize, config.max_payload_bytes, [NO_DELAY]
+                    client,
+                    self._deliver,
+                    self._on_oversize,
+                    config.max_payload_bytes,
+                    [NO_DELAY],
+                    self._skip_retained,
                 )
                 return client
             log.warning("fast MQTT read path off: %s; using aiomqtt's message iterator", problem)
@@ -266,7 +283,9 @@ class BrokerLink:
         is only aiomqtt's way of reporting the loss."""
         async for message in client.messages:
             payload = message.payload
-            if isinstance(payload, bytes | bytearray):  # always, from paho
+            if message.retain and self._skip_retained:
+                pass
+            elif isinstance(payload, bytes | bytearray):  # always, from paho
                 self._deliver(message.topic.value, bytes(payload))
             if ack is not None and message.qos:
                 ack(message.mid, message.qos)

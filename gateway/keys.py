@@ -19,6 +19,7 @@ from gateway.snapshots import HeldSnapshots
 from gateway.stats import GatewayStats
 from gateway.status import GatewayStatus
 from gateway.store import HistoryStore
+from gateway.writer_group import WriterGroup
 
 CONFIG = web.AppKey("config", Config)
 AUTH = web.AppKey("auth", Authenticator)
@@ -31,3 +32,5 @@ STATUS = web.AppKey("status", GatewayStatus)
 STATS = web.AppKey("stats", GatewayStats)
 PIPELINE = web.AppKey("pipeline", Pipeline)  # forgets devices (DELETE /api/devices/{id})
 HISTORY = web.AppKey("history", HistoryStore)
+#: A cluster member's history writers (only set when it has them: cluster with durable history).
+WRITERS = web.AppKey("writers", WriterGroup)

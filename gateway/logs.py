@@ -93,17 +93,23 @@ def escape_controls(text: str) -> str:
 class _EscapingFormatter(logging.Formatter):
     """What both formats write, escaped once here for every record whatever its source: the
     message, the connection context, and the traceback or stack (line by line: their own line
-    breaks are kept, and everything inside a line is escaped)."""
+    breaks are kept, and everything inside a line is escaped). With an `instance`, every line
+    names the gateway instance that wrote it (a cluster's lines end up in one place)."""
+
+    instance: str | None = None
 
     def message(self, record: logging.LogRecord) -> str:
         return escape_controls(record.getMessage())
 
     def context(self, record: logging.LogRecord) -> dict[str, str]:
-        return {
+        found = {
             key: escape_controls(str(getattr(record, key)))
             for key in CONTEXT_FIELDS
             if hasattr(record, key)
         }
+        if self.instance is not None:
+            found["instance"] = self.instance  # checked by config: no controls to escape
+        return found
 
     def details(self, record: logging.LogRecord) -> list[str]:
         """The traceback and the stack, if the record has them, as escaped lines."""
@@ -162,13 +168,13 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def configure_logging(level: str, fmt: str) -> None:
-    """Human-readable lines by default; JSON lines with fmt='json'."""
+def configure_logging(level: str, fmt: str, instance: str | None = None) -> None:
+    """Human-readable lines by default; JSON lines with fmt='json'. With `instance`, every line
+    carries it (`instance` in JSON, `[instance=…]` in text)."""
     handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(TextFormatter())
+    formatter: _EscapingFormatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    formatter.instance = instance
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

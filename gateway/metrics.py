@@ -31,6 +31,7 @@ from gateway.registry import Registry
 from gateway.stats import Buckets, GatewayStats
 from gateway.status import GatewayStatus
 from gateway.store import HistoryStore
+from gateway.writer_group import WriterGroup
 
 
 class GatewayCollector(Collector):
@@ -42,8 +43,10 @@ class GatewayCollector(Collector):
         hub: Hub,
         commands: CommandService,
         history: HistoryStore,
+        writers: WriterGroup | None = None,
     ) -> None:
         self._history = history
+        self._writers = writers
         self._stats = stats
         self._status = status
         self._registry = registry
@@ -52,6 +55,16 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats, hub = self._stats, self._hub
+        # Which process this is, as an info metric rather than a label on every series: the
+        # default id changes on every start, and a label that changes would start new series
+        # each time. Join it on Prometheus's own `instance` target label where it is needed.
+        info = GaugeMetricFamily(
+            "iotgw_instance_info",
+            "This gateway process: cluster.instance_id and the version (always 1)",
+            labels=["instance_id", "version"],
+        )
+        info.add_metric([self._status.instance, self._status.version], 1)
+        yield info
         yield _counter(
             "iotgw_mqtt_messages", "MQTT messages received", ["convention", "outcome"],
             stats.ingest.messages,
@@ -173,6 +186,12 @@ class GatewayCollector(Collector):
             stats.connections.closed,
         )
         yield _counter("iotgw_commands", "Command outcomes", ["status"], stats.commands.outcomes)
+        yield CounterMetricFamily(
+            "iotgw_command_results_peer",
+            "Device answers to another instance's commands (seen by every instance of a cluster, "
+            "acted on by the one that sent the command)",
+            value=stats.ingest.peer_results,
+        )
         yield _counter(
             "iotgw_commands_refused",
             "Commands refused, nothing published",
@@ -185,6 +204,8 @@ class GatewayCollector(Collector):
             stats.commands.rtt,
         )
         yield from history_families(self._history)
+        if self._writers is not None:
+            yield from writer_families(self._writers)
 
 
 def history_families(store: HistoryStore) -> Iterator[Metric]:
@@ -246,6 +267,67 @@ def history_families(store: HistoryStore) -> Iterator[Metric]:
     )
 
 
+def writer_families(writers: WriterGroup) -> Iterator[Metric]:
+    """A cluster member's share of the history writers (docs/operations.md#cluster)."""
+    claims, roster, link = writers.claim_stats, writers.roster, writers.link_stats
+    yield GaugeMetricFamily(
+        "iotgw_cluster_writer_joined",
+        "1 while this instance is in the writer group (stores its share of the readings)",
+        value=int(writers.joined.is_set()),
+    )
+    yield CounterMetricFamily(
+        "iotgw_cluster_claimed_messages",
+        "Messages the writer group handed this instance to store",
+        value=claims.claimed_messages,
+    )
+    yield CounterMetricFamily(
+        "iotgw_cluster_claimed_points",
+        "Readings of those handed to the history store",
+        value=claims.claimed_points,
+    )
+    yield CounterMetricFamily(
+        "iotgw_cluster_claims_unmatched",
+        "Claimed messages whose main-link copy never came within cluster.claim_window_s: "
+        "their readings are not stored",
+        value=claims.unmatched,
+    )
+    yield CounterMetricFamily(
+        "iotgw_cluster_copies_unclaimed",
+        "Messages another instance was handed to store",
+        value=claims.unclaimed,
+    )
+    yield GaugeMetricFamily(
+        "iotgw_cluster_waiting_copies",
+        "Copies of messages waiting for their other half (main link or writer link)",
+        value=writers.claims.waiting,
+    )
+    yield CounterMetricFamily(
+        "iotgw_cluster_writer_connects",
+        "Writer-link connections to the broker",
+        value=link.connects,
+    )
+    yield GaugeMetricFamily(
+        "iotgw_cluster_members",
+        "Cluster members alive at the last heartbeat, this one included",
+        value=roster.members,
+    )
+    yield CounterMetricFamily(
+        "iotgw_cluster_members_lost",
+        "Members this instance found gone without leaving (killed, or cut off)",
+        value=roster.members_lost,
+    )
+    yield CounterMetricFamily(
+        "iotgw_cluster_lost_points_bound",
+        "Sum of those members' loss bounds: readings they may have taken and not committed",
+        value=roster.lost_points_bound,
+    )
+    yield CounterMetricFamily(
+        "iotgw_cluster_heartbeat_failures",
+        "Heartbeats the shared database did not record",
+        value=roster.heartbeat_failures,
+    )
+
+
 def _counter(
     name: str, documentation: str, labels: list[str], counts: Counter[Any]
 ) -> CounterMetricFamily:
@@ -295,7 +377,7 @@ def add_metrics(app: web.Application) -> None:
     registry = CollectorRegistry(auto_describe=False)
     collector = GatewayCollector(
         app[keys.STATS], app[keys.STATUS], app[keys.REGISTRY], app[keys.HUB], app[keys.COMMANDS],
-        app[keys.HISTORY],
+        app[keys.HISTORY], app.get(keys.WRITERS),
     )  # fmt: skip
     registry.register(collector)
     token = app[keys.CONFIG].http.metrics_secret()

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 16 * 1024
 
 PUBLISH = 0x30
+_RETAIN = 0x01
 _QOS_BITS = 0x06
 _ANY_PUBLISH = 0xF0
 _TRY_AGAIN = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -75,7 +76,9 @@ class PacketReader:
     byte has arrived: joining on every read copied a large packet again for each chunk (a 48 MiB
     PUBLISH took 24 s of CPU). A PUBLISH whose payload exceeds `max_payload` is never assembled:
     once its variable header is in, it is counted (`oversize`), acknowledged at QoS 1 so the
-    broker does not send it again, and its remaining bytes are discarded as they arrive.
+    broker does not send it again, and its remaining bytes are discarded as they arrive. With
+    `skip_retained`, a PUBLISH with the RETAIN flag (sent because a subscription was just made,
+    MQTT 3.1.1 §3.3.1.3) is acknowledged and not handed on.
     """
 
     def __init__(
@@ -85,12 +88,14 @@ class PacketReader:
         handle: Handle,
         oversize: Oversize | None = None,
         max_payload: int = 1 << 28,
+        skip_retained: bool = False,
     ) -> None:
         self._sock = sock
         self._paho = paho
         self._handle = handle
         self._oversize = oversize
         self._max_payload = max_payload
+        self._skip_retained = skip_retained
         self._pending: list[bytes] = []  # the start of a packet whose end has not arrived yet
         self._pending_bytes = 0
         self._wanted = 0  # how many pending bytes the packet needs before it can be routed
@@ -186,10 +191,11 @@ class PacketReader:
                 payload_start = topic_end + 2 * qos
                 if payload_start > packet_end:
                     raise MalformedPacket("malformed PUBLISH from the broker")
-                handle(
-                    data[cursor + 2 : topic_end].decode("utf-8", "replace"),
-                    data[payload_start:packet_end],
-                )
+                if not (command & _RETAIN and self._skip_retained):
+                    handle(
+                        data[cursor + 2 : topic_end].decode("utf-8", "replace"),
+                        data[payload_start:packet_end],
+                    )
                 if qos:
                     self._paho.ack(data[topic_end] << 8 | data[topic_end + 1])
             elif packet_end > end:
@@ -216,10 +222,12 @@ def install(
     oversize: Oversize | None = None,
     max_payload: int = 1 << 28,
     socket_options: Iterable[SocketOption] = (),
+    skip_retained: bool = False,
 ) -> None:
     """Read an aiomqtt client's broker socket with a PacketReader (before it connects)."""
 
     def make_reader(sock: Any, paho: PahoHooks) -> Callable[[], None]:
-        return PacketReader(sock, paho, handle, oversize, max_payload).on_readable
+        reader = PacketReader(sock, paho, handle, oversize, max_payload, skip_retained)
+        return reader.on_readable
 
     paho_compat.install_fast_reader(client, make_reader, handle, socket_options)

@@ -148,8 +148,12 @@ class Pipeline:
                 # for it (the router checks the first, this the second).
                 owner = self._registry.get(device_id)
                 mine = owner is not None and owner.convention == convention
-                if not (mine and self._router.resolve(event)):
-                    self._reject(convention, "unmatched_result", topic, event.command_id)
+                if mine and self._router.resolve(event):
+                    return
+                if mine and self._router.is_peers(event.command_id):
+                    self.stats.peer_results += 1  # another instance's command: it answers
+                    return
+                self._reject(convention, "unmatched_result", topic, event.command_id)
             case Publish(topic=out, payload=payload):
                 # Only on the convention's own topics: what a device sends cannot steer it.
                 speaker = self._by_name.get(convention)

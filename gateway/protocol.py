@@ -31,6 +31,7 @@ class CloseCode(IntEnum):
 
     GOING_AWAY = 1001
     MESSAGE_TOO_BIG = 1009
+    SERVICE_RESTART = 1012  # a cluster member shutting down: reconnect now (RFC 6455 §7.4.2)
     SLOW_CONSUMER = 4000
     TOO_MANY_REQUESTS = 4001
     OUTBOX_OVERFLOW = 4002
@@ -52,6 +53,7 @@ class CloseReason:
     AUTH_TIMEOUT = "auth_timeout"
     CONNECTION_LIMIT = "connection_limit"
     SHUTDOWN = "shutdown"
+    SERVICE_RESTART = "service_restart"  # a cluster member shutting down (1012)
     NO_PONG = "no_pong"  # a heartbeat went unanswered: the transport is cut (the peer sees 1006)
 
 

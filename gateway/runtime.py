@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-import socket
 import time
 from collections.abc import Iterable
 
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.browsers import policy_for
+from gateway.cluster import Decoded, with_instance_id
 from gateway.commands import CommandRouter
 from gateway.config import Config
 from gateway.control import CommandService
@@ -25,6 +26,7 @@ from gateway.conventions import build_conventions, id_tags
 from gateway.errors import BrokerUnavailable, PublishUnconfirmed
 from gateway.hub import Hub
 from gateway.ingest import BrokerLink
+from gateway.models import Reading
 from gateway.pipeline import Pipeline
 from gateway.protocol import CloseCode, CloseReason
 from gateway.registry import Registry
@@ -33,6 +35,7 @@ from gateway.stats import GatewayStats, LoopStats
 from gateway.status import GatewayStatus
 from gateway.store import Point, RestoredSeries, build_store
 from gateway.sync import RetainedSync
+from gateway.writer_group import WriterGroup
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ JANITOR_INTERVAL_S = 1.0
 #: How often the loop sampler wakes to measure the event loop's lateness (see _loop_sampler).
 LOOP_SAMPLE_S = 0.01
 HEARTBEAT_SWEEPS = 20  # per heartbeat interval (see Runtime._heartbeats)
+#: A cluster member leaving: how long the writer group's drain and the store's flush may take.
+LEAVE_TIMEOUT_S = 10.0
+FLUSH_TIMEOUT_S = 10.0
 
 
 class Runtime:
@@ -47,15 +53,22 @@ class Runtime:
     long-lived tasks."""
 
     def __init__(self, config: Config) -> None:
+        config = with_instance_id(config)
         self.config = config
+        self.instance_id = config.cluster.instance_id
         self.registry = Registry(config.registry, id_tags())
         self.hub = Hub(config.ws)
         self.auth = Authenticator(config.auth)
         self.admission = Admission(config.ws, self.auth, policy_for(config.http, config.auth))
         conventions = build_conventions(config.conventions, self.registry.shapes)
         subscriptions = [topic for c in conventions for topic in c.subscriptions()]
+        broker = config.broker
+        if config.cluster.enabled and not broker.client_id:
+            # Named after the instance: one fixed id shared by the instances' config would make
+            # them take the broker connection from each other in turn.
+            broker = dataclasses.replace(broker, client_id=f"iotgw-{self.instance_id}")
         self.link = BrokerLink(
-            config.broker,
+            broker,
             subscriptions,
             self._on_message,
             self._on_link_state,
@@ -63,28 +76,33 @@ class Runtime:
         )
         self.sync = RetainedSync(self.link.client_id)
         self.link.add_subscriptions([self.sync.topic])
-        self.status = GatewayStatus(self.sync)
+        self.status = GatewayStatus(self.sync, self.instance_id)
         self.held_snapshots = HeldSnapshots()
         self._sync_task: asyncio.Task[None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
         by_name = {c.name: c for c in conventions}
-        # Instance id of audit rows (issue 14 replaces it with [cluster] instance_id).
-        self.store = build_store(config, self._ring, socket.gethostname())
-        self.router = CommandRouter(by_name, self.link, config.commands)
+        self.store = build_store(config, self._ring, self.instance_id)
+        self.router = CommandRouter(by_name, self.link, config.commands, self.instance_id)
         self.commands = CommandService(
             self.registry, self.router, by_name, config.commands, audit=self.store
         )
-        self.pipeline = Pipeline(
-            conventions,
-            self.registry,
-            self.hub,
-            self.router,
-            config.broker.max_payload_bytes,
-            self.link.add_subscriptions,
-            self.link.remove_subscriptions,
-            self.store.append,
-            publish=self.link.publish_soon,
-        )
+        # A cluster with durable history stores what the writer group hands this instance.
+        self.writers: WriterGroup | None = None
+        self._kept: Decoded = []  # the readings of the message being handled (writer group)
+        if config.cluster.enabled and self.store.durable:
+            self.writers = WriterGroup(config.cluster, broker, self.store, [self.sync.topic])
+            self.writers.mirror(self.link.subscriptions)
+            self.status.watch_writer(self.writers.joined)
+            self.pipeline = Pipeline(
+                conventions, self.registry, self.hub, self.router, broker.max_payload_bytes,
+                self._subscribe, self._unsubscribe, self._keep, publish=self.link.publish_soon,
+            )  # fmt: skip
+        else:
+            self.pipeline = Pipeline(
+                conventions, self.registry, self.hub, self.router, broker.max_payload_bytes,
+                self.link.add_subscriptions, self.link.remove_subscriptions, self.store.append,
+                publish=self.link.publish_soon,
+            )  # fmt: skip
         self.ready = asyncio.Event()
         self.stats = GatewayStats(
             ingest=self.pipeline.stats,
@@ -113,6 +131,13 @@ class Runtime:
                 await self.store.start(self._restore)
                 tasks.create_task(self.store.run(self._restore), name="gateway.history")
                 tasks.create_task(self.link.run(), name="gateway.ingest")
+                if self.writers is not None:
+                    tasks.create_task(self.writers.run(), name="gateway.cluster.writers")
+                    roster = self.store.roster
+                    if roster is not None:
+                        tasks.create_task(
+                            self.writers.heartbeats(roster), name="gateway.cluster.heartbeats"
+                        )
         finally:
             await self.store.close()  # in case its task was cancelled before it ran
 
@@ -124,10 +149,47 @@ class Runtime:
         device = self.registry.get(device_id)
         return device.history.get(metric) if device is not None else None
 
+    async def leave(self) -> None:
+        """A cluster member's clean exit (SIGTERM, after its clients were told to go): hand its
+        share of the writer group to the others, commit every reading it claimed, and tell the
+        others it left. The broker link closes after, with the runtime task."""
+        writers = self.writers
+        if writers is None:
+            return
+        await writers.leave(LEAVE_TIMEOUT_S)
+        try:
+            async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                await self.store.drained()
+        except TimeoutError:
+            log.warning("history: %d points not committed before leaving", self.store.queued)
+        roster = self.store.roster
+        if roster is not None:
+            await writers.leave_roster(roster)
+
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.sync.topic and self.sync.arrived(payload):
             return
+        writers = self.writers
+        if writers is None:
+            self.pipeline.handle(topic, payload)
+            return
+        kept = self._kept = []
         self.pipeline.handle(topic, payload)
+        writers.decoded(topic, payload, kept)
+
+    def _keep(self, readings: list[Reading], convention: str) -> None:
+        """In a cluster: a message's readings wait for the writer group's verdict (Claims)."""
+        self._kept.append((readings, convention))
+
+    def _subscribe(self, topics: list[str]) -> None:
+        self.link.add_subscriptions(topics)
+        if self.writers is not None:
+            self.writers.mirror(self.link.subscriptions)
+
+    def _unsubscribe(self, topics: list[str]) -> None:
+        self.link.remove_subscriptions(topics)
+        if self.writers is not None:
+            self.writers.mirror(self.link.subscriptions)
 
     def _on_oversize(self, topic: str, size: int) -> None:
         self.pipeline.refuse_oversize(topic, size)
@@ -144,6 +206,8 @@ class Runtime:
         else:
             self.linked.clear()
             self.sync.lost()
+            if self.writers is not None:
+                self.writers.main_lost()
         self.status.broker_changed(connected)
         self.hub.broadcast(self.status.gateway_event())
 
@@ -178,6 +242,8 @@ class Runtime:
                 self.config.broker.sync_timeout_s,
             )
         self.held_snapshots.release(self.registry, self.hub)
+        if self.writers is not None:
+            self.writers.main_ready()  # its copies keep pace with the claims from now on
 
     async def _end_startup_hold(self) -> None:
         """A broker unreachable at start (or a link that keeps dropping) would hold snapshots
@@ -241,10 +307,17 @@ class Runtime:
 
     def stop(self) -> None:
         """Ask the long-lived tasks to end (the runtime task is then cancelled as well)."""
+        if self.writers is not None:
+            self.writers.stop()
         self.link.stop()
 
     def close_sessions(self) -> None:
-        """Ask every client to go away (1001: reconnect later)."""
+        """Ask every client to go away: 1001 (reconnect later), or in a cluster 1012 (service
+        restart: reconnect now, the load balancer sends you to another instance)."""
         self.hub.flush()
+        if self.config.cluster.enabled:
+            code, reason = CloseCode.SERVICE_RESTART, CloseReason.SERVICE_RESTART
+        else:
+            code, reason = CloseCode.GOING_AWAY, CloseReason.SHUTDOWN
         for stream in list(self.hub.streams):
-            stream.evict(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
+            stream.evict(code, reason)

@@ -22,6 +22,7 @@ class IngestStats:
     decode_errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (convention, reason)
     #: messages conventions asked to send (Sparkplug rebirth requests): (convention, sent|dropped)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    peer_results: int = 0  # command results for another instance's commands (a cluster)
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ Runtime keeps it current (link changes, the end of the cold start's hold).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
@@ -14,13 +15,33 @@ from gateway.sync import RetainedSync
 
 
 class GatewayStatus:
-    def __init__(self, sync: RetainedSync) -> None:
+    def __init__(self, sync: RetainedSync, instance: str) -> None:
         self.version = __version__
+        self.instance = instance  # cluster.instance_id: which process of the service this is
         self.epoch = secrets.token_urlsafe(6)  # tells reconnecting clients the gateway restarted
         self.broker_connected = False
         self.broker_changed_at = time.time()
         self._sync = sync
         self._startup_hold_over = False
+        self.draining = False  # shutting down: load balancers are to send nobody here
+        self._writer_joined: asyncio.Event | None = None
+
+    def watch_writer(self, joined: asyncio.Event) -> None:
+        """A cluster member with durable history is ready only while it stores its share of the
+        writer group (else a rolling restart could leave the group empty for a moment)."""
+        self._writer_joined = joined
+
+    @property
+    def writer_state(self) -> str | None:
+        """`joined` or `joining` for a cluster member that stores history; else None."""
+        if self._writer_joined is None:
+            return None
+        return "joined" if self._writer_joined.is_set() else "joining"
+
+    @property
+    def ready(self) -> bool:
+        """What /readyz says: synced, in the writer group if it has one, and not draining."""
+        return self.synced and self.writer_state != "joining" and not self.draining
 
     @property
     def broker_state(self) -> str:

@@ -230,6 +230,7 @@ class Connection:
             "type": "hello",
             "protocol": PROTOCOL_VERSION,
             "server": f"iotgw {status.version}",
+            "instance": status.instance,
             "epoch": status.epoch,
             "session": self.stream.id,
             "auth": "required" if self.stream.principal is None else "none",

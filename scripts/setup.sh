@@ -38,6 +38,10 @@ have_mosquitto() {
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]
 }
 
+have_nginx() {
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]
+}
+
 have_postgres() {  # PostgreSQL 15 or newer from Debian's packages (initdb is not on PATH there)
     local initdb
     for initdb in /usr/lib/postgresql/*/bin/initdb; do

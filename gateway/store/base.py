@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.models import AuditEntry, Reading, Value
 
@@ -123,6 +123,60 @@ class Backend(Protocol):
     ) -> list[AuditEntry]:  # fmt: skip
         """Audit records in the range (newest first) for `device`, or for every device
         `allowed` accepts when `device` is None."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberBeat:
+    """One cluster member's heartbeat: what survivors need to bound its loss if it vanishes."""
+
+    instance: str
+    host: str
+    started_at: float
+    heartbeat_s: float
+    queued: int  # points waiting for this member's writer
+    rate: float  # points/s this member took from the writer group lately
+    points_per_message: float  # readings per claimed message, on average
+    inflight: int  # the broker's in-flight window (messages) to this member's writer link
+
+
+@dataclass(frozen=True, slots=True)
+class LostMember:
+    """A member whose heartbeat stopped without a clean leave; `bound` estimates the readings
+    it may have taken from the group and not committed (docs/scaling.md)."""
+
+    instance: str
+    silent_s: float  # since its last heartbeat, when noticed
+    queued: int
+    rate: float
+    heartbeat_s: float
+    inflight_points: float
+
+    @property
+    def bound(self) -> int:
+        """Its queue at the last heartbeat, what it took at its last rate until the heartbeat it
+        missed, and the broker's in-flight window to it."""
+        return math.ceil(self.queued + self.rate * self.heartbeat_s + self.inflight_points)
+
+
+@dataclass(frozen=True, slots=True)
+class RosterView:
+    """What one heartbeat learned: the members alive, and those found lost just now (each
+    reported to exactly one survivor)."""
+
+    members: int
+    lost: list[LostMember]
+
+
+@runtime_checkable
+class Roster(Protocol):
+    """A backend several instances share keeps their membership (PostgreSQL)."""
+
+    async def beat(self, beat: MemberBeat, missed: int) -> RosterView:
+        """Record this member's heartbeat; mark and return the members silent for `missed` of
+        their own heartbeats that never left. Raises StoreUnavailable."""
+
+    async def leave(self, instance: str) -> None:
+        """This member leaves cleanly (its writer flushed)."""
 
 
 def bucket_width(start: float, end: float, max_points: int) -> float:

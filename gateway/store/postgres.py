@@ -32,8 +32,11 @@ from gateway.store.base import (
     MAX_TIME_S,
     ROLLUP_WIDTHS_S,
     HistoryResult,
+    LostMember,
+    MemberBeat,
     Point,
     RestoredSeries,
+    RosterView,
     StoreUnavailable,
     WriteBatch,
     WriteOutcome,
@@ -46,6 +49,23 @@ EXPORT_CHUNK = 10000
 DAY_S = 86400.0
 CONNECT_TIMEOUT_S = 5.0
 PURGE_SERIES_PER_STEP = 256
+#: Tries of one commit that PostgreSQL rolled back as a deadlock (instances sharing a database).
+DEADLOCK_ATTEMPTS = 3
+#: How long closing waits for connections in use before cutting them.
+CLOSE_TIMEOUT_S = 5.0
+SESSION_SETTINGS = {
+    "application_name": "iotgw",
+    # JIT compiles a bucket query for longer than it runs (~50 ms on a few rows).
+    "jit": "off",
+    # Several instances update the same rollup rows (issue 14): one that hangs inside a commit
+    # (frozen, cut off from the database, stuck in shutdown) would hold its row locks and stall
+    # every other instance's writer. A commit waits for a lock this long at most, then fails and
+    # is retried (the store says degraded meanwhile)...
+    "lock_timeout": "5s",
+    # ...and a session left inside a transaction this long is ended by the server, which frees
+    # its locks (the gateway runs only statements inside its transactions, never waits).
+    "idle_in_transaction_session_timeout": "10s",
+}
 #: Value kinds in the `k` column.
 FLOAT, INT, BOOL, STR = 0, 1, 2, 3
 
@@ -63,6 +83,11 @@ CREATE TABLE IF NOT EXISTS iotgw_audit (
     status text NOT NULL, rtt_ms double precision, error text);
 CREATE INDEX IF NOT EXISTS iotgw_audit_ts ON iotgw_audit (ts);
 CREATE INDEX IF NOT EXISTS iotgw_audit_device_ts ON iotgw_audit (device, ts);
+CREATE TABLE IF NOT EXISTS iotgw_members (
+    instance text PRIMARY KEY, host text NOT NULL, started_at double precision NOT NULL,
+    beat_at double precision NOT NULL, left_at double precision, lost_at double precision,
+    heartbeat_s double precision NOT NULL, queued bigint NOT NULL, rate double precision NOT NULL,
+    points_per_message double precision NOT NULL, inflight integer NOT NULL);
 """ + "".join(
     f"""
 CREATE TABLE IF NOT EXISTS iotgw_rollup_{w} (
@@ -79,7 +104,7 @@ r{width} AS (
     INSERT INTO iotgw_rollup_{width} (series, t, lo, hi, total, n)
     SELECT series, date_bin('{width} seconds', t, timestamptz 'epoch'), min(lo), max(hi),
            sum(total), sum(n)
-    FROM {source} GROUP BY 1, 2
+    FROM {source} GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (series, t) DO UPDATE SET
         lo = least(iotgw_rollup_{width}.lo, excluded.lo),
         hi = greatest(iotgw_rollup_{width}.hi, excluded.hi),
@@ -127,6 +152,26 @@ m AS (
 SELECT count(*) FROM ins
 """
 
+#: The database server's clock, in seconds.
+NOW = "extract(epoch FROM clock_timestamp())"
+BEAT = f"""
+INSERT INTO iotgw_members (instance, host, started_at, beat_at, heartbeat_s, queued, rate,
+                           points_per_message, inflight)
+VALUES ($1, $2, $3, {NOW}, $4, $5, $6, $7, $8)
+ON CONFLICT (instance) DO UPDATE SET
+    host = excluded.host, started_at = excluded.started_at, beat_at = excluded.beat_at,
+    left_at = NULL, lost_at = NULL, heartbeat_s = excluded.heartbeat_s,
+    queued = excluded.queued, rate = excluded.rate,
+    points_per_message = excluded.points_per_message, inflight = excluded.inflight"""
+MARK_LOST = f"""
+UPDATE iotgw_members SET lost_at = {NOW}
+WHERE instance <> $1 AND left_at IS NULL AND lost_at IS NULL
+    AND beat_at < {NOW} - $2 * heartbeat_s
+RETURNING instance, {NOW} - beat_at AS silent_s, queued, rate, heartbeat_s, inflight,
+    points_per_message"""
+#: Members that left or were lost a day ago are forgotten.
+FORGET_OLD_MEMBERS = f"DELETE FROM iotgw_members WHERE coalesce(left_at, lost_at) < {NOW} - {DAY_S}"
+
 AUDIT_COLUMNS = (
     "ts, principal, remote, via, device, command, params::text, command_id, status, rtt_ms, error"
 )
@@ -160,6 +205,8 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable("postgres timed out")
     if isinstance(exc, asyncpg.exceptions.DiskFullError):
         return StoreUnavailable("disk full")
+    if isinstance(exc, asyncpg.exceptions.LockNotAvailableError):
+        return StoreUnavailable("postgres lock timeout (rows held by another session)")
     return StoreUnavailable(f"postgres: {type(exc).__name__}: {str(exc)[:120]}")
 
 
@@ -194,8 +241,10 @@ def _fold(into: dict[tuple[int, int], list[float]], key: tuple[int, int], lo: fl
 
 
 def _columns(buckets: dict[tuple[int, int], list[float]]) -> list[list[Any]]:
+    """Column arrays in key order: writers that share a database (a cluster) lock the rollup
+    rows they update in the same order, so two commits never deadlock on them."""
     columns: list[list[Any]] = [[], [], [], [], [], []]
-    for (sid, t), (lo, hi, total, n) in buckets.items():
+    for (sid, t), (lo, hi, total, n) in sorted(buckets.items()):
         for column, value in zip(columns, (sid, t, lo, hi, total, int(n)), strict=True):
             column.append(value)
     return columns
@@ -229,8 +278,7 @@ class PostgresBackend:
             pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=4, timeout=CONNECT_TIMEOUT_S,
                 command_timeout=30,
-                # JIT compiles a bucket query for longer than it runs (~50 ms on a few rows).
-                server_settings={"application_name": "iotgw", "jit": "off"},
+                server_settings=SESSION_SETTINGS,
             )  # fmt: skip
         except FAILURES as exc:
             raise _unavailable(exc) from exc
@@ -274,8 +322,11 @@ class PostgresBackend:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
-                await pool.close()
-            except FAILURES:
+                # A connection a cancelled task left inside a transaction is never released:
+                # waiting for it would hold the process (and that transaction's locks).
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await pool.close()
+            except (*FAILURES, TimeoutError):
                 pool.terminate()
 
     def _lost(self, exc: BaseException) -> StoreUnavailable:
@@ -303,27 +354,42 @@ class PostgresBackend:
                         await self._series_id(db, device, metric, batch.conventions)
                     prepared = await asyncio.to_thread(self._prepare, batch)
                 outcome = prepared.outcome
-                try:
-                    async with db.transaction():
-                        await self._audits(db, batch.audits)
-                        inserted = await db.fetchval(INSERT_POINTS, *prepared.columns)
-                        if inserted != prepared.count:
-                            raise _Overlap
-                        for width, rows in prepared.rollups.items():
-                            if rows[0]:
-                                await db.execute(UPSERT_ROLLUP[width], *rows)
-                except _Overlap:
-                    # Some points were stored already (a retry, another instance): fold only
-                    # the rows this statement inserts into the rollups, in SQL.
-                    async with db.transaction():
-                        await self._audits(db, batch.audits)
-                        inserted = await db.fetchval(INSERT_POINTS_ROLLED, *prepared.columns)
+                for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+                    try:
+                        inserted = await self._commit(db, batch, prepared)
+                        break
+                    except asyncpg.exceptions.DeadlockDetectedError:
+                        # Two instances' commits crossed on a key both insert (a device that
+                        # sent the same reading twice, each copy claimed by another instance):
+                        # PostgreSQL rolled this one back; the next try finds the other's rows.
+                        if attempt == DEADLOCK_ATTEMPTS:
+                            raise
         except FAILURES as exc:
             self._series.clear()  # ids made in a failed transaction are gone with it
             raise self._lost(exc) from exc
         outcome.written = inserted
         outcome.duplicates = prepared.count - inserted
         return outcome
+
+    async def _commit(self, db: Any, batch: WriteBatch, prepared: _Prepared) -> int:
+        """One transaction: the audits, the points and their rollups; the points inserted."""
+        try:
+            async with db.transaction():
+                await self._audits(db, batch.audits)
+                inserted: int = await db.fetchval(INSERT_POINTS, *prepared.columns)
+                if inserted != prepared.count:
+                    raise _Overlap
+                for width, rows in prepared.rollups.items():
+                    if rows[0]:
+                        await db.execute(UPSERT_ROLLUP[width], *rows)
+                return inserted
+        except _Overlap:
+            # Some points were stored already (a retry, another instance): fold only the rows
+            # this statement inserts into the rollups, in SQL.
+            async with db.transaction():
+                await self._audits(db, batch.audits)
+                rolled: int = await db.fetchval(INSERT_POINTS_ROLLED, *prepared.columns)
+                return rolled
 
     async def _audits(self, db: Any, audits: Sequence[AuditEntry]) -> None:
         if audits:
@@ -394,6 +460,42 @@ class PostgresBackend:
             e.ts, self._instance, e.principal, e.remote, e.via, e.device, e.command,
             orjson.dumps(e.params).decode(), e.command_id, e.status, e.rtt_ms, e.error,
         )  # fmt: skip
+
+    # --- cluster membership (issue 14) ------------------------------------------------------
+    # Times are the database server's clock: members' own clocks may disagree.
+
+    async def beat(self, beat: MemberBeat, missed: int) -> RosterView:
+        pool = await self._acquire_pool()
+        try:
+            async with pool.acquire() as db:
+                await db.execute(BEAT, beat.instance, beat.host, beat.started_at,
+                                 beat.heartbeat_s, beat.queued, beat.rate,
+                                 beat.points_per_message, beat.inflight)  # fmt: skip
+                # Row locks make this once per lost member: a survivor that runs it second
+                # finds lost_at set and returns nothing.
+                rows = await db.fetch(MARK_LOST, beat.instance, missed)
+                members = await db.fetchval(
+                    "SELECT count(*) FROM iotgw_members WHERE left_at IS NULL AND lost_at IS NULL"
+                )
+                await db.execute(FORGET_OLD_MEMBERS)
+        except FAILURES as exc:
+            raise self._lost(exc) from exc
+        lost = [
+            LostMember(r["instance"], r["silent_s"], r["queued"], r["rate"], r["heartbeat_s"],
+                       r["inflight"] * r["points_per_message"])
+            for r in rows
+        ]  # fmt: skip
+        return RosterView(members, lost)
+
+    async def leave(self, instance: str) -> None:
+        pool = await self._acquire_pool()
+        try:
+            async with pool.acquire() as db:
+                await db.execute(
+                    f"UPDATE iotgw_members SET left_at = {NOW} WHERE instance = $1", instance
+                )
+        except FAILURES as exc:
+            raise self._lost(exc) from exc
 
     # --- retention -----------------------------------------------------------------------------
 

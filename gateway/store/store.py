@@ -27,6 +27,7 @@ from gateway.store.base import (
     HistoryResult,
     Point,
     RestoredSeries,
+    Roster,
     StoreUnavailable,
     WriteBatch,
 )
@@ -127,6 +128,11 @@ class HistoryStore:
             self._warn.warning("audit_full", "audit queue full: dropping a record")
             return
         self._audits.append(entry)
+
+    @property
+    def roster(self) -> Roster | None:
+        """The backend's cluster membership, when it keeps one (PostgreSQL)."""
+        return self.backend if isinstance(self.backend, Roster) else None
 
     @property
     def queued(self) -> int:

@@ -18,8 +18,9 @@ def counter(metrics_text: str, name: str, **labels: str) -> float:
 
 
 async def test_healthz_and_readyz_report_ok_when_connected(gw):
-    """/healthz is 200 ok; /readyz is 200 with broker connected."""
-    assert await gw.get("/healthz") == (200, {"status": "ok"})
+    """/healthz is 200 ok and names the instance; /readyz is 200 with broker connected."""
+    instance = gw.runtime.instance_id
+    assert await gw.get("/healthz") == (200, {"status": "ok", "instance": instance})
     status, body = await gw.get("/readyz")
     assert status == 200
     assert body["broker"] == "connected"
@@ -124,9 +125,17 @@ async def test_malformed_mqtt_payload_is_counted_and_ingest_continues(
 
 
 async def test_metrics_endpoint_exposes_gateway_counters(gw):
-    """/metrics serves Prometheus text with the broker and client gauges."""
-    await gw.connect()
+    """/metrics serves Prometheus text with the broker and client gauges, and names the
+    instance the hello frame names."""
+    client = await gw.connect()
     status, text = await gw.get("/metrics")
     assert status == 200
+    instance = client.hello["instance"]
+    assert (
+        counter(
+            text, "iotgw_instance_info", instance_id=instance, version=gw.runtime.status.version
+        )
+        == 1
+    )
     assert counter(text, "iotgw_broker_connected") == 1
     assert counter(text, "iotgw_ws_clients") == 1

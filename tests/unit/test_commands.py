@@ -26,7 +26,7 @@ BARE, _ = REGISTRY.observe("bare-1", "native")  # known, but no meta yet
 
 def router(publisher: FakePublisher, **settings) -> CommandRouter:
     conventions = {"native": NativeConvention(prefix="p")}
-    return CommandRouter(conventions, publisher, CommandsConfig(**settings))
+    return CommandRouter(conventions, publisher, CommandsConfig(**settings), "gw-test")
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ class ArmRecorder(NativeConvention):
 
 def armed_router(publisher: FakePublisher, confirmable: bool) -> tuple[CommandRouter, ArmRecorder]:
     convention = ArmRecorder(publisher, confirmable)
-    return CommandRouter({"native": convention}, publisher, CommandsConfig()), convention
+    return CommandRouter({"native": convention}, publisher, CommandsConfig(), "gw-test"), convention
 
 
 async def test_the_echo_is_armed_after_the_puback_with_the_values_before_the_command():

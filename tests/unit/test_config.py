@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 import pytest
 
 from gateway.cli import main
-from gateway.config import Config, build, load_config
+from gateway.config import ClusterConfig, Config, build, load_config, read_toml
 from gateway.errors import ConfigError
 
 
@@ -257,3 +258,10 @@ def test_map_tiles_origin_and_the_shipped_default():
     assert dashboard.map_tiles_origin() == "https://tiles.example:8443"
     assert load_config(env={}).dashboard.map_tiles_origin() == ""
     assert load_config("config.toml", env={}).dashboard == load_config(env={}).dashboard
+
+
+def test_shipped_config_documents_every_cluster_key():
+    """config.toml lists every [cluster] key, each with its default value."""
+    section = read_toml("config.toml")["cluster"]
+    assert set(section) == {f.name for f in dataclasses.fields(ClusterConfig)}
+    assert load_config("config.toml", env={}).cluster == ClusterConfig()

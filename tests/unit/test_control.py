@@ -47,7 +47,7 @@ class Setup:
             device.meta = parse_meta(THERMOSTAT_META)
         conventions = {"native": convention or NativeConvention(prefix="p")}
         config = CommandsConfig(**limits)
-        self.router = CommandRouter(conventions, self.publisher, config)
+        self.router = CommandRouter(conventions, self.publisher, config, "gw-test")
         self.audit = AuditLog()
         self.service = CommandService(registry, self.router, conventions, config, self.audit)
 

@@ -94,3 +94,16 @@ def test_json_traceback_keeps_its_lines_and_escapes_inside_them():
     exc = orjson.loads(line)["exc"]
     assert exc.startswith("Traceback (most recent call last):\n")
     assert exc.endswith("ValueError: a\\u2028x\n12:00:00 ERROR   gateway.app: forged")
+
+
+def test_lines_name_their_instance_when_asked():
+    """With an instance, text lines end with `[instance=…]` and JSON lines carry `instance`
+    (lines of a cluster's instances read side by side); without one, neither does."""
+    text = TextFormatter()
+    text.instance = "gw-a"
+    assert text.format(record("hello")).endswith("hello [instance=gw-a]")
+    as_json = JsonFormatter()
+    as_json.instance = "gw-a"
+    assert orjson.loads(as_json.format(record("hello", conn="ab")))["instance"] == "gw-a"
+    assert "instance" not in TextFormatter().format(record("hello"))
+    assert "instance" not in orjson.loads(JsonFormatter().format(record("hello")))

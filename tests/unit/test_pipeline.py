@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.cluster import new_command_id
 from gateway.commands import CommandRouter
 from gateway.config import load_config
 from gateway.conventions import build_conventions, id_tags
@@ -59,7 +60,7 @@ def pipeline(**settings: Any) -> tuple[Pipeline, Registry, Broker, dict[str, Any
     registry = Registry(config.registry, id_tags())
     conventions = build_conventions(config.conventions, registry.shapes)
     by_name = {c.name: c for c in conventions}
-    router = CommandRouter(by_name, NoPublisher(), config.commands)
+    router = CommandRouter(by_name, NoPublisher(), config.commands, "gw-test")
     broker = Broker()
     hub = Hub(config.ws)
     built = Pipeline(
@@ -157,6 +158,22 @@ async def test_a_result_from_another_conventions_message_is_not_an_answer() -> N
     registry.observe("z2m.lamp", "zigbee2mqtt")
     built._apply("native", "t", CommandResult("z2m.lamp", "c-1", "ok"))
     assert built.stats.decode_errors[("native", "unmatched_result")] == 1
+
+
+async def test_an_answer_to_a_peer_instances_command_is_counted_apart() -> None:
+    """A device's answer to a command another instance sent is neither resolved here nor an
+    unmatched result: it is counted as a peer's; an id of this instance nobody waits for, or a
+    stray id, is still unmatched."""
+    built, registry, *_ = pipeline()
+    registry.observe("thermo-1", "native")
+    peer = new_command_id("gw-other")
+    built.handle("iotgw/thermo-1/result", orjson.dumps({"id": peer, "status": "ok"}))
+    assert built.stats.peer_results == 1
+    assert built.stats.decode_errors[("native", "unmatched_result")] == 0
+    for stray in (new_command_id("gw-test"), "c-1"):
+        built.handle("iotgw/thermo-1/result", orjson.dumps({"id": stray, "status": "ok"}))
+    assert built.stats.peer_results == 1
+    assert built.stats.decode_errors[("native", "unmatched_result")] == 2
 
 
 def test_silent_devices_are_forgotten_past_the_configured_age() -> None:
