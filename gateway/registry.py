@@ -192,11 +192,18 @@ class Registry:
         return device.status != before
 
     def expire(self, now_mono: float | None = None) -> list[Device]:
-        """Mark online devices silent for longer than stale_after_s as stale; return them."""
+        """Mark online devices whose readings stopped for longer than stale_after_s as stale;
+        return them. A device that never sent a reading (a Zigbee2MQTT bridge, a button that only
+        announces itself) has no telemetry to fall silent: its status is what it says (its will)."""
         deadline = (time.monotonic() if now_mono is None else now_mono) - self._config.stale_after_s
         changed = []
         for device in self._devices.values():
-            if device.online and not device.stale and device.last_seen_mono < deadline:
+            if (
+                device.online
+                and not device.stale
+                and device.values
+                and device.last_seen_mono < deadline
+            ):
                 device.stale = True
                 changed.append(device)
         return changed

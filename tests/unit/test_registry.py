@@ -114,6 +114,16 @@ def test_device_announcing_online_is_not_stale_right_away():
     assert device.status == "online"
 
 
+def test_online_device_without_readings_never_goes_stale():
+    """A device that never sent a reading (a Zigbee2MQTT bridge) cannot fall silent: it stays
+    online however long it is quiet, until its status (its will) says otherwise."""
+    reg = registry(stale_after_s=1)
+    bridge, _ = reg.observe("z2m.bridge", "zigbee2mqtt")
+    reg.set_online(bridge, True)
+    assert reg.expire(now_mono=time.monotonic() + 1000) == []
+    assert bridge.status == "online"
+
+
 @pytest.mark.parametrize(
     ("before", "after", "changed", "status"),
     [
