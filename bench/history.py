@@ -5,6 +5,7 @@
     python -m bench.history query --backend sqlite --points 50000000 [--data-dir DIR]
     python -m bench.history restore --backend sqlite [--series 10000 --points 1000000]
     python -m bench.history retention --backend sqlite [--days 15 --series 100]
+    python -m bench.history contention --backend sqlite [--rate 50000 --seconds 10 --rounds 3]
 
 `writer`: the store's writer in isolation: readings appended as the pipeline does (one call per
 message of 4 readings), committed in batches by the real writer task; reports points/s from
@@ -17,6 +18,11 @@ series' last value and recent points back into a real Registry (what happens bef
 `retention`: `--days` simulated days of `--series` series at one point per 10 s, the store's
 clock moved a day at a time; after each day a retention cycle: file size per day (flat once
 raw_retention_days is reached) and the longest purge step (the writer's longest pause).
+`contention`: what the writer costs the relay. A fixed stand-in for the relay's Python work runs
+on the event loop in 1 ms slices while readings are appended at `--rate` points/s; the work done
+is compared with a run of the memory backend (which writes nothing), alternating, `--rounds`
+pairs. The difference, per point appended, is the event loop's time the writer took: its
+Python holding the interpreter lock, and the handovers of the lock around each SQLite call.
 Only 127.0.0.1 or the
 DSN given is touched; the SQLite file goes to a temp dir unless --data-dir says otherwise.
 """
@@ -27,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import socket
 import statistics
 import tempfile
 import time
@@ -241,10 +248,59 @@ async def retention(args: argparse.Namespace) -> None:
     print(f"{per_day:,} points a day; raw retention 10 days")
 
 
+async def contention(args: argparse.Namespace) -> None:
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="iotgw-bench-history-")
+    metrics = ("temperature", "humidity", "battery", "rssi")
+    devices = max(1, args.series // len(metrics))
+    ours, theirs = socket.socketpair()
+
+    async def relay_work(backend: str) -> tuple[float, int]:
+        """Pieces of relay stand-in work done per second, and points appended."""
+        overrides = {**settings(args, data_dir), "history.backend": backend}
+        overrides["history.batch_points"] = 50000
+        async with store_running(overrides) as store:
+            await asyncio.sleep(0.5)  # the writer task is up, its first (empty) cycle done
+            started = time.perf_counter()
+            appended = pieces = 0
+            t0 = time.time()
+            while (now := time.perf_counter()) - started < args.seconds:
+                due = int((now - started) * args.rate)
+                while appended < due:
+                    d = appended // len(metrics) % devices
+                    ts = t0 + appended / args.rate
+                    store.append([(f"bench-{d}", m, ts, 20.0 + d % 97) for m in metrics], "native")
+                    appended += len(metrics)
+                # The stand-in: fixed pieces of work for about 1 ms of wall time, each some plain
+                # Python and a system call (as the relay's reads and writes), which lets go of
+                # the interpreter lock and must get it back; time the writer takes from the loop
+                # shows as fewer pieces done.
+                until = time.perf_counter() + 0.001
+                while time.perf_counter() < until:
+                    sum(range(50))
+                    ours.send(b"x")
+                    theirs.recv(16)
+                    pieces += 1
+                await asyncio.sleep(0)  # the loop's other tasks (the writer) run between slices
+            took = time.perf_counter() - started
+            await store.drained()
+        return pieces / took, appended
+
+    print(f"backend={args.backend} rate={args.rate:,} points/s seconds={args.seconds}")
+    for round_ in range(args.rounds):
+        base, _ = await relay_work("memory")
+        with_writer, points = await relay_work(args.backend)
+        lost = 1.0 - with_writer / base
+        per_point_us = lost * args.seconds / max(1, points) * 1e6
+        print(
+            f"round {round_ + 1}: relay work {with_writer:,.0f} vs {base:,.0f} pieces/s "
+            f"without history: {lost:+.1%} lost, {per_point_us:.2f} us of the loop per point"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.history", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("writer", "query", "restore", "retention"):
+    for name in ("writer", "query", "restore", "retention", "contention"):
         p = sub.add_parser(name)
         p.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
         p.add_argument("--dsn", default=os.environ.get("IOTGW_BENCH_POSTGRES", ""))
@@ -256,11 +312,21 @@ def main() -> None:
         p.add_argument("--batch", type=int, default=50000)
         default_points = {"writer": 2_000_000, "query": 50_000_000, "restore": 1_000_000}
         p.add_argument("--points", type=int, default=default_points.get(name, 0))
+        if name == "contention":
+            p.add_argument("--rate", type=int, default=50000, help="points appended per second")
+            p.add_argument("--seconds", type=float, default=10.0)
+            p.add_argument("--rounds", type=int, default=3)
         if name == "query":
             p.add_argument("--repeat", type=int, default=200)
             p.add_argument("--reuse", action="store_true", help="query an existing --data-dir")
     args = parser.parse_args()
-    commands = {"writer": writer, "query": query, "restore": restore, "retention": retention}
+    commands = {
+        "writer": writer,
+        "query": query,
+        "restore": restore,
+        "retention": retention,
+        "contention": contention,
+    }
     asyncio.run(commands[args.command](args))
 
 

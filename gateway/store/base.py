@@ -7,10 +7,14 @@ queue, the writer task and the status; only backend modules import a database dr
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
+
+import orjson
 
 from gateway.models import AuditEntry, Reading, Value
 
@@ -66,13 +70,55 @@ class RestoredSeries:
     points: list[Point]
 
 
+#: One message's readings as the store queues them: (its readings as JSON, `[device, metric,
+#: time, value]` arrays joined by commas without the enclosing brackets; how many; the device;
+#: its convention). Bytes and strings only: the collector untracks such a tuple at its first
+#: pass, where a queue of reading tuples and lists, alive until the next commit, was promoted
+#: to the oldest generation and made full collections of 40 to 200 ms (docs/performance.md).
+QueuedMessage = tuple[bytes, int, str, str]
+
+#: Messages per JSON text handed to a database in one statement (SQLite; a few thousand
+#: readings): building the text holds the interpreter lock, so it is done in small steps.
+MESSAGES_PER_CHUNK = 1000
+
+
+def encode_readings(readings: Sequence[Reading]) -> tuple[bytes, int]:
+    """One message's readings as queued JSON (see QueuedMessage) and how many of them could not
+    be encoded (a string that is not valid Unicode; an integer past 64 bits): those are left
+    out. NaN and infinities become JSON null, which the backends refuse as bad values."""
+    try:
+        return orjson.dumps(readings)[1:-1], 0
+    except orjson.JSONEncodeError:
+        kept = []
+        for reading in readings:
+            with contextlib.suppress(orjson.JSONEncodeError):
+                kept.append(orjson.dumps(reading))
+        return b",".join(kept), len(readings) - len(kept)
+
+
 @dataclass(frozen=True, slots=True)
 class WriteBatch:
-    """What the writer hands the backend in one transaction."""
+    """What the writer hands the backend in one transaction: queued messages and audits."""
 
-    readings: Sequence[Reading]
-    conventions: dict[str, str]  # device -> convention, for devices new to the store
+    messages: Sequence[QueuedMessage]
     audits: Sequence[AuditEntry] = ()
+
+    @property
+    def count(self) -> int:
+        """Readings in the batch."""
+        return sum(map(itemgetter(1), self.messages))
+
+    def readings_json(self, start: int = 0, stop: int | None = None) -> str:
+        """The readings of messages[start:stop] as one JSON array of [device, metric, time,
+        value] arrays."""
+        parts = filter(None, map(itemgetter(0), self.messages[start:stop]))
+        return "[" + b",".join(parts).decode() + "]"
+
+    def conventions_json(self) -> str:
+        """{device: convention} of the batch's messages, as JSON (for series new to a store)."""
+        devices = map(itemgetter(2), self.messages)
+        conventions = map(itemgetter(3), self.messages)
+        return orjson.dumps(dict(zip(devices, conventions, strict=True))).decode()
 
 
 @dataclass(slots=True)

@@ -19,7 +19,6 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -113,43 +112,53 @@ r{width} AS (
     RETURNING 1)"""
 
 
-_INSERT = """
+#: $1: the batch's readings as the store queued them, one JSON array of [device, metric, time,
+#: value] arrays (docs: WriteBatch); the server takes them apart, so the gateway's writer does
+#: no per-point Python (which would share the interpreter lock with the event loop).
+_READINGS = "json_array_elements($1::json) WITH ORDINALITY AS r(x, i)"
+_VALID_TIME = f"t >= 0 AND t < {MAX_TIME_S}"
+#: Series new to the database, made before the batch's transaction (an id stays valid if the
+#: batch fails), in key order (instances making the same series never deadlock); $2 is
+#: {device: convention}.
+NEW_SERIES = f"""
+INSERT INTO iotgw_series (device, metric, convention)
+SELECT DISTINCT device, metric, coalesce($2::json ->> device, '')
+FROM (SELECT x ->> 0 AS device, x ->> 1 AS metric, (x ->> 2)::float8 AS t,
+             json_typeof(x -> 3) AS kind FROM {_READINGS}) incoming
+WHERE {_VALID_TIME} AND kind <> 'null'
+    AND NOT EXISTS (SELECT 1 FROM iotgw_series s
+                    WHERE s.device = incoming.device AND s.metric = incoming.metric)
+ORDER BY 1, 2
+ON CONFLICT (device, metric) DO NOTHING"""
+#: One statement per batch: the valid points are inserted in key order (instances sharing the
+#: database lock the same rows in the same order) with ON CONFLICT DO NOTHING (the first of
+#: several with one key in the batch is kept), and only the rows really inserted are folded into
+#: the minutes and hours, so every point counts once whoever wrote it. Returns the points refused
+#: for their time, for their value (NaN and infinities arrive as JSON null), and inserted.
+INSERT_POINTS = f"""
+WITH incoming AS (
+    SELECT i, x ->> 0 AS device, x ->> 1 AS metric, (x ->> 2)::float8 AS t,
+           json_typeof(x -> 3) AS kind, x ->> 3 AS text
+    FROM {_READINGS}),
+ins AS (
     INSERT INTO iotgw_points (series, t, v, k, s)
-    SELECT series, to_timestamp(t), v, k, s
-    FROM unnest($1::integer[], $2::float8[], $3::float8[], $4::smallint[], $5::text[])
-        AS u(series, t, v, k, s)
-    ON CONFLICT DO NOTHING"""
-#: The usual case: the statement says how many points it inserted; when that is all of them,
-#: the rollups the writer computed from the batch are added (UPSERT_ROLLUP).
-INSERT_POINTS = f"WITH ins AS ({_INSERT} RETURNING 1) SELECT count(*) FROM ins"
-UPSERT_ROLLUP = {
-    w: f"""
-INSERT INTO iotgw_rollup_{w} (series, t, lo, hi, total, n)
-SELECT series, to_timestamp(t), lo, hi, total, n
-FROM unnest($1::integer[], $2::float8[], $3::float8[], $4::float8[], $5::float8[], $6::bigint[])
-    AS u(series, t, lo, hi, total, n)
-ON CONFLICT (series, t) DO UPDATE SET
-    lo = least(iotgw_rollup_{w}.lo, excluded.lo),
-    hi = greatest(iotgw_rollup_{w}.hi, excluded.hi),
-    total = iotgw_rollup_{w}.total + excluded.total,
-    n = iotgw_rollup_{w}.n + excluded.n"""
-    for w in ROLLUP_WIDTHS_S
-}
-# Some points were already stored: only the rows this statement really inserts are folded into
-# the minutes, and the minutes into the hours, so every point counts once whoever wrote it.
-INSERT_POINTS_ROLLED = f"""
-WITH ins AS (
-    INSERT INTO iotgw_points (series, t, v, k, s)
-    SELECT series, to_timestamp(t), v, k, s
-    FROM unnest($1::integer[], $2::float8[], $3::float8[], $4::smallint[], $5::text[])
-        AS u(series, t, v, k, s)
+    SELECT s.id, to_timestamp(incoming.t),
+        CASE kind WHEN 'boolean' THEN text::boolean::int WHEN 'number' THEN text::float8 END,
+        CASE kind WHEN 'boolean' THEN {BOOL} WHEN 'string' THEN {STR}
+            WHEN 'number' THEN CASE WHEN text ~ '[.eE]' THEN {FLOAT} ELSE {INT} END END,
+        CASE kind WHEN 'string' THEN text END
+    FROM incoming JOIN iotgw_series s ON s.device = incoming.device AND s.metric = incoming.metric
+    WHERE {_VALID_TIME} AND kind <> 'null'
+    ORDER BY s.id, incoming.t, incoming.i
     ON CONFLICT DO NOTHING
     RETURNING series, t, v, k),
 m AS (
     SELECT series, t, v AS lo, v AS hi, v AS total, 1 AS n FROM ins WHERE k IN ({FLOAT}, {INT})),
 {_upsert_rollup(60, "m")},
 {_upsert_rollup(3600, "m")}
-SELECT count(*) FROM ins
+SELECT (SELECT count(*) FROM incoming WHERE NOT coalesce({_VALID_TIME}, false)),
+       (SELECT count(*) FROM incoming WHERE {_VALID_TIME} AND kind = 'null'),
+       (SELECT count(*) FROM ins)
 """
 
 #: The database server's clock, in seconds.
@@ -175,17 +184,6 @@ FORGET_OLD_MEMBERS = f"DELETE FROM iotgw_members WHERE coalesce(left_at, lost_at
 AUDIT_COLUMNS = (
     "ts, principal, remote, via, device, command, params::text, command_id, status, rtt_ms, error"
 )
-
-
-def encode(value: Value) -> tuple[float | None, int, str | None]:
-    """(v, k, s) for one value."""
-    if isinstance(value, bool):
-        return float(value), BOOL, None
-    if isinstance(value, int):
-        return float(value), INT, None  # ints past 2^53 never get here (conventions.common)
-    if isinstance(value, float):
-        return value, FLOAT, None
-    return None, STR, value
 
 
 def decode(v: float | None, k: int, s: str | None) -> Value:
@@ -214,42 +212,6 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
 FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-class _Overlap(Exception):
-    """Raised inside a batch's transaction when some of its points were stored already."""
-
-
-@dataclass(slots=True)
-class _Prepared:
-    columns: tuple[list[int], list[float], list[float | None], list[int], list[str | None]]
-    count: int
-    rollups: dict[int, list[list[Any]]]  # width -> column arrays for UPSERT_ROLLUP
-    outcome: WriteOutcome
-
-
-def _fold(into: dict[tuple[int, int], list[float]], key: tuple[int, int], lo: float,
-          hi: float, total: float, n: float) -> None:  # fmt: skip
-    acc = into.get(key)
-    if acc is None:
-        into[key] = [lo, hi, total, n]
-    else:
-        if lo < acc[0]:
-            acc[0] = lo
-        if hi > acc[1]:
-            acc[1] = hi
-        acc[2] += total
-        acc[3] += n
-
-
-def _columns(buckets: dict[tuple[int, int], list[float]]) -> list[list[Any]]:
-    """Column arrays in key order: writers that share a database (a cluster) lock the rollup
-    rows they update in the same order, so two commits never deadlock on them."""
-    columns: list[list[Any]] = [[], [], [], [], [], []]
-    for (sid, t), (lo, hi, total, n) in sorted(buckets.items()):
-        for column, value in zip(columns, (sid, t, lo, hi, total, int(n)), strict=True):
-            column.append(value)
-    return columns
-
-
 class PostgresBackend:
     name = "postgres"
     durable = True
@@ -262,7 +224,6 @@ class PostgresBackend:
         self._instance = instance
         self._clock = clock
         self._pool: asyncpg.Pool | None = None
-        self._series: dict[tuple[str, str], int] = {}
         self._purge_at: tuple[str, int] | None = None
         self.timescale = False
 
@@ -283,22 +244,17 @@ class PostgresBackend:
         except FAILURES as exc:
             raise _unavailable(exc) from exc
         try:
-            async with pool.acquire() as db:
-                # One gateway creates the schema at a time (issue 14: several share it).
-                async with db.transaction():
-                    await db.execute("SELECT pg_advisory_xact_lock(7013031301)")
-                    await db.execute(SCHEMA)
-                    self.timescale = bool(
-                        await db.fetchval(
-                            "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
-                        )
+            # One gateway creates the schema at a time (issue 14: several share it).
+            async with pool.acquire() as db, db.transaction():
+                await db.execute("SELECT pg_advisory_xact_lock(7013031301)")
+                await db.execute(SCHEMA)
+                self.timescale = bool(
+                    await db.fetchval(
+                        "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
                     )
-                    if self.timescale:
-                        await self._timescale(db)
-                self._series = {
-                    (r["device"], r["metric"]): r["id"]
-                    for r in await db.fetch("SELECT id, device, metric FROM iotgw_series")
-                }
+                )
+                if self.timescale:
+                    await self._timescale(db)
         except FAILURES as exc:
             await pool.close()
             raise _unavailable(exc) from exc
@@ -345,51 +301,31 @@ class PostgresBackend:
 
     async def write(self, batch: WriteBatch) -> WriteOutcome:
         pool = await self._acquire_pool()
+        readings = batch.readings_json()
         try:
             async with pool.acquire() as db:
-                # Per-point work off the event loop: the relay shares it.
-                prepared = await asyncio.to_thread(self._prepare, batch)
-                while isinstance(prepared, set):  # series new to the database: make them
-                    for device, metric in prepared:
-                        await self._series_id(db, device, metric, batch.conventions)
-                    prepared = await asyncio.to_thread(self._prepare, batch)
-                outcome = prepared.outcome
+                await db.execute(NEW_SERIES, readings, batch.conventions_json())
                 for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
                     try:
-                        inserted = await self._commit(db, batch, prepared)
+                        async with db.transaction():
+                            await self._audits(db, batch.audits)
+                            row = await db.fetchrow(INSERT_POINTS, readings)
                         break
                     except asyncpg.exceptions.DeadlockDetectedError:
-                        # Two instances' commits crossed on a key both insert (a device that
-                        # sent the same reading twice, each copy claimed by another instance):
-                        # PostgreSQL rolled this one back; the next try finds the other's rows.
+                        # Two instances' commits crossed (rows both update, taken in another
+                        # order by something outside this statement): PostgreSQL rolled this
+                        # one back; the next try finds the other's rows.
                         if attempt == DEADLOCK_ATTEMPTS:
                             raise
         except FAILURES as exc:
-            self._series.clear()  # ids made in a failed transaction are gone with it
             raise self._lost(exc) from exc
-        outcome.written = inserted
-        outcome.duplicates = prepared.count - inserted
+        bad_time, bad_value, inserted = row
+        outcome = WriteOutcome(written=inserted)
+        for reason, n in (("bad_time", bad_time), ("bad_value", bad_value)):
+            if n:
+                outcome.bad[reason] = n
+        outcome.duplicates = batch.count - bad_time - bad_value - inserted
         return outcome
-
-    async def _commit(self, db: Any, batch: WriteBatch, prepared: _Prepared) -> int:
-        """One transaction: the audits, the points and their rollups; the points inserted."""
-        try:
-            async with db.transaction():
-                await self._audits(db, batch.audits)
-                inserted: int = await db.fetchval(INSERT_POINTS, *prepared.columns)
-                if inserted != prepared.count:
-                    raise _Overlap
-                for width, rows in prepared.rollups.items():
-                    if rows[0]:
-                        await db.execute(UPSERT_ROLLUP[width], *rows)
-                return inserted
-        except _Overlap:
-            # Some points were stored already (a retry, another instance): fold only the rows
-            # this statement inserts into the rollups, in SQL.
-            async with db.transaction():
-                await self._audits(db, batch.audits)
-                rolled: int = await db.fetchval(INSERT_POINTS_ROLLED, *prepared.columns)
-                return rolled
 
     async def _audits(self, db: Any, audits: Sequence[AuditEntry]) -> None:
         if audits:
@@ -399,61 +335,6 @@ class PostgresBackend:
                 "($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12)",
                 [self._audit_row(e) for e in audits],
             )
-
-    def _prepare(self, batch: WriteBatch) -> _Prepared | set[tuple[str, str]]:
-        """The batch as column arrays plus its rollups (on a worker thread), or the series
-        that have no id yet."""
-        outcome = WriteOutcome()
-        ids = self._series
-        missing = {(d, m) for d, m, _, _ in batch.readings if (d, m) not in ids}
-        if missing:
-            return missing
-        series: list[int] = []
-        times: list[float] = []
-        values: list[float | None] = []
-        kinds: list[int] = []
-        texts: list[str | None] = []
-        minutes: dict[tuple[int, int], list[float]] = {}
-        for device, metric, ts, value in batch.readings:
-            if not 0.0 <= ts < MAX_TIME_S:
-                outcome.bad["bad_time"] = outcome.bad.get("bad_time", 0) + 1
-                continue
-            if type(value) is float and not math.isfinite(value):
-                outcome.bad["bad_value"] = outcome.bad.get("bad_value", 0) + 1
-                continue
-            sid = ids[(device, metric)]
-            v, k, text = encode(value)
-            series.append(sid)
-            times.append(ts)
-            values.append(v)
-            kinds.append(k)
-            texts.append(text)
-            if k in (FLOAT, INT):
-                assert v is not None
-                _fold(minutes, (sid, int(ts // 60) * 60), v, v, v, 1)
-        hours: dict[tuple[int, int], list[float]] = {}
-        for (sid, t), acc in minutes.items():
-            _fold(hours, (sid, t // 3600 * 3600), *acc)
-        return _Prepared(
-            (series, times, values, kinds, texts),
-            len(series),
-            {60: _columns(minutes), 3600: _columns(hours)},
-            outcome,
-        )
-
-    async def _series_id(
-        self, db: Any, device: str, metric: str, conventions: dict[str, str]
-    ) -> int:
-        # Outside the batch's transaction: a series id stays valid if the batch fails.
-        sid: int = await db.fetchval(
-            "INSERT INTO iotgw_series (device, metric, convention) VALUES ($1, $2, $3) "
-            "ON CONFLICT (device, metric) DO UPDATE SET device = excluded.device RETURNING id",
-            device,
-            metric,
-            conventions.get(device, ""),
-        )
-        self._series[(device, metric)] = sid
-        return sid
 
     def _audit_row(self, e: AuditEntry) -> tuple[Any, ...]:
         return (

@@ -11,6 +11,14 @@ Layout (compact on purpose; docs/performance.md has the measured bytes per point
 
 Readers use their own connections (WAL: they never block the writer, nor it them), on a small
 thread pool; export pages by key, so no read transaction stays open across chunks.
+
+The writer shares the interpreter lock with the event loop, so it does no per-point Python: a
+batch crosses into SQLite as the JSON text the store queued (a thousand messages per statement)
+and everything per point (series ids, validity, duplicates, rollups) is SQL over
+connection-private temporary tables, run while the sqlite3 module has released the lock. (A
+Python loop per point here held the lock ~1 µs a point, and each system call of the event loop
+could then wait up to the interpreter's 5 ms switch interval to get it back: docs/performance.md,
+"History store".)
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from gateway.config import HistoryConfig
 from gateway.models import AuditEntry, Value
 from gateway.store.base import (
     MAX_TIME_S,
+    MESSAGES_PER_CHUNK,
     ROLLUP_WIDTHS_S,
     HistoryResult,
     Point,
@@ -58,6 +67,7 @@ READERS = 2
 PURGE_ORDER = ("audit", "points", *(f"rollup_{w}" for w in ROLLUP_WIDTHS_S))
 PURGE_SERIES_PER_STEP = 256
 DAY_S = 86400.0
+MAX_US = int(MAX_TIME_S * US)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS iotgw_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -81,15 +91,73 @@ CREATE TABLE IF NOT EXISTS rollup_{w} (
     for w in ROLLUP_WIDTHS_S
 )
 
-_TRUE, _FALSE = b"\x01", b"\x00"
+#: The writing connection's scratch tables (in memory, private to it, emptied by every batch):
+#: `incoming` the batch as it came, `fresh` its valid points new to the store, one per (series,
+#: t), `minutes` their per-minute rollups, `newest` the newest stored time per series (so that
+#: only points not newer than it are looked up in `points` as possible duplicates).
+SCRATCH = """
+CREATE TEMP TABLE IF NOT EXISTS incoming (i INTEGER PRIMARY KEY, device, metric, t, v);
+CREATE TEMP TABLE IF NOT EXISTS conventions (device PRIMARY KEY, convention) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS fresh (series, t, v, PRIMARY KEY (series, t)) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS minutes (
+    series, t, lo, hi, total, n, PRIMARY KEY (series, t)) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS newest (series INTEGER PRIMARY KEY, t INTEGER NOT NULL);
+DELETE FROM temp.newest;
+INSERT INTO temp.newest (series, t)
+    SELECT id, (SELECT max(t) FROM points WHERE series = id) AS t FROM series WHERE t IS NOT NULL;
+"""
+#: One JSON array of [device, metric, time, value] readings into `incoming`: times in integer
+#: µs; booleans as one-byte blobs; NaN and infinities arrive as JSON null (orjson's choice).
+STAGE = f"""
+INSERT INTO temp.incoming (device, metric, t, v)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+    CAST(round(json_extract(value, '$[2]') * {US}.0) AS INTEGER),
+    CASE json_type(value, '$[3]')
+        WHEN 'true' THEN x'01' WHEN 'false' THEN x'00' ELSE json_extract(value, '$[3]') END
+FROM json_each(?)"""
+VALID = f"i.t >= 0 AND i.t < {MAX_US} AND i.v IS NOT NULL"
+REFUSED = f"""
+SELECT coalesce(sum(t IS NULL OR t < 0 OR t >= {MAX_US}), 0),
+    coalesce(sum(t >= 0 AND t < {MAX_US} AND v IS NULL), 0)
+FROM temp.incoming"""
+NEW_SERIES = f"""
+INSERT OR IGNORE INTO series (device, metric, convention)
+SELECT DISTINCT i.device, i.metric, coalesce(c.convention, '')
+FROM temp.incoming i LEFT JOIN temp.conventions c ON c.device = i.device
+WHERE {VALID}
+    AND NOT EXISTS (SELECT 1 FROM series s WHERE s.device = i.device AND s.metric = i.metric)"""
+#: The first of several points with one (series, t) in the batch is kept, as a database keeps
+#: the first one written.
+FRESH = f"""
+INSERT OR IGNORE INTO temp.fresh (series, t, v)
+SELECT s.id, i.t, i.v
+FROM temp.incoming i JOIN series s ON s.device = i.device AND s.metric = i.metric
+WHERE {VALID} ORDER BY i.i"""
+ALREADY_STORED = """
+DELETE FROM temp.fresh
+WHERE EXISTS (SELECT 1 FROM temp.newest n WHERE n.series = fresh.series AND fresh.t <= n.t)
+    AND EXISTS (SELECT 1 FROM points p WHERE p.series = fresh.series AND p.t = fresh.t)"""
+STORE_POINTS = "INSERT INTO points (series, t, v) SELECT series, t, v FROM temp.fresh"
+NEWEST = """
+INSERT INTO temp.newest (series, t) SELECT series, max(t) FROM temp.fresh WHERE true GROUP BY 1
+ON CONFLICT (series) DO UPDATE SET t = max(t, excluded.t)"""
+MINUTES = f"""
+INSERT INTO temp.minutes (series, t, lo, hi, total, n)
+SELECT series, t / {60 * US} * 60, min(v), max(v), sum(v), count(*)
+FROM temp.fresh WHERE typeof(v) IN ('real', 'integer') GROUP BY 1, 2"""
+ROLL_UP = {
+    w: f"""
+INSERT INTO rollup_{w} (series, t, lo, hi, total, n)
+SELECT series, t / {w} * {w}, min(lo), max(hi), sum(total), sum(n)
+FROM temp.minutes WHERE true GROUP BY 1, 2
+ON CONFLICT (series, t) DO UPDATE SET
+    lo = min(lo, excluded.lo), hi = max(hi, excluded.hi),
+    total = total + excluded.total, n = n + excluded.n"""
+    for w in ROLLUP_WIDTHS_S
+}
+CLEAR_SCRATCH = ("incoming", "conventions", "fresh", "minutes")
 
-
-def encode_value(value: Value) -> float | int | str | bytes:
-    if value is True:
-        return _TRUE
-    if value is False:
-        return _FALSE
-    return value
+_TRUE = b"\x01"  # a stored True (STAGE writes x'01' and x'00')
 
 
 def decode_value(raw: Any) -> Value:
@@ -125,8 +193,6 @@ class SqliteBackend:
         self._reader_lock = threading.Lock()
         self._opened_readers: list[sqlite3.Connection] = []
         self._db: sqlite3.Connection | None = None  # the writing connection (writer thread)
-        self._series: dict[tuple[str, str], int] = {}
-        self._last_t: dict[int, int] = {}  # newest stored time per series, µs
         self._purge_at: tuple[str, int] | None = None  # (table, next series id) mid-cycle
 
     @property
@@ -190,16 +256,13 @@ class SqliteBackend:
             # Points of many series land on many B-tree leaves at once: keep them in memory
             # (64 MiB at most; the default 2 MB made every batch of 1,000 series read pages).
             db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            db.execute("PRAGMA temp_store = MEMORY")
             db.executescript(SCHEMA)
             db.execute(
                 "INSERT OR IGNORE INTO iotgw_meta (key, value) VALUES ('schema', ?)",
                 (SCHEMA_VERSION,),
             )
-            self._series = {
-                (device, metric): sid
-                for sid, device, metric in db.execute("SELECT id, device, metric FROM series")
-            }
-            self._last_t = dict(db.execute("SELECT series, max(t) FROM points GROUP BY series"))
+            db.executescript(SCRATCH)
         except sqlite3.Error as exc:
             db.close()
             if not self._writable():
@@ -255,13 +318,11 @@ class SqliteBackend:
         return outcome
 
     def _reset(self) -> None:
-        """After a failed transaction: forget what it may have cached, and reopen next time."""
+        """After a failed transaction: close (its scratch tables go with it), reopen next time."""
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
-        self._series.clear()
-        self._last_t.clear()
 
     def _audit_row(self, e: AuditEntry) -> tuple[Any, ...]:
         params = orjson.dumps(e.params).decode()
@@ -270,95 +331,34 @@ class SqliteBackend:
             e.command_id, e.status, e.rtt_ms, e.error,
         )  # fmt: skip
 
-    def _series_id(self, db: sqlite3.Connection, device: str, metric: str, conv: str) -> int:
-        key = (device, metric)
-        sid = self._series.get(key)
-        if sid is None:
-            db.execute(
-                "INSERT OR IGNORE INTO series (device, metric, convention) VALUES (?, ?, ?)",
-                (device, metric, conv),
-            )
-            (sid,) = db.execute(
-                "SELECT id FROM series WHERE device = ? AND metric = ?", key
-            ).fetchone()
-            self._series[key] = sid
-        return sid
-
     def _insert(self, db: sqlite3.Connection, batch: WriteBatch) -> WriteOutcome:
+        """Store the batch's points and fold them into the rollups, all in SQL (see the module's
+        docstring for why); points already stored are counted as duplicates, not rolled up
+        twice."""
         outcome = WriteOutcome()
-        fresh: list[tuple[int, int, Any]] = []
-        maybe_seen: list[tuple[int, int, Any]] = []
-        last_t = self._last_t
-        series = self._series
-        conventions = batch.conventions
-        for device, metric, ts, value in batch.readings:
-            if not 0.0 <= ts < MAX_TIME_S:
-                outcome.bad["bad_time"] = outcome.bad.get("bad_time", 0) + 1
-                continue
-            if type(value) is float and not math.isfinite(value):
-                outcome.bad["bad_value"] = outcome.bad.get("bad_value", 0) + 1
-                continue
-            sid = series.get((device, metric))
-            if sid is None:
-                sid = self._series_id(db, device, metric, conventions.get(device, ""))
-            t = round(ts * US)
-            row = (sid, t, encode_value(value))
-            if t > last_t.get(sid, -1):
-                last_t[sid] = t
-                fresh.append(row)
-            else:
-                maybe_seen.append(row)  # out of order, or a time already stored
-        db.executemany("INSERT INTO points (series, t, v) VALUES (?, ?, ?)", fresh)
-        stored = fresh
-        if maybe_seen:
-            stored = list(fresh)
-            for row in maybe_seen:
-                if db.execute("INSERT OR IGNORE INTO points VALUES (?, ?, ?)", row).rowcount:
-                    stored.append(row)
-                else:
-                    outcome.duplicates += 1
-        outcome.written = len(stored)
-        self._roll_up(db, stored)
+        for start in range(0, len(batch.messages), MESSAGES_PER_CHUNK):
+            db.execute(STAGE, (batch.readings_json(start, start + MESSAGES_PER_CHUNK),))
+        db.execute(
+            "INSERT INTO temp.conventions (device, convention) SELECT key, value FROM json_each(?)",
+            (batch.conventions_json(),),
+        )
+        bad_time, bad_value = db.execute(REFUSED).fetchone()
+        for reason, n in (("bad_time", bad_time), ("bad_value", bad_value)):
+            if n:
+                outcome.bad[reason] = n
+        valid = batch.count - bad_time - bad_value
+        db.execute(NEW_SERIES)
+        unique = db.execute(FRESH).rowcount
+        stored_before = db.execute(ALREADY_STORED).rowcount
+        outcome.written = db.execute(STORE_POINTS).rowcount
+        outcome.duplicates = valid - unique + stored_before
+        db.execute(NEWEST)
+        db.execute(MINUTES)
+        for width in ROLLUP_WIDTHS_S:
+            db.execute(ROLL_UP[width])
+        for table in CLEAR_SCRATCH:
+            db.execute(f"DELETE FROM temp.{table}")
         return outcome
-
-    def _roll_up(self, db: sqlite3.Connection, rows: list[tuple[int, int, Any]]) -> None:
-        """Fold the stored numeric points into the per-minute and per-hour aggregates."""
-        minutes: dict[tuple[int, int], list[float]] = {}
-        for sid, t, v in rows:
-            if type(v) is bytes or type(v) is str:
-                continue
-            key = (sid, t // (60 * US) * 60)
-            acc = minutes.get(key)
-            if acc is None:
-                minutes[key] = [v, v, v, 1]
-            else:
-                if v < acc[0]:
-                    acc[0] = v
-                if v > acc[1]:
-                    acc[1] = v
-                acc[2] += v
-                acc[3] += 1
-        levels = {60: minutes}
-        coarser: dict[tuple[int, int], list[float]] = {}
-        for (sid, t), acc in minutes.items():
-            key = (sid, t // 3600 * 3600)
-            have = coarser.get(key)
-            if have is None:
-                coarser[key] = list(acc)
-            else:
-                have[0] = min(have[0], acc[0])
-                have[1] = max(have[1], acc[1])
-                have[2] += acc[2]
-                have[3] += acc[3]
-        levels[3600] = coarser
-        for width, buckets in levels.items():
-            db.executemany(
-                f"INSERT INTO rollup_{width} (series, t, lo, hi, total, n) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series, t) DO UPDATE SET "
-                "lo = min(lo, excluded.lo), hi = max(hi, excluded.hi), "
-                "total = total + excluded.total, n = n + excluded.n",
-                [(sid, t, a[0], a[1], a[2], a[3]) for (sid, t), a in buckets.items()],
-            )
 
     # --- retention (writer thread, one small step at a time) -----------------------------------
 

@@ -26,10 +26,12 @@ from gateway.store.base import (
     Backend,
     HistoryResult,
     Point,
+    QueuedMessage,
     RestoredSeries,
     Roster,
     StoreUnavailable,
     WriteBatch,
+    encode_readings,
 )
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class HistoryStore:
         self.durable = backend.durable
         self._history_length = history_length
         self._clock = clock
-        self._queue: deque[tuple[list[Reading], str]] = deque()
+        self._queue: deque[QueuedMessage] = deque()
         self._queued = 0
         self._audits: deque[AuditEntry] = deque()
         self._pending: WriteBatch | None = None  # taken from the queue, not yet committed
@@ -102,8 +104,9 @@ class HistoryStore:
     # --- the relay path: no I/O, never awaited ------------------------------------------------
 
     def append(self, readings: list[Reading], convention: str) -> None:
-        """Queue one message's readings (all of one device) for the writer."""
-        if not self.durable:
+        """Queue one message's readings (all of one device) for the writer, as JSON: the
+        backends take them so, and bytes keep the collector's work small (QueuedMessage)."""
+        if not self.durable or not readings:
             return  # the memory backend answers from the registry's rings
         n = len(readings)
         if self._queued + n > self.config.queue_points:
@@ -115,7 +118,11 @@ class HistoryStore:
                 self.reason or "the writer is behind",
             )
             return
-        self._queue.append((readings, convention))
+        encoded, refused = encode_readings(readings)
+        if refused:
+            self.stats.dropped["bad_value"] += refused
+            n -= refused
+        self._queue.append((encoded, n, readings[0][0], convention))
         self._queued += n
         if self._queued >= self.config.batch_points:
             self._due.set()
@@ -136,7 +143,7 @@ class HistoryStore:
 
     @property
     def queued(self) -> int:
-        return self._queued + (len(self._pending.readings) if self._pending else 0)
+        return self._queued + (self._pending.count if self._pending else 0)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -248,20 +255,23 @@ class HistoryStore:
             return self._pending
         if not self._queue and not self._audits:
             return None
-        readings: list[Reading] = []
-        conventions: dict[str, str] = {}
         queue = self._queue
-        # At most about batch_points per commit: a long backlog is written in steps, so no
-        # single commit (and no shutdown flush step) holds the writer for long.
-        while queue and len(readings) < self.config.batch_points:
-            batch, convention = queue.popleft()
-            readings += batch
-            if batch:
-                conventions[batch[0][0]] = convention
-        self._queued -= len(readings)
+        if self._queued <= self.config.batch_points:
+            taken, self._queue = list(queue), deque()  # the usual case: all of it, no loop
+            self._queued = 0
+        else:
+            # A backlog is written in steps of about batch_points, so no single commit (and no
+            # shutdown flush step) holds the writer for long.
+            taken = []
+            points = 0
+            while queue and points < self.config.batch_points:
+                message = queue.popleft()
+                taken.append(message)
+                points += message[1]
+            self._queued -= points
         audits = list(self._audits)
         self._audits.clear()
-        self._pending = WriteBatch(readings, conventions, audits)
+        self._pending = WriteBatch(taken, audits)
         return self._pending
 
     async def _commit(self) -> bool:
