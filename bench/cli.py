@@ -156,6 +156,17 @@ def _loop_line(record: dict[str, Any]) -> str:
         f">100 ms {view['loop_ticks_over_100ms']} | batches/s {view['batches_per_s']}, "
         f"frames/s per client {record.get('frames_per_client_per_s')}"
         + (f", events per client >= {events}" if events else "")
+        + _history_line(view)
+    )
+
+
+def _history_line(view: dict[str, Any]) -> str:
+    """The history writer during the step: keeping up (written/s), or dropping."""
+    if "history_written_per_s" not in view:
+        return ""
+    return (
+        f" | history {view['history_written_per_s']} points/s, dropped "
+        f"{view['history_dropped']}, queued {view['history_queued']}"
     )
 
 

@@ -214,6 +214,9 @@ _STEP_METRICS = (
     "iotgw_batches",
     "iotgw_ws_frames_sent",
     "iotgw_device_events",
+    "iotgw_history_points_written",
+    "iotgw_history_points_dropped",
+    "iotgw_history_queued_points",
 )
 
 
@@ -257,7 +260,9 @@ def gateway_samples(port: int) -> dict[str, float]:
 def step_view(before: dict[str, float], after: dict[str, float], window_s: float) -> dict[str, Any]:
     """What the gateway did during one step, from two `gateway_samples`: its event loop's
     lateness (the worst tick, the sum, ticks later than 100 ms), batches and frames per second,
-    device events. The worst tick is exact when it happened during the step (the max only
+    device events, and the history store's points written and dropped during the step and
+    queued at its end (a writer that falls behind drops: history on is only on if it keeps up).
+    The worst tick is exact when it happened during the step (the max only
     grows); otherwise it is bounded by the histogram's buckets."""
 
     def delta(name: str) -> float:
@@ -287,4 +292,9 @@ def step_view(before: dict[str, float], after: dict[str, float], window_s: float
         "batches_per_s": round(delta("iotgw_batches_total") / window_s, 1),
         "frames_sent": int(delta("iotgw_ws_frames_sent_total")),
         "device_events": int(delta("iotgw_device_events_total")),
+        "history_written_per_s": round(delta("iotgw_history_points_written_total") / window_s),
+        "history_dropped": int(
+            sum(delta(k) for k in after if k.startswith("iotgw_history_points_dropped_total"))
+        ),
+        "history_queued": int(after.get("iotgw_history_queued_points", 0.0)),
     }

@@ -56,6 +56,8 @@ SESSION_SETTINGS = {
     "application_name": "iotgw",
     # JIT compiles a bucket query for longer than it runs (~50 ms on a few rows).
     "jit": "off",
+    # A batch's sorts (50,000 points: ~2.5 MB each) in memory, not in temporary files.
+    "work_mem": "32MB",
     # Several instances update the same rollup rows (issue 14): one that hangs inside a commit
     # (frozen, cut off from the database, stuck in shutdown) would hold its row locks and stall
     # every other instance's writer. A commit waits for a lock this long at most, then fails and
@@ -112,52 +114,65 @@ r{width} AS (
     RETURNING 1)"""
 
 
-#: $1: the batch's readings as the store queued them, one JSON array of [device, metric, time,
-#: value] arrays (docs: WriteBatch); the server takes them apart, so the gateway's writer does
-#: no per-point Python (which would share the interpreter lock with the event loop).
-_READINGS = "json_array_elements($1::json) WITH ORDINALITY AS r(x, i)"
-_VALID_TIME = f"t >= 0 AND t < {MAX_TIME_S}"
-#: Series new to the database, made before the batch's transaction (an id stays valid if the
-#: batch fails), in key order (instances making the same series never deadlock); $2 is
-#: {device: convention}.
+#: $1: a batch's readings as the store queued them, one JSON array of [device, metric, time,
+#: value] arrays (WriteBatch), taken apart by the server, so the gateway's writer does no
+#: per-point Python (which would share the interpreter lock with the event loop). jsonb: parsed
+#: once, where every operator on `json` parses its operand again. jsonb keeps numbers as numeric,
+#: not as written: orjson writes every float with a fraction or, from 1e16 up, an exponent, and
+#: integers past 2^53 never get here (conventions.common), so a number is an integer exactly when
+#: it has no fraction digits and is at most 2^53.
+_INCOMING = """
+incoming AS (
+    SELECT i, x ->> 0 AS device, x ->> 1 AS metric, (x ->> 2)::float8 AS t,
+           jsonb_typeof(x -> 3) AS kind, x -> 3 AS value
+    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS r(x, i))"""
+_VALID = f"t >= 0 AND t < {MAX_TIME_S} AND kind <> 'null'"
+#: Series new to the database ($2: {device: convention}), once per (device, metric), in key
+#: order: instances making the same series wait for each other instead of deadlocking. Run
+#: only when INSERT_POINTS found points of series it did not know (then it runs again).
 NEW_SERIES = f"""
+WITH {_INCOMING}
 INSERT INTO iotgw_series (device, metric, convention)
-SELECT DISTINCT device, metric, coalesce($2::json ->> device, '')
-FROM (SELECT x ->> 0 AS device, x ->> 1 AS metric, (x ->> 2)::float8 AS t,
-             json_typeof(x -> 3) AS kind FROM {_READINGS}) incoming
-WHERE {_VALID_TIME} AND kind <> 'null'
-    AND NOT EXISTS (SELECT 1 FROM iotgw_series s
-                    WHERE s.device = incoming.device AND s.metric = incoming.metric)
+SELECT device, metric, coalesce($2::jsonb ->> device, '')
+FROM (SELECT DISTINCT device, metric FROM incoming WHERE {_VALID}) pairs
+WHERE NOT EXISTS (
+    SELECT 1 FROM iotgw_series s WHERE s.device = pairs.device AND s.metric = pairs.metric)
 ORDER BY 1, 2
 ON CONFLICT (device, metric) DO NOTHING"""
-#: One statement per batch: the valid points are inserted in key order (instances sharing the
-#: database lock the same rows in the same order) with ON CONFLICT DO NOTHING (the first of
-#: several with one key in the batch is kept), and only the rows really inserted are folded into
-#: the minutes and hours, so every point counts once whoever wrote it. Returns the points refused
-#: for their time, for their value (NaN and infinities arrive as JSON null), and inserted.
+#: The valid points of known series, inserted with ON CONFLICT DO NOTHING (the first of several
+#: with one key in the batch is kept; a second run after NEW_SERIES adds only the rest); only the
+#: rows really inserted are folded into the minutes and hours, so every point counts once
+#: whoever wrote it. Returns the points refused for their time, for their value (NaN and
+#: infinities arrive as JSON null), those of unknown series, and those inserted.
 INSERT_POINTS = f"""
-WITH incoming AS (
-    SELECT i, x ->> 0 AS device, x ->> 1 AS metric, (x ->> 2)::float8 AS t,
-           json_typeof(x -> 3) AS kind, x ->> 3 AS text
-    FROM {_READINGS}),
+WITH {_INCOMING},
+known AS (
+    SELECT incoming.i, s.id AS series, incoming.t, kind, value
+    FROM incoming LEFT JOIN iotgw_series s
+        ON s.device = incoming.device AND s.metric = incoming.metric
+    WHERE {_VALID}),
 ins AS (
     INSERT INTO iotgw_points (series, t, v, k, s)
-    SELECT s.id, to_timestamp(incoming.t),
-        CASE kind WHEN 'boolean' THEN text::boolean::int WHEN 'number' THEN text::float8 END,
+    SELECT series, to_timestamp(t),
+        CASE kind WHEN 'boolean' THEN value::boolean::int WHEN 'number' THEN value::float8 END,
         CASE kind WHEN 'boolean' THEN {BOOL} WHEN 'string' THEN {STR}
-            WHEN 'number' THEN CASE WHEN text ~ '[.eE]' THEN {FLOAT} ELSE {INT} END END,
-        CASE kind WHEN 'string' THEN text END
-    FROM incoming JOIN iotgw_series s ON s.device = incoming.device AND s.metric = incoming.metric
-    WHERE {_VALID_TIME} AND kind <> 'null'
-    ORDER BY s.id, incoming.t, incoming.i
+            WHEN 'number' THEN CASE
+                WHEN scale(value::numeric) = 0 AND abs(value::numeric) <= {2**53} THEN {INT}
+                ELSE {FLOAT} END END,
+        CASE kind WHEN 'string' THEN value #>> '{{}}' END
+    FROM known WHERE series IS NOT NULL
+    ORDER BY i
     ON CONFLICT DO NOTHING
     RETURNING series, t, v, k),
-m AS (
-    SELECT series, t, v AS lo, v AS hi, v AS total, 1 AS n FROM ins WHERE k IN ({FLOAT}, {INT})),
-{_upsert_rollup(60, "m")},
-{_upsert_rollup(3600, "m")}
-SELECT (SELECT count(*) FROM incoming WHERE NOT coalesce({_VALID_TIME}, false)),
-       (SELECT count(*) FROM incoming WHERE {_VALID_TIME} AND kind = 'null'),
+minutes AS (
+    SELECT series, date_bin('60 seconds', t, timestamptz 'epoch') AS t, min(v) AS lo,
+           max(v) AS hi, sum(v) AS total, count(*) AS n
+    FROM ins WHERE k IN ({FLOAT}, {INT}) GROUP BY 1, 2),
+{_upsert_rollup(60, "minutes")},
+{_upsert_rollup(3600, "minutes")}
+SELECT (SELECT count(*) FROM incoming WHERE NOT coalesce(t >= 0 AND t < {MAX_TIME_S}, false)),
+       (SELECT count(*) FROM incoming WHERE t >= 0 AND t < {MAX_TIME_S} AND kind = 'null'),
+       (SELECT count(*) FROM known WHERE series IS NULL),
        (SELECT count(*) FROM ins)
 """
 
@@ -304,12 +319,18 @@ class PostgresBackend:
         readings = batch.readings_json()
         try:
             async with pool.acquire() as db:
-                await db.execute(NEW_SERIES, readings, batch.conventions_json())
+                conventions = batch.conventions_json()
                 for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
                     try:
                         async with db.transaction():
                             await self._audits(db, batch.audits)
-                            row = await db.fetchrow(INSERT_POINTS, readings)
+                            bad_time, bad_value, unknown, inserted = await db.fetchrow(
+                                INSERT_POINTS, readings
+                            )
+                            if unknown:
+                                await db.execute(NEW_SERIES, readings, conventions)
+                                *_, more = await db.fetchrow(INSERT_POINTS, readings)
+                                inserted += more
                         break
                     except asyncpg.exceptions.DeadlockDetectedError:
                         # Two instances' commits crossed (rows both update, taken in another
@@ -319,7 +340,6 @@ class PostgresBackend:
                             raise
         except FAILURES as exc:
             raise self._lost(exc) from exc
-        bad_time, bad_value, inserted = row
         outcome = WriteOutcome(written=inserted)
         for reason, n in (("bad_time", bad_time), ("bad_value", bad_value)):
             if n:
